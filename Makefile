@@ -1,0 +1,56 @@
+# tunedex: `make pipeline` runs the default profile, `make test` the tests. Both set up first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TUNEDEX := $(VENV)/bin/tunedex
+CONFIG ?= configs/cpu.yaml
+# The CPU wheel by default; a GPU box sets TORCH_SPEC (or has torch installed already).
+TORCH_SPEC ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+export DO_NOT_TRACK := true
+export MLFLOW_DISABLE_TELEMETRY := true
+export DVC_NO_ANALYTICS := 1
+export HF_HUB_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+
+.PHONY: help setup pipeline test test-fast lint ui repro bench clean
+help:  ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e ".[models,dev]"
+	touch $@
+
+.models/.ready: $(VENV)/.installed $(CONFIG)
+	$(TUNEDEX) setup --config $(CONFIG)
+	mkdir -p .models && touch $@
+
+setup: .models/.ready  ## create the venv, install, resolve offline model assets
+
+pipeline: setup  ## run the whole pipeline on $(CONFIG) (default: cpu profile, demo data)
+	$(TUNEDEX) pipeline --config $(CONFIG)
+
+test: setup  ## run the test suite (slow tests included)
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-fast: setup  ## run the tests not marked slow
+	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: $(VENV)/.installed  ## ruff
+	$(VENV)/bin/ruff check .
+
+repro: setup  ## reproduce the DVC pipeline (dvc.yaml)
+	$(VENV)/bin/dvc repro
+
+ui: $(VENV)/.installed  ## MLflow UI on http://127.0.0.1:5000
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
+
+clean:  ## remove run outputs (keeps the venv and model cache)
+	rm -rf reports data/prepared mlflow.db mlartifacts mlruns .prefect .pytest_cache

@@ -1,0 +1,1 @@
+"""tunedex flows (recipes that chain tasks) and the `tunedex` CLI."""

@@ -1,0 +1,32 @@
+"""The retrain flow: validate -> prepare (later: train, index, evaluate, promote).
+
+Reads the raw corpus/QA named in the config; writes reports/validation/, data/prepared/, and one
+MLflow parent run with a nested run per stage. Each step calls the same stage function DVC runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from tasks.config import DEFAULT_CONFIG_PATH, load_config
+from tasks.prepare import prepare
+from tasks.tracking import pipeline_run
+from tasks.validate import validate
+
+# The stages in order; dvc.yaml has the same keys (a test keeps them in agreement).
+STAGES = ("validate", "prepare")
+
+
+@flow(name="tunedex-pipeline", flow_run_name="{config_path}")
+def pipeline(config_path: str = DEFAULT_CONFIG_PATH,
+             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the tunedex pipeline for one config; return the parent MLflow run id and stage outputs."""
+    cfg = load_config(config_path, overrides)
+    with pipeline_run(cfg, run_name="pipeline") as run_id:
+        # 1. Validate the raw data (stops the run on any failed expectation).
+        report = validate(cfg, run_id)
+        # 2. Split, leakage-check and chunk.
+        prepared = prepare(cfg, run_id)
+    return {"run_id": run_id, "validation": report.to_dict(), "prepare": prepared}

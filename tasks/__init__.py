@@ -1,0 +1,1 @@
+"""tunedex stages: pure functions first, thin Prefect task wrappers last."""

@@ -1,0 +1,151 @@
+"""Frozen pydantic config loaded from YAML; unknown keys and wrong types name their key path."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tasks.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = "configs/cpu.yaml"
+
+
+class Section(BaseModel):
+    """A config section: frozen, unknown keys forbidden."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ProjectConfig(Section):
+    name: str = "tunedex"  # MLflow experiment name and Prefect flow-run prefix
+    profile: Literal["smoke", "cpu", "gpu"] = "cpu"  # which profile this file is
+    seed: int = 13  # one seed for splits, sampling and training
+
+
+class PathsConfig(Section):
+    corpus_path: str = "data/demo/corpus.jsonl"  # raw documents (data contract)
+    qa_path: str = "data/demo/qa.jsonl"  # raw question/answer pairs (data contract)
+    prepared_dir: str = "data/prepared"  # chunks + train/eval splits written by `prepare`
+    reports_dir: str = "reports"  # validation reports, metrics, scoreboard
+    models_dir: str = ".models"  # converted / built model copies (cache, not versioned)
+
+
+class TrackingConfig(Section):
+    tracking_uri: str = "sqlite:///mlflow.db"  # any MLflow tracking URI (http://, databricks, ...)
+    artifact_location: str | None = None  # None: MLflow default (./mlartifacts beside sqlite)
+
+
+class ModelsConfig(Section):
+    retriever_id: str = "sentence-transformers/all-MiniLM-L6-v2"  # HF id or local dir
+    allow_download: bool = False  # True: fetch from the hub when not cached (needs network)
+
+
+class ValidateConfig(Section):
+    min_documents: int = Field(1, ge=1)  # corpus row-count floor
+    max_documents: int = Field(10_000_000, ge=1)  # corpus row-count ceiling
+    min_text_chars: int = Field(1, ge=1)  # shortest acceptable document text
+    max_text_chars: int = Field(1_000_000, ge=1)  # longest acceptable document text (chars)
+    min_questions: int = Field(1, ge=1)  # qa row-count floor
+    max_question_chars: int = Field(2_000, ge=1)  # longest acceptable question
+    examples: int = Field(5, ge=1, le=50)  # example values shown per failed expectation
+
+
+class PrepareConfig(Section):
+    eval_fraction: float = Field(0.2, gt=0, lt=1)  # share of qa without `split` sent to eval
+    chunk_tokens: int = Field(200, ge=16)  # retriever tokens per chunk (without special tokens)
+    chunk_overlap: int = Field(32, ge=0)  # tokens shared by consecutive chunks
+
+    @model_validator(mode="after")
+    def _overlap_below_size(self) -> PrepareConfig:
+        if self.chunk_overlap >= self.chunk_tokens:
+            raise ValueError("chunk_overlap must be smaller than chunk_tokens")
+        return self
+
+
+class Config(Section):
+    project: ProjectConfig = ProjectConfig()
+    paths: PathsConfig = PathsConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    models: ModelsConfig = ModelsConfig()
+    validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    prepare: PrepareConfig = PrepareConfig()
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the resolved config as plain data, with YAML key names."""
+        return self.model_dump(by_alias=True, mode="json")
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    lines = [f"{source}: invalid config"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {e['msg']} (got {e.get('input')!r})")
+    return "\n".join(lines)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of `raw` with dotted-key overrides (`prepare.chunk_tokens`) applied."""
+    merged = yaml.safe_load(yaml.safe_dump(raw))  # deep copy of plain data
+    for dotted, value in overrides.items():
+        node = merged
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {dotted}: '{part}' is not a section")
+        node[leaf] = value
+    return merged
+
+
+def parse_config(raw: Any, source: str = "<config>") -> Config:
+    """Validate plain data into a frozen Config, naming the key path of any error."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(source, err)) from None
+
+
+def load_config(path: str | Path = DEFAULT_CONFIG_PATH, overrides: dict[str, Any] | None = None) -> Config:
+    """Load a YAML config file (plus dotted-key overrides) into a frozen Config."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found (profiles live in configs/)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if overrides:
+        raw = apply_overrides(raw or {}, overrides)
+    return parse_config(raw, source=str(path))
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse one `key.path=value` command-line override; the value is read as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected key.path=value")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested config data into dotted keys (for MLflow params)."""
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat

@@ -1,0 +1,91 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tasks.config import Config, apply_overrides, flatten, load_config, parse_override
+from tasks.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("profile", ["cpu", "smoke", "gpu"])
+def test_every_profile_loads_and_names_itself(profile):
+    cfg = load_config(REPO / "configs" / f"{profile}.yaml")
+    assert cfg.project.profile == profile
+
+
+def test_config_is_frozen():
+    cfg = load_config(REPO / "configs" / "cpu.yaml")
+    with pytest.raises(Exception, match="frozen"):
+        cfg.prepare.chunk_tokens = 10
+
+
+def write(tmp_path, data) -> Path:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_unknown_key_names_its_path_and_file(tmp_path):
+    path = write(tmp_path, {"prepare": {"chunk_size": 100}})
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(path) in str(err.value)
+    assert "prepare.chunk_size: unknown key" in str(err.value)
+
+
+def test_unknown_top_level_section(tmp_path):
+    with pytest.raises(ConfigError, match="trainer: unknown key"):
+        load_config(write(tmp_path, {"trainer": {"lr": 1}}))
+
+
+def test_wrong_type_names_key_and_value(tmp_path):
+    with pytest.raises(ConfigError) as err:
+        load_config(write(tmp_path, {"prepare": {"chunk_tokens": "many"}}))
+    assert "prepare.chunk_tokens" in str(err.value)
+    assert "'many'" in str(err.value)
+
+
+def test_overlap_must_be_below_chunk_size(tmp_path):
+    with pytest.raises(ConfigError, match="chunk_overlap must be smaller"):
+        load_config(write(tmp_path, {"prepare": {"chunk_tokens": 32, "chunk_overlap": 32}}))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_not_a_mapping(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(path)
+
+
+def test_overrides_apply_and_are_validated(tmp_path):
+    path = write(tmp_path, {})
+    assert load_config(path, {"prepare.chunk_tokens": 64}).prepare.chunk_tokens == 64
+    with pytest.raises(ConfigError, match="prepare.chunk_tokenz: unknown key"):
+        load_config(path, {"prepare.chunk_tokenz": 64})
+
+
+def test_apply_overrides_does_not_mutate_input():
+    raw = {"prepare": {"chunk_tokens": 10}}
+    out = apply_overrides(raw, {"prepare.chunk_tokens": 20, "paths.reports_dir": "r"})
+    assert raw == {"prepare": {"chunk_tokens": 10}}
+    assert out == {"prepare": {"chunk_tokens": 20}, "paths": {"reports_dir": "r"}}
+
+
+def test_parse_override_reads_yaml_values():
+    assert parse_override("prepare.chunk_tokens=128") == ("prepare.chunk_tokens", 128)
+    assert parse_override("models.allow_download=true") == ("models.allow_download", True)
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        parse_override("prepare.chunk_tokens")
+
+
+def test_flatten_and_yaml_names():
+    data = Config().to_dict()
+    assert "validate" in data and "validate_" not in data
+    assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}

@@ -1,0 +1,83 @@
+"""The real Prefect flow against a real MLflow store (sqlite) and real GX validation."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flows.pipeline import STAGES
+from tasks.errors import ValidationFailed
+from tasks.tracking import file_md5
+from tests.conftest import REPO, SMOKE, TINY_DOCS, write_jsonl_lines
+
+
+def test_flow_stages_match_dvc_yaml():
+    dvc_stages = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
+    assert list(STAGES) == dvc_stages
+
+
+def runs_of(uri: str, parent_id: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    parent = client.get_run(parent_id)
+    children = client.search_runs([parent.info.experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
+    return parent, {r.info.run_name: r for r in children}
+
+
+@pytest.mark.slow
+def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_overrides, tmp_path):
+    from flows.pipeline import pipeline
+
+    result = pipeline(config_path=str(SMOKE), overrides=smoke_overrides)
+
+    parent, children = runs_of(smoke_overrides["tracking.tracking_uri"], result["run_id"])
+    assert parent.info.status == "FINISHED"
+    assert sorted(children) == sorted(STAGES)
+    assert all(r.info.status == "FINISHED" for r in children.values())
+    tags = parent.data.tags
+    assert tags["data.corpus_md5"] == file_md5(smoke_overrides["paths.corpus_path"])
+    assert tags["data.qa_md5"] == file_md5(smoke_overrides["paths.qa_path"])
+    assert len(tags["git.commit"]) in (40, 7) or tags["git.commit"] == "unknown"
+    assert parent.data.params["prepare.chunk_tokens"] == "32"
+    assert children["prepare"].data.params["prepare.chunk_tokens"] == "32"
+
+    raw = {i.dataset.name: i.dataset.digest for i in children["validate"].inputs.dataset_inputs}
+    assert set(raw) == {"raw_corpus", "raw_qa"} and all(raw.values())
+    prepared = {i.dataset.name for i in children["prepare"].inputs.dataset_inputs}
+    assert prepared == {"chunks", "train_qa", "eval_qa"}
+    assert children["validate"].data.metrics["failed_expectations"] == 0
+    assert children["prepare"].data.metrics["documents"] == 3
+
+    out = Path(smoke_overrides["paths.prepared_dir"])
+    assert result["prepare"]["chunks"] == len((out / "chunks.jsonl").read_text().splitlines())
+    train = (out / "train_qa.jsonl").read_text().splitlines()
+    evals = (out / "eval_qa.jsonl").read_text().splitlines()
+    assert len(train) + len(evals) == 8
+    assert result["prepare"]["split_from_data"] == 7
+
+
+@pytest.mark.slow
+def test_failed_validation_stops_before_prepare(prefect_harness, smoke_overrides, tmp_path):
+    from flows.pipeline import pipeline
+
+    write_jsonl_lines(Path(smoke_overrides["paths.corpus_path"]),
+                      [*TINY_DOCS, {**TINY_DOCS[1]}])  # duplicate doc_id
+    with pytest.raises(ValidationFailed, match="expect_column_values_to_be_unique on column 'doc_id'"):
+        pipeline(config_path=str(SMOKE), overrides=smoke_overrides)
+
+    assert not Path(smoke_overrides["paths.prepared_dir"]).exists()
+    summary = Path(smoke_overrides["paths.reports_dir"]) / "validation" / "summary.md"
+    assert "# Validation FAILED" in summary.read_text()
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=smoke_overrides["tracking.tracking_uri"])
+    runs = client.search_runs([client.get_experiment_by_name("tunedex-smoke").experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    assert set(by_name) == {"pipeline", "validate"}
+    assert by_name["validate"].info.status == "FAILED"
+    assert by_name["pipeline"].info.status == "FAILED"
+    artifacts = {a.path for a in client.list_artifacts(by_name["validate"].info.run_id, "validation")}
+    assert "validation/summary.md" in artifacts

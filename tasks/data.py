@@ -1,7 +1,8 @@
 """The data contract: streaming JSON Lines loaders that name file, line and field on error.
 
 corpus.jsonl: doc_id (str, unique), text (str, non-empty), optional title (str), metadata (object).
-qa.jsonl:     qid (str, unique), question, answer (str), doc_ids (list of str), optional split.
+qa.jsonl:     qid (str, unique), question, answer (str), doc_ids (list of str), optional split,
+              optional metadata (object; e.g. PubMedQA's final_decision).
 
 Loaders check structure (UTF-8, one JSON object per line, field types) and never drop a row;
 content rules (uniqueness, emptiness, references) are Great Expectations suites in validate.
@@ -32,6 +33,7 @@ QA_FIELDS: dict[str, tuple[type, ...]] = {
     "answer": (str,),
     "doc_ids": (list,),
     "split": (str,),
+    "metadata": (dict,),
 }
 _TYPE_NAMES = {str: "a string", dict: "an object", list: "a list of strings"}
 

@@ -147,8 +147,14 @@ def chunk_corpus(corpus: pd.DataFrame, tokenizer: Any, cfg: PrepareConfig) -> li
 
 def qa_records(qa: pd.DataFrame) -> list[dict[str, Any]]:
     """QA rows as records for JSON Lines (source line kept for traceability)."""
-    cols = ["qid", "question", "answer", "doc_ids", "split", "line"]
-    return [{c: (int(r[c]) if c == "line" else r[c]) for c in cols} for r in qa.to_dict("records")]
+    cols = ["qid", "question", "answer", "doc_ids", "split", "metadata", "line"]
+
+    def plain(col: str, value: Any) -> Any:
+        if col == "line":
+            return int(value)
+        return value if isinstance(value, list | dict | str) else None  # NaN/None -> null
+
+    return [{c: plain(c, r[c]) for c in cols} for r in qa.to_dict("records")]
 
 
 def write_prepared(out_dir: Path, chunks: list[Chunk], qa: pd.DataFrame, stats: dict[str, Any],

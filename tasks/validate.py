@@ -68,7 +68,7 @@ def reference_expectations(corpus_ids: list[str]) -> list[tuple[str, dict[str, A
 
 def qa_frame(qa: pd.DataFrame) -> pd.DataFrame:
     """The QA frame GX sees: contract columns plus the number of referenced documents."""
-    out = qa.drop(columns=["doc_ids"])
+    out = qa.drop(columns=["doc_ids", "metadata"])
     out["n_doc_ids"] = [len(v) if isinstance(v, list) else 0 for v in qa["doc_ids"]]
     return out
 
@@ -160,7 +160,6 @@ def run_suites(frames: dict[str, pd.DataFrame], suites: dict[str, list[tuple[str
                gx_root: Path, limit: int) -> tuple[list[Failure], int]:
     """Run each suite on its frame through a GX checkpoint (updating Data Docs)."""
     import great_expectations as gx
-
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
     context = gx.get_context(mode="file", project_root_dir=str(gx_root))

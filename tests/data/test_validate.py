@@ -105,7 +105,8 @@ def test_failure_message_names_file_lines_expectation(smoke_cfg, tmp_path):
 def test_frames_for_gx():
     import pandas as pd
 
-    qa = pd.DataFrame({"line": [1, 2], "qid": ["a", "b"], "doc_ids": [["x", "y"], []]})
+    qa = pd.DataFrame({"line": [1, 2], "qid": ["a", "b"], "doc_ids": [["x", "y"], []],
+                       "metadata": [None, None]})
     assert qa_frame(qa)["n_doc_ids"].tolist() == [2, 0]
     refs = reference_frame(qa)
     assert refs.to_dict("records") == [{"line": 1, "qid": "a", "doc_id": "x"},

@@ -25,7 +25,8 @@ def test_absent_optional_fields_are_none_not_dropped(tmp_path):
 
 def test_qa_columns(tmp_path):
     df = load_qa(write_jsonl_lines(tmp_path / "qa.jsonl", TINY_QA))
-    assert list(df.columns) == ["line", "qid", "question", "answer", "doc_ids", "split"]
+    assert list(df.columns) == ["line", "qid", "question", "answer", "doc_ids", "split",
+                                "metadata"]
     assert pd.isna(df.loc[7, "split"])
     assert df.loc[0, "doc_ids"] == ["plan-01"]
 

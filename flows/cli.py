@@ -95,5 +95,28 @@ def setup(config: str = ConfigOpt) -> None:
     typer.echo(f"retriever {cfg.models.retriever_id}: {path}")
 
 
+class Dataset(str, Enum):
+    pubmedqa = "pubmedqa"
+    covidfaq = "covidfaq"
+
+
+@app.command()
+def convert(name: Dataset = typer.Argument(..., help="Which public dataset SOURCE holds."),
+            source: str = typer.Argument(..., help="Its JSON file, e.g. pqal_dev.json or "
+                                                   "query_answer_pairs.json."),
+            out: str | None = typer.Option(None, "--out", "-o",
+                                           help="Output folder (default: data/<name>).")
+            ) -> None:
+    """Convert a public dataset to corpus.jsonl + qa.jsonl (the data contract); print the counts."""
+    from pathlib import Path
+
+    from tasks.convert import convert_dataset
+
+    out_dir = Path(out) if out else Path("data") / name.value
+    stats = _run(convert_dataset, name.value, Path(source), out_dir)
+    typer.echo(json.dumps(stats, indent=2))
+    typer.echo(f"wrote {out_dir / 'corpus.jsonl'} and {out_dir / 'qa.jsonl'}")
+
+
 if __name__ == "__main__":
     app()

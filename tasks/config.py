@@ -31,6 +31,8 @@ class PathsConfig(Section):
     prepared_dir: str = "data/prepared"  # chunks + train/eval splits written by `prepare`
     reports_dir: str = "reports"  # validation reports, metrics, scoreboard
     models_dir: str = ".models"  # converted / built model copies (cache, not versioned)
+    adapters_dir: str = "models"  # trained LoRA adapters (DVC outputs): <dir>/retriever, ...
+    index_uri: str = "lancedb"  # LanceDB URI: a local directory or s3://bucket/path
 
 
 class TrackingConfig(Section):
@@ -65,6 +67,39 @@ class PrepareConfig(Section):
         return self
 
 
+Device = Literal["auto", "cpu", "cuda"]
+
+
+class TrainRetrieverConfig(Section):
+    epochs: float = Field(1.0, gt=0)  # passes over the (question, chunk) pairs
+    max_steps: int = -1  # cap on optimizer steps; -1: no cap (epochs decide)
+    batch_size: int = Field(32, ge=2)  # pairs per step; the other positives are the negatives
+    learning_rate: float = Field(2e-4, gt=0)  # LoRA tolerates ~10x the full fine-tuning rate
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)  # share of steps with linear warm-up
+    max_seq_length: int = Field(256, ge=16)  # tokens per text during training
+    lora_r: int = Field(16, ge=1)  # adapter rank
+    lora_alpha: int = Field(32, ge=1)  # adapter scaling numerator (scale = alpha / r)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)  # dropout on the adapter input
+    target_modules: tuple[str, ...] = ("query", "key", "value", "dense")  # BERT-style names
+    hard_negatives: int = Field(0, ge=0)  # negatives mined with the base model per question
+    device: Device = "auto"  # auto: cuda when available
+    bf16: bool = False  # bf16 mixed precision (CUDA only)
+
+
+class IndexConfig(Section):
+    batch_size: int = Field(64, ge=1)  # chunks per encode call
+    ann_min_rows: int = Field(50_000, ge=1)  # build an ANN index once a table has this many rows
+    ann_partitions: int = Field(0, ge=0)  # IVF partitions; 0: about sqrt(rows)
+    device: Device = "auto"
+
+
+class EvaluateConfig(Section):
+    chunk_k: int = Field(50, ge=10)  # chunks retrieved per query before collapsing to documents
+    rrf_k: int = Field(60, ge=1)  # reciprocal-rank-fusion constant for hybrid
+    bootstrap: int = Field(1000, ge=100)  # bootstrap resamples for 95% intervals
+    max_questions: int = Field(0, ge=0)  # cap on eval questions; 0: all
+
+
 class Config(Section):
     project: ProjectConfig = ProjectConfig()
     paths: PathsConfig = PathsConfig()
@@ -72,6 +107,9 @@ class Config(Section):
     models: ModelsConfig = ModelsConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     prepare: PrepareConfig = PrepareConfig()
+    train_retriever: TrainRetrieverConfig = TrainRetrieverConfig()
+    index: IndexConfig = IndexConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

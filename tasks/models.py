@@ -73,3 +73,85 @@ def load_tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(model_dir), use_fast=True, local_files_only=True)
+
+
+# ---- retriever: sentence-transformers + optional LoRA adapter ---------------------------------
+
+ADAPTER_META = "tunedex_adapter.json"  # sidecar: which base model an adapter was trained on
+_DIGESTS: dict[tuple[str, float, int], str] = {}
+
+
+def pick_device(device: str) -> str:
+    """Resolve "auto" to cuda when available, else cpu."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def weights_digest(model_dir: Path) -> str:
+    """SHA-256 over a directory's weight files (safetensors/bin), cached per file state."""
+    import hashlib
+
+    h = hashlib.sha256()
+    files = sorted([*model_dir.glob("*.safetensors"), *model_dir.glob("*.bin")])
+    for path in files:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime, stat.st_size)
+        if key not in _DIGESTS:
+            file_hash = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 22), b""):
+                    file_hash.update(block)
+            _DIGESTS[key] = file_hash.hexdigest()
+        h.update(path.name.encode() + _DIGESTS[key].encode())
+    return h.hexdigest()
+
+
+def retriever_fingerprint(base_id: str, base_dir: Path, adapter_dir: Path | None) -> str:
+    """Identify a retriever by base model weights and adapter weights (names its index table)."""
+    import hashlib
+
+    parts = [base_id, weights_digest(base_dir)]
+    if adapter_dir is not None:
+        parts.append(weights_digest(adapter_dir))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+def write_adapter_meta(adapter_dir: Path, base_id: str, base_dir: Path, extra: dict) -> None:
+    """Record the base model an adapter belongs to (checked when the adapter is loaded)."""
+    meta = {"base_model_id": base_id, "base_weights": weights_digest(base_dir), **extra}
+    (adapter_dir / ADAPTER_META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
+
+
+def check_adapter_base(adapter_dir: Path, base_id: str, base_dir: Path) -> None:
+    """Refuse an adapter trained on another base model (its weights would be meaningless)."""
+    from tasks.errors import ConfigError
+
+    meta_path = adapter_dir / ADAPTER_META
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ConfigError(f"{adapter_dir}: no adapter_config.json; not a LoRA adapter directory")
+    if not meta_path.is_file():
+        raise ConfigError(f"{meta_path} missing: cannot tell which base model the adapter is for")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("base_model_id") != base_id or meta.get("base_weights") != weights_digest(base_dir):
+        raise ConfigError(
+            f"{adapter_dir}: adapter was trained on base model '{meta.get('base_model_id')}' "
+            f"but the config names '{base_id}' (or its weights changed); retrain the adapter")
+
+
+def load_retriever(base_dir: Path, adapter_dir: Path | None = None, device: str = "auto",
+                   max_seq_length: int | None = None):
+    """Load a SentenceTransformer from a local directory, its LoRA adapter merged when given."""
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(base_dir), device=pick_device(device), local_files_only=True)
+    if max_seq_length is not None:
+        model.max_seq_length = min(max_seq_length, model.max_seq_length)
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        # Merged weights encode ~1.4x faster than adapter layers on the side; same vectors.
+        model[0].model = PeftModel.from_pretrained(model[0].model, str(adapter_dir)).merge_and_unload()
+    return model

@@ -243,3 +243,9 @@ def prepare_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, An
 def prepare(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]:
     """Split, leakage-check and chunk the validated data into data/prepared/."""
     return prepare_stage(cfg, parent_run_id)
+
+
+def passage_text(chunk: dict[str, Any]) -> str:
+    """The text a retriever embeds and BM25 indexes for a chunk: title line + chunk text."""
+    title = chunk.get("title")
+    return f"{title}\n{chunk['text']}" if title else chunk["text"]

@@ -23,6 +23,22 @@ SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
 class Stage(str, Enum):
     validate = "validate"
     prepare = "prepare"
+    train_retriever = "train_retriever"
+    index = "index"
+    evaluate = "evaluate"
+
+
+def stage_functions():
+    """Stage name -> the stage function (the flow's tasks wrap the same functions)."""
+    from tasks.evaluate import evaluate_stage
+    from tasks.index import index_stage
+    from tasks.prepare import prepare_stage
+    from tasks.train_retriever import train_retriever_stage
+    from tasks.validate import validate_stage
+
+    return {Stage.validate: validate_stage, Stage.prepare: prepare_stage,
+            Stage.train_retriever: train_retriever_stage, Stage.index: index_stage,
+            Stage.evaluate: evaluate_stage}
 
 
 def _overrides(pairs: list[str] | None) -> dict[str, Any]:
@@ -66,12 +82,9 @@ def stage(name: Stage = typer.Argument(..., help="Stage to run (the dvc.yaml key
           config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
     """Run one stage without Prefect (what `dvc repro` calls); same code as the flow's step."""
     from tasks.config import load_config
-    from tasks.prepare import prepare_stage
-    from tasks.validate import validate_stage
 
-    functions = {Stage.validate: validate_stage, Stage.prepare: prepare_stage}
     cfg = _run(load_config, config, _overrides(set_))
-    _run(functions[name], cfg)
+    _run(stage_functions()[name], cfg)
     typer.echo(f"stage {name.value} finished")
 
 
@@ -88,10 +101,10 @@ def show_config(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
 def setup(config: str = ConfigOpt) -> None:
     """Check that every model the profile names resolves offline (run by `make setup`)."""
     from tasks.config import load_config
-    from tasks.models import resolve_model_dir
+    from tasks.models import retriever_base_dir
 
     cfg = _run(load_config, config)
-    path = _run(resolve_model_dir, cfg.models.retriever_id, cfg.models.allow_download)
+    path = _run(retriever_base_dir, cfg)
     typer.echo(f"retriever {cfg.models.retriever_id}: {path}")
 
 
@@ -116,6 +129,50 @@ def convert(name: Dataset = typer.Argument(..., help="Which public dataset SOURC
     stats = _run(convert_dataset, name.value, Path(source), out_dir)
     typer.echo(json.dumps(stats, indent=2))
     typer.echo(f"wrote {out_dir / 'corpus.jsonl'} and {out_dir / 'qa.jsonl'}")
+
+
+class Mode(str, Enum):
+    hybrid = "hybrid"
+    vector = "vector"
+    bm25 = "bm25"
+
+
+class Role(str, Enum):
+    candidate = "candidate"
+    base = "base"
+
+
+@app.command("search")
+def search_cmd(query: str = typer.Argument(..., help="The question or keywords."),
+               k: int = typer.Option(5, "-k", help="Documents to show."),
+               mode: Mode = typer.Option(Mode.hybrid, help="hybrid (BM25 + vectors, RRF), "
+                                                           "vector or bm25."),
+               retriever: Role = typer.Option(Role.candidate, help="Which indexed retriever: "
+                                              "candidate (LoRA) or base."),
+               config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Top-k documents for a query from the table the last index run recorded."""
+    from pathlib import Path
+
+    from tasks.config import load_config
+    from tasks.models import load_retriever, retriever_base_dir
+    from tasks.search import best_per_doc, connect, load_index_info, open_pinned, search
+
+    cfg = _run(load_config, config, _overrides(set_))
+    info = _run(load_index_info, cfg)
+    role = retriever.value if retriever.value in info["tables"] else "base"
+    table_info = info["tables"][role]
+    table = _run(open_pinned, connect(info["index_uri"]), table_info)
+    model = None
+    if mode != Mode.bm25:
+        base_dir = _run(retriever_base_dir, cfg)
+        adapter = Path(table_info["adapter_dir"]) if table_info["adapter_dir"] else None
+        model = load_retriever(base_dir, adapter, cfg.index.device)
+    hits = search(table, query, mode.value, cfg.evaluate.chunk_k, model, cfg.evaluate.rrf_k)
+    typer.echo(f"{mode.value} search, {role} retriever, table {table_info['table']} "
+               f"v{table_info['version']}")
+    for rank, hit in enumerate(best_per_doc(hits, k), start=1):
+        snippet = " ".join(hit["text"].split())[:110]
+        typer.echo(f"{rank:>2}. {hit['doc_id']:<16} {hit['score']:.4f}  {snippet}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The retrain flow: validate -> prepare (later: train, index, evaluate, promote).
+"""The retrain flow: validate -> prepare -> train_retriever -> index -> evaluate.
 
-Reads the raw corpus/QA named in the config; writes reports/validation/, data/prepared/, and one
-MLflow parent run with a nested run per stage. Each step calls the same stage function DVC runs.
+Reads the raw corpus/QA named in the config; writes reports/, data/prepared/, the retriever
+adapter (models/retriever), LanceDB tables (paths.index_uri) and one MLflow parent run with a
+nested run per stage. Each step calls the same stage function `dvc repro` runs.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from typing import Any
 from prefect import flow
 
 from tasks.config import DEFAULT_CONFIG_PATH, load_config
+from tasks.evaluate import evaluate
+from tasks.index import index
 from tasks.prepare import prepare
 from tasks.tracking import pipeline_run
+from tasks.train_retriever import train_retriever
 from tasks.validate import validate
 
 # The stages in order; dvc.yaml has the same keys (a test keeps them in agreement).
-STAGES = ("validate", "prepare")
+STAGES = ("validate", "prepare", "train_retriever", "index", "evaluate")
 
 
 @flow(name="tunedex-pipeline", flow_run_name="{config_path}")
@@ -29,4 +33,11 @@ def pipeline(config_path: str = DEFAULT_CONFIG_PATH,
         report = validate(cfg, run_id)
         # 2. Split, leakage-check and chunk.
         prepared = prepare(cfg, run_id)
-    return {"run_id": run_id, "validation": report.to_dict(), "prepare": prepared}
+        # 3. LoRA-train the retriever on (question, relevant chunk) pairs.
+        retriever = train_retriever(cfg, run_id)
+        # 4. Embed chunks into LanceDB for the base and the candidate retriever.
+        tables = index(cfg, run_id)
+        # 5. Score BM25, base, LoRA and hybrid retrieval on held-out questions.
+        scoreboard = evaluate(cfg, run_id)
+    return {"run_id": run_id, "validation": report.to_dict(), "prepare": prepared,
+            "train_retriever": retriever, "index": tables, "evaluate": scoreboard}

@@ -18,6 +18,7 @@ from prefect import task
 
 from tasks.config import Config, IndexConfig
 from tasks.errors import ConfigError, DataError
+from tasks.search import connect, index_path
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +72,6 @@ def schema(dim: int):
 
 
 # ---- effects: LanceDB, encoding --------------------------------------------------------------
-
-
-def connect(index_uri: str):
-    """Connect to a LanceDB URI (local directory or object store)."""
-    import lancedb
-
-    if "://" not in index_uri:
-        Path(index_uri).mkdir(parents=True, exist_ok=True)
-    return lancedb.connect(index_uri)
 
 
 def open_table_or_none(db: Any, name: str):
@@ -173,10 +165,10 @@ class Retriever:
 
 def retrievers(cfg: Config) -> list[Retriever]:
     """The base retriever and, when trained, the candidate (base + LoRA adapter)."""
-    from tasks.models import check_adapter_base, resolve_model_dir, retriever_fingerprint
+    from tasks.models import check_adapter_base, retriever_base_dir, retriever_fingerprint
     from tasks.train_retriever import adapter_dir
 
-    base_dir = resolve_model_dir(cfg.models.retriever_id, cfg.models.allow_download)
+    base_dir = retriever_base_dir(cfg)
     out = [Retriever("base", base_dir, None,
                      retriever_fingerprint(cfg.models.retriever_id, base_dir, None))]
     adapter = adapter_dir(cfg)
@@ -185,11 +177,6 @@ def retrievers(cfg: Config) -> list[Retriever]:
         out.append(Retriever("candidate", base_dir, adapter,
                              retriever_fingerprint(cfg.models.retriever_id, base_dir, adapter)))
     return out
-
-
-def index_path(cfg: Config) -> Path:
-    """reports/index/index.json: which table and version each retriever's vectors are in."""
-    return Path(cfg.paths.reports_dir) / "index" / "index.json"
 
 
 def index_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]:

@@ -192,7 +192,7 @@ def check_validated(cfg: Config) -> None:
 def prepare_data(cfg: Config) -> tuple[list[Chunk], pd.DataFrame, dict[str, Any]]:
     """Split, leakage-check and chunk the validated raw data (no files written)."""
     from tasks.data import load_corpus, load_qa
-    from tasks.models import load_tokenizer, resolve_model_dir, retriever_max_seq_length
+    from tasks.models import load_tokenizer, retriever_base_dir, retriever_max_seq_length
 
     corpus = load_corpus(cfg.paths.corpus_path)
     raw_qa = load_qa(cfg.paths.qa_path)
@@ -200,7 +200,7 @@ def prepare_data(cfg: Config) -> tuple[list[Chunk], pd.DataFrame, dict[str, Any]
     leaks = find_leaks(qa)
     if len(leaks):
         raise LeakageError(describe_leaks(leaks, cfg.paths.qa_path))
-    model_dir = resolve_model_dir(cfg.models.retriever_id, cfg.models.allow_download)
+    model_dir = retriever_base_dir(cfg)
     check_chunk_fits(cfg.prepare, retriever_max_seq_length(model_dir), cfg.models.retriever_id)
     chunks = chunk_corpus(corpus, load_tokenizer(model_dir), cfg.prepare)
     per_doc = pd.Series([c.doc_id for c in chunks]).value_counts()

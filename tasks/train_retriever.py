@@ -156,7 +156,7 @@ def train_retriever_stage(cfg: Config, parent_run_id: str | None = None) -> dict
     import mlflow
 
     from tasks.data import read_jsonl
-    from tasks.models import load_retriever, resolve_model_dir, write_adapter_meta
+    from tasks.models import load_retriever, retriever_base_dir, write_adapter_meta
     from tasks.tracking import stage_run
 
     tcfg = cfg.train_retriever
@@ -164,7 +164,7 @@ def train_retriever_stage(cfg: Config, parent_run_id: str | None = None) -> dict
     with stage_run(cfg, "train_retriever", parent_run_id):
         pairs = training_pairs(read_jsonl(prepared / "train_qa.jsonl"),
                                read_jsonl(prepared / "chunks.jsonl"), cfg.paths.qa_path)
-        base_dir = resolve_model_dir(cfg.models.retriever_id, cfg.models.allow_download)
+        base_dir = retriever_base_dir(cfg)
         from tasks.models import pick_device
 
         device = pick_device(tcfg.device)

@@ -71,7 +71,9 @@ def smoke_overrides(tmp_path: Path, tiny_data: dict[str, Path], monkeypatch) -> 
     return {"paths.corpus_path": str(tiny_data["corpus"]), "paths.qa_path": str(tiny_data["qa"]),
             "paths.prepared_dir": str(tmp_path / "prepared"),
             "paths.reports_dir": str(tmp_path / "reports"),
-            "paths.models_dir": str(tmp_path / "models"),
+            "paths.models_dir": str(tmp_path / "model-cache"),
+            "paths.adapters_dir": str(tmp_path / "adapters"),
+            "paths.index_uri": str(tmp_path / "lancedb"),
             "tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
 
 

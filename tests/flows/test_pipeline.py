@@ -57,6 +57,26 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
     assert len(train) + len(evals) == 8
     assert result["prepare"]["split_from_data"] == 7
 
+    adapter = Path(smoke_overrides["paths.adapters_dir"]) / "retriever"
+    assert (adapter / "adapter_model.safetensors").is_file()
+    assert not (adapter / "model.safetensors").exists()  # adapter only, never the base weights
+    assert result["train_retriever"]["steps"] == 2
+    assert 0 < result["train_retriever"]["trainable_parameters"] < result["train_retriever"][
+        "total_parameters"]
+    assert children["train_retriever"].data.metrics["train_loss"] > 0
+
+    tables = result["index"]["tables"]
+    assert set(tables) == {"base", "candidate"}
+    assert tables["base"]["table"] != tables["candidate"]["table"]
+    assert tables["base"]["rows"] == result["prepare"]["chunks"]
+    assert children["index"].data.tags["index.candidate.table"] == tables["candidate"]["table"]
+
+    scoreboard = result["evaluate"]
+    assert set(scoreboard["methods"]) == {"bm25", "base", "lora", "hybrid"}
+    assert scoreboard["questions"] == len(evals)
+    reports = Path(smoke_overrides["paths.reports_dir"]) / "evaluate"
+    assert "| hybrid |" in (reports / "retrieval.md").read_text()
+
 
 @pytest.mark.slow
 def test_failed_validation_stops_before_prepare(prefect_harness, smoke_overrides, tmp_path):
@@ -76,7 +96,7 @@ def test_failed_validation_stops_before_prepare(prefect_harness, smoke_overrides
     client = MlflowClient(tracking_uri=smoke_overrides["tracking.tracking_uri"])
     runs = client.search_runs([client.get_experiment_by_name("tunedex-smoke").experiment_id])
     by_name = {r.info.run_name: r for r in runs}
-    assert set(by_name) == {"pipeline", "validate"}
+    assert set(by_name) == {"pipeline", "validate"}  # nothing after validate ran
     assert by_name["validate"].info.status == "FAILED"
     assert by_name["pipeline"].info.status == "FAILED"
     artifacts = {a.path for a in client.list_artifacts(by_name["validate"].info.run_id, "validation")}

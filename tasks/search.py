@@ -1,0 +1,117 @@
+"""Querying a chunk table: vector, full-text (BM25) and hybrid (reciprocal-rank fusion).
+
+Used by evaluate, train_generator (context) and `tunedex search`/`ask`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+HIT_COLUMNS = ["chunk_id", "doc_id", "text"]
+MODES = ("vector", "bm25", "hybrid")
+
+# ---- pure -------------------------------------------------------------------------------------
+
+
+def rrf_fuse(rankings: Sequence[Sequence[dict[str, Any]]], rrf_k: int = 60) -> list[dict[str, Any]]:
+    """Fuse ranked hit lists by reciprocal rank: score = sum 1 / (rrf_k + rank)."""
+    scores: dict[str, float] = {}
+    hits: dict[str, dict[str, Any]] = {}
+    for ranking in rankings:
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit["chunk_id"]] = scores.get(hit["chunk_id"], 0.0) + 1.0 / (rrf_k + rank)
+            hits.setdefault(hit["chunk_id"], hit)
+    order = sorted(scores, key=lambda cid: (-scores[cid], cid))
+    return [{**hits[cid], "score": scores[cid]} for cid in order]
+
+
+def collapse_to_docs(hits: Sequence[dict[str, Any]]) -> list[str]:
+    """Document ranking from chunk hits: each document at its best chunk's rank."""
+    seen: dict[str, None] = {}
+    for hit in hits:
+        seen.setdefault(hit["doc_id"], None)
+    return list(seen)
+
+
+def best_per_doc(hits: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]]:
+    """The top-k documents, each represented by its best-ranked chunk hit."""
+    best: dict[str, dict[str, Any]] = {}
+    for hit in hits:
+        best.setdefault(hit["doc_id"], hit)
+    return list(best.values())[:k]
+
+
+# ---- effects: LanceDB queries -------------------------------------------------------------------
+
+
+def connect(index_uri: str):
+    """Connect to a LanceDB URI (local directory or object store)."""
+    import lancedb
+
+    if "://" not in index_uri:
+        Path(index_uri).mkdir(parents=True, exist_ok=True)
+    return lancedb.connect(index_uri)
+
+
+def index_path(cfg: Any) -> Path:
+    """reports/index/index.json: which table and version each retriever's vectors are in."""
+    return Path(cfg.paths.reports_dir) / "index" / "index.json"
+
+
+def load_index_info(cfg: Any) -> dict[str, Any]:
+    """The tables recorded by the last index run (error naming the stage when absent)."""
+    from tasks.errors import ConfigError
+
+    path = index_path(cfg)
+    if not path.is_file():
+        raise ConfigError(f"{path} not found: run `tunedex stage index` (or the pipeline) first")
+    return json.loads(path.read_text())
+
+
+def open_pinned(db: Any, info: dict[str, Any]):
+    """Open a table at the version recorded for it (read-only), naming it when missing."""
+    from tasks.errors import ConfigError
+
+    if info["table"] not in db.list_tables().tables:
+        raise ConfigError(f"LanceDB table {info['table']} is missing from the index; "
+                          "re-run the index stage")
+    table = db.open_table(info["table"])
+    table.checkout(info["version"])
+    return table
+
+
+def vector_hits(table: Any, vector: Any, k: int) -> list[dict[str, Any]]:
+    """Top-k chunks by cosine similarity to a unit query vector."""
+    rows = (table.search(vector, vector_column_name="vector").distance_type("cosine")
+            .select([*HIT_COLUMNS, "_distance"]).limit(k).to_list())
+    return [{**{c: r[c] for c in HIT_COLUMNS}, "score": 1.0 - r["_distance"]} for r in rows]
+
+
+def text_hits(table: Any, query: str, k: int) -> list[dict[str, Any]]:
+    """Top-k chunks by BM25 over the full-text index (the query is matched, not parsed)."""
+    from lancedb.query import MatchQuery
+
+    rows = (table.search(MatchQuery(query, "text"), query_type="fts")
+            .select([*HIT_COLUMNS, "_score"]).limit(k).to_list())
+    return [{**{c: r[c] for c in HIT_COLUMNS}, "score": r["_score"]} for r in rows]
+
+
+def encode_query(model: Any, query: str) -> Any:
+    """A unit-length query embedding."""
+    return model.encode([query], normalize_embeddings=True, convert_to_numpy=True)[0]
+
+
+def search(table: Any, query: str, mode: str, k: int, model: Any = None,
+           rrf_k: int = 60) -> list[dict[str, Any]]:
+    """Top-k chunk hits for a query: vector (needs model), bm25, or hybrid (RRF of both)."""
+    if mode == "bm25":
+        return text_hits(table, query, k)
+    vector = encode_query(model, query)
+    if mode == "vector":
+        return vector_hits(table, vector, k)
+    if mode == "hybrid":
+        return rrf_fuse([text_hits(table, query, k), vector_hits(table, vector, k)], rrf_k)[:k]
+    raise ValueError(f"unknown search mode {mode!r}; expected one of {MODES}")

@@ -167,7 +167,8 @@ def search_cmd(query: str = typer.Argument(..., help="The question or keywords."
         base_dir = _run(retriever_base_dir, cfg)
         adapter = Path(table_info["adapter_dir"]) if table_info["adapter_dir"] else None
         model = load_retriever(base_dir, adapter, cfg.index.device)
-    hits = search(table, query, mode.value, cfg.evaluate.chunk_k, model, cfg.evaluate.rrf_k)
+    hits = search(table, query, mode.value, cfg.evaluate.chunk_k, model, cfg.evaluate.rrf_k,
+                  cfg.index)
     typer.echo(f"{mode.value} search, {role} retriever, table {table_info['table']} "
                f"v{table_info['version']}")
     for rank, hit in enumerate(best_per_doc(hits, k), start=1):

@@ -77,14 +77,15 @@ def retrieval_markdown(report: dict[str, Any]) -> str:
 
 
 def run_queries(questions: list[dict[str, Any]], table: Any, mode: str, model: Any,
-                cfg: EvaluateConfig) -> tuple[list[dict[str, float]], list[float]]:
+                cfg: Config) -> tuple[list[dict[str, float]], list[float]]:
     """Search every question one at a time (as serving would); score and time each."""
     from tasks.search import collapse_to_docs, search
 
     scores, seconds = [], []
     for q in questions:
         started = time.perf_counter()
-        hits = search(table, q["question"], mode, cfg.chunk_k, model, cfg.rrf_k)
+        hits = search(table, q["question"], mode, cfg.evaluate.chunk_k, model,
+                      cfg.evaluate.rrf_k, cfg.index)
         seconds.append(time.perf_counter() - started)
         scores.append(retrieval_scores(collapse_to_docs(hits), set(q["doc_ids"])))
     return scores, seconds
@@ -108,7 +109,7 @@ def evaluate_retrieval(cfg: Config, questions: list[dict[str, Any]],
         if table_role not in tables:
             continue
         scores, seconds = run_queries(questions, tables[table_role], mode,
-                                      models.get(model_role), cfg.evaluate)
+                                      models.get(model_role), cfg)
         per_method[name] = scores
         report_methods[name] = summarize_method(scores, seconds, cfg.evaluate, cfg.project.seed)
         log.info("evaluate %s: nDCG@10 %s, p95 %.1f ms", name, fmt(report_methods[name]["ndcg@10"]),

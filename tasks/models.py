@@ -95,7 +95,7 @@ def _build_tiny_retriever(out: Path) -> None:
     BertModel(config).save_pretrained(str(bert_dir))
     tokenizer.save_pretrained(str(bert_dir))
     word = models.Transformer(str(bert_dir), max_seq_length=128)
-    pooling = models.Pooling(word.get_word_embedding_dimension(), pooling_mode="mean")
+    pooling = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
     SentenceTransformer(modules=[word, pooling, models.Normalize()], device="cpu").save(str(out))
 
 

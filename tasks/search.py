@@ -83,10 +83,13 @@ def open_pinned(db: Any, info: dict[str, Any]):
     return table
 
 
-def vector_hits(table: Any, vector: Any, k: int) -> list[dict[str, Any]]:
-    """Top-k chunks by cosine similarity to a unit query vector."""
-    rows = (table.search(vector, vector_column_name="vector").distance_type("cosine")
-            .select([*HIT_COLUMNS, "_distance"]).limit(k).to_list())
+def vector_hits(table: Any, vector: Any, k: int, index_cfg: Any = None) -> list[dict[str, Any]]:
+    """Top-k chunks by cosine similarity to a unit query vector (ANN knobs from index_cfg)."""
+    query = (table.search(vector, vector_column_name="vector").distance_type("cosine")
+             .select([*HIT_COLUMNS, "_distance"]).limit(k))
+    if index_cfg is not None:  # ignored by a flat scan, used once the table has an ANN index
+        query = query.nprobes(index_cfg.nprobes).refine_factor(index_cfg.refine_factor)
+    rows = query.to_list()
     return [{**{c: r[c] for c in HIT_COLUMNS}, "score": 1.0 - r["_distance"]} for r in rows]
 
 
@@ -104,14 +107,15 @@ def encode_query(model: Any, query: str) -> Any:
     return model.encode([query], normalize_embeddings=True, convert_to_numpy=True)[0]
 
 
-def search(table: Any, query: str, mode: str, k: int, model: Any = None,
-           rrf_k: int = 60) -> list[dict[str, Any]]:
+def search(table: Any, query: str, mode: str, k: int, model: Any = None, rrf_k: int = 60,
+           index_cfg: Any = None) -> list[dict[str, Any]]:
     """Top-k chunk hits for a query: vector (needs model), bm25, or hybrid (RRF of both)."""
     if mode == "bm25":
         return text_hits(table, query, k)
     vector = encode_query(model, query)
     if mode == "vector":
-        return vector_hits(table, vector, k)
+        return vector_hits(table, vector, k, index_cfg)
     if mode == "hybrid":
-        return rrf_fuse([text_hits(table, query, k), vector_hits(table, vector, k)], rrf_k)[:k]
+        return rrf_fuse([text_hits(table, query, k), vector_hits(table, vector, k, index_cfg)],
+                        rrf_k)[:k]
     raise ValueError(f"unknown search mode {mode!r}; expected one of {MODES}")

@@ -1,0 +1,74 @@
+"""Index throughput vs raw encode, and incremental re-index cost, measured in one run.
+
+usage: python bench/index_throughput.py [--config configs/cpu.yaml] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from flows.env import set_offline_env  # noqa: E402
+
+set_offline_env()
+
+from tasks.config import load_config  # noqa: E402
+from tasks.data import read_jsonl  # noqa: E402
+from tasks.index import encode, update_table  # noqa: E402
+from tasks.models import load_retriever, retriever_base_dir  # noqa: E402
+from tasks.prepare import content_hash, passage_text  # noqa: E402
+from tasks.search import connect  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--config", default="configs/cpu.yaml")
+    parser.add_argument("--repeats", type=int, default=2, help="best of N for each side")
+    args = parser.parse_args()
+    cfg = load_config(args.config)
+    chunks = read_jsonl(Path(cfg.paths.prepared_dir) / "chunks.jsonl")
+    model = load_retriever(retriever_base_dir(cfg), device=cfg.index.device)
+    texts = [passage_text(c) for c in chunks]
+    encode(model, texts[:64], cfg.index.batch_size)  # warm-up
+
+    raw, full = [], []
+    for i in range(args.repeats):
+        started = time.perf_counter()
+        model.encode(texts, batch_size=cfg.index.batch_size, normalize_embeddings=True)
+        raw.append(time.perf_counter() - started)
+        with tempfile.TemporaryDirectory() as tmp:
+            db = connect(tmp)
+            started = time.perf_counter()
+            update_table(db, f"bench_{i}", model, chunks, cfg.index)
+            full.append(time.perf_counter() - started)
+    ratio = min(raw) / min(full)
+    print(f"chunks: {len(chunks)}, batch {cfg.index.batch_size}")
+    print(f"raw encode      : {min(raw):7.2f} s  ({len(chunks) / min(raw):6.1f} chunks/s)")
+    print(f"full re-index   : {min(full):7.2f} s  ({len(chunks) / min(full):6.1f} chunks/s)")
+    print(f"throughput ratio: {ratio:.3f}  (target >= 0.95) {'PASS' if ratio >= 0.95 else 'FAIL'}")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = connect(tmp)
+        started = time.perf_counter()
+        update_table(db, "bench", model, chunks, cfg.index)
+        full_s = time.perf_counter() - started
+        step = max(1, len(chunks) // max(1, len(chunks) // 100))
+        changed = [dict(c) for c in chunks]
+        for c in changed[::step][: max(1, len(chunks) // 100)]:
+            c["text"] = c["text"] + " (updated)"
+            c["content_hash"] = content_hash(c.get("title"), c["text"])
+        started = time.perf_counter()
+        stats = update_table(db, "bench", model, changed, cfg.index)
+        inc_s = time.perf_counter() - started
+    share = inc_s / full_s
+    print(f"incremental     : {inc_s:7.2f} s for {stats['embedded']} changed chunks "
+          f"({stats['embedded'] / len(chunks):.1%}) = {share:.1%} of full ({full_s:.2f} s) "
+          f"(target <= 5%) {'PASS' if share <= 0.05 else 'FAIL'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -42,6 +42,7 @@ class TrackingConfig(Section):
 
 class ModelsConfig(Section):
     retriever_id: str = "sentence-transformers/all-MiniLM-L6-v2"  # HF id or local dir
+    generator_id: str = "HuggingFaceTB/SmolLM2-135M-Instruct"  # HF id or local dir (causal LM)
     allow_download: bool = False  # True: fetch from the hub when not cached (needs network)
 
 
@@ -86,6 +87,32 @@ class TrainRetrieverConfig(Section):
     bf16: bool = False  # bf16 mixed precision (CUDA only)
 
 
+class TrainGeneratorConfig(Section):
+    epochs: float = Field(1.0, gt=0)  # passes over the train examples
+    max_steps: int = -1  # cap on optimizer steps; -1: no cap
+    max_examples: int = Field(0, ge=0)  # cap on train examples (0: all)
+    batch_size: int = Field(8, ge=1)  # examples per optimizer step
+    learning_rate: float = Field(2e-4, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    max_seq_length: int = Field(384, ge=32)  # prompt + answer tokens; context is cut first
+    context_share: float = Field(0.5, ge=0, le=1)  # share of examples given retrieved context
+    context_k: int = Field(2, ge=1)  # retrieved chunks per example with context
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: tuple[str, ...] = ("all-linear",)  # peft shorthand: every linear layer
+    device: Device = "auto"
+    bf16: bool = False
+
+
+class GenerateConfig(Section):
+    max_new_tokens: int = Field(48, ge=1)  # greedy decoding budget per answer
+    batch_size: int = Field(8, ge=1)  # prompts per generate call (left padding)
+    context_k: int = Field(3, ge=1)  # retrieved chunks given to rag/hybrid
+    max_context_tokens: int = Field(512, ge=16)  # context budget; cut before the question
+    device: Device = "auto"
+
+
 class IndexConfig(Section):
     batch_size: int = Field(64, ge=1)  # chunks per encode call
     ann_min_rows: int = Field(50_000, ge=1)  # build an ANN index once a table has this many rows
@@ -100,6 +127,7 @@ class EvaluateConfig(Section):
     rrf_k: int = Field(60, ge=1)  # reciprocal-rank-fusion constant for hybrid
     bootstrap: int = Field(1000, ge=100)  # bootstrap resamples for 95% intervals
     max_questions: int = Field(0, ge=0)  # cap on eval questions; 0: all
+    answer_questions: int = Field(0, ge=0)  # cap on eval questions for answer setups; 0: all
 
 
 class Config(Section):
@@ -110,7 +138,9 @@ class Config(Section):
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     prepare: PrepareConfig = PrepareConfig()
     train_retriever: TrainRetrieverConfig = TrainRetrieverConfig()
+    train_generator: TrainGeneratorConfig = TrainGeneratorConfig()
     index: IndexConfig = IndexConfig()
+    generate: GenerateConfig = GenerateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)

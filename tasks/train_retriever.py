@@ -126,22 +126,47 @@ def training_args(cfg: TrainRetrieverConfig, seed: int, out_dir: Path, device: s
         disable_tqdm=False)
 
 
+def same_document_masked_loss(model: Any):
+    """MultipleNegativesRankingLoss whose in-batch negatives skip the anchor's own document.
+
+    Two questions about one document often pick different chunks of it; plain MNRL would push
+    the anchor away from its own document's other chunk (a false negative). The `label` column
+    carries a document index, and same-document columns are masked out of the softmax.
+    """
+    import torch
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    class SameDocumentMaskedMNRL(MultipleNegativesRankingLoss):
+        def compute_loss_from_embeddings(self, embeddings, labels):
+            queries, candidates = embeddings[0], torch.cat(embeddings[1:])
+            scores = self.similarity_fct(queries, candidates) * self.scale
+            n = queries.size(0)
+            if labels is not None:
+                same = labels[:, None] == labels[None, :]
+                same.fill_diagonal_(False)
+                scores[:, :n] = scores[:, :n].masked_fill(same, -torch.inf)
+            return torch.nn.functional.cross_entropy(scores, torch.arange(n, device=scores.device))
+
+    return SameDocumentMaskedMNRL(model)
+
+
 def train_lora(model: Any, pairs: list[dict[str, Any]], cfg: TrainRetrieverConfig, seed: int,
                work_dir: Path, device: str) -> list[dict[str, float]]:
-    """Add a LoRA adapter to `model` and train it with MultipleNegativesRankingLoss; return logs."""
+    """Add a LoRA adapter to `model` and train it with in-batch negatives; return the logs."""
     from datasets import Dataset
     from peft import LoraConfig, TaskType
     from sentence_transformers import SentenceTransformerTrainer
-    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
     model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=cfg.lora_r,
                                  lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules=list(cfg.target_modules)))
     columns = ["anchor", "positive"] + sorted(k for k in pairs[0] if k.startswith("negative_"))
-    dataset = Dataset.from_list([{c: p[c] for c in columns} for p in pairs])
+    doc_index = {d: i for i, d in enumerate(sorted({p["doc_id"] for p in pairs}))}
+    dataset = Dataset.from_list([{**{c: p[c] for c in columns}, "label": doc_index[p["doc_id"]]}
+                                 for p in pairs])
     trainer = SentenceTransformerTrainer(
         model=model, args=training_args(cfg, seed, work_dir, device), train_dataset=dataset,
-        loss=MultipleNegativesRankingLoss(model))
+        loss=same_document_masked_loss(model))
     trainer.train()
     return [h for h in trainer.state.log_history if "loss" in h]
 

@@ -125,3 +125,18 @@ def test_pretrained_minilm_finds_the_obvious_document(tmp_path):
         for mode in ("vector", "hybrid"):
             assert search(table, query, mode, 3, model)[0]["doc_id"] == doc, (query, mode)
     assert Path(tmp_path / "db").is_dir()
+
+
+def test_same_document_chunks_are_not_negatives(tiny):
+    import torch
+
+    from tasks.train_retriever import same_document_masked_loss
+
+    _, model = tiny
+    loss = same_document_masked_loss(model)
+    q = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0]]), dim=1)
+    c = torch.nn.functional.normalize(torch.tensor([[1.0, 0.9], [0.9, 1.0]]), dim=1)
+    same_doc = loss.compute_loss_from_embeddings([q, c], torch.tensor([5, 5]))
+    assert same_doc.item() == pytest.approx(0.0, abs=1e-6)  # the only candidate left is the positive
+    other_doc = loss.compute_loss_from_embeddings([q, c], torch.tensor([5, 6]))
+    assert other_doc.item() > 0

@@ -1,0 +1,211 @@
+"""Supervised fine-tuning of the generator with LoRA: examples, batches, a plain PyTorch loop.
+
+Usage:
+    mask = context_mask(len(rows), cfg.context_share, seed)
+    contexts = [retrieve(r["question"]) if m else None for r, m in zip(rows, mask)]
+    examples, counts = build_sft_examples(tokenizer, rows, contexts, cfg.max_seq_length)
+    peft_model, history = train_lora_generator(model, tokenizer, examples, cfg, seed, "cpu")
+    save_adapter(peft_model, out_dir, base_id, base_dir, extra={...})   # tasks.generator
+
+Loss is on answer tokens + EOS only (labels are -100 on the prompt and on padding).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from typing import Any
+
+from tasks.config import TrainGeneratorConfig
+from tasks.generator import build_messages, render_prompt
+
+IGNORE = -100  # label value the loss skips (torch cross-entropy's ignore_index)
+
+# ---- pure: examples ----------------------------------------------------------------------------
+
+
+class SequenceTooLong(ValueError):
+    """The prompt alone, without context, leaves no room for a single answer token."""
+
+
+def context_mask(n: int, share: float, seed: int) -> list[bool]:
+    """Which of `n` examples get retrieved context: a seeded choice of round(share * n) of them."""
+    chosen = set(random.Random(seed).sample(range(n), round(share * n)))
+    return [i in chosen for i in range(n)]
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _prompt_ids(tokenizer: Any, question: str, chunks: list[str] | None) -> list[int]:
+    return _encode(tokenizer, render_prompt(tokenizer, build_messages(question, chunks)))
+
+
+def cut_chunks(tokenizer: Any, chunks: list[str], keep_tokens: int) -> list[str]:
+    """The first `keep_tokens` context tokens, in rank order: later chunks go first, then tails."""
+    kept: list[str] = []
+    for chunk in chunks:
+        if keep_tokens <= 0:
+            break
+        ids = _encode(tokenizer, chunk)
+        kept.append(chunk if len(ids) <= keep_tokens else tokenizer.decode(ids[:keep_tokens]))
+        keep_tokens -= len(ids)
+    return kept
+
+
+def fit_prompt(tokenizer: Any, question: str, chunks: list[str] | None,
+               room: int) -> tuple[list[int], bool]:
+    """Prompt ids within `room` tokens, cutting context first; (ids, context was cut)."""
+    ids = _prompt_ids(tokenizer, question, chunks)
+    if not chunks or len(ids) <= room:
+        return ids, False
+    keep = sum(len(_encode(tokenizer, c)) for c in chunks) - (len(ids) - room)
+    for _ in range(4):  # re-tokenising a cut text can shift the count by a token or two
+        if keep <= 0:
+            break
+        ids = _prompt_ids(tokenizer, question, cut_chunks(tokenizer, chunks, keep))
+        if len(ids) <= room:
+            return ids, True
+        keep -= len(ids) - room
+    return _prompt_ids(tokenizer, question, None), True
+
+
+def build_sft_example(tokenizer: Any, question: str, answer: str, context_chunks: list[str] | None,
+                      max_seq_length: int) -> dict[str, Any]:
+    """input_ids and labels (-100 on the prompt) for one (question [+ context]) -> answer pair."""
+    answer_ids = _encode(tokenizer, answer) + [tokenizer.eos_token_id]
+    prompt_ids, cut_context = fit_prompt(tokenizer, question, context_chunks,
+                                         max_seq_length - len(answer_ids))
+    room = max_seq_length - len(prompt_ids)
+    if room < 1:
+        raise SequenceTooLong(f"question '{question[:60]}': the prompt alone is {len(prompt_ids)} "
+                              f"tokens; raise train_generator.max_seq_length ({max_seq_length})")
+    cut_answer = len(answer_ids) > room  # last resort, and no EOS: the answer did not end there
+    answer_ids = answer_ids[:room]
+    return {"input_ids": prompt_ids + answer_ids,
+            "labels": [IGNORE] * len(prompt_ids) + answer_ids,
+            "truncated_context": cut_context, "truncated_answer": cut_answer}
+
+
+def build_sft_examples(tokenizer: Any, rows: list[dict[str, Any]], contexts: list[list[str] | None],
+                       max_seq_length: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Examples for (question, answer) rows with their contexts, and counts of what was cut."""
+    examples, counts = [], {"examples": 0, "with_context": 0, "truncated_context": 0,
+                            "truncated_answer": 0, "skipped_too_long": 0}
+    for row, chunks in zip(rows, contexts, strict=True):
+        try:
+            example = build_sft_example(tokenizer, row["question"], row["answer"], chunks,
+                                        max_seq_length)
+        except SequenceTooLong:
+            counts["skipped_too_long"] += 1
+            continue
+        examples.append(example)
+        counts["examples"] += 1
+        counts["with_context"] += bool(chunks)
+        counts["truncated_context"] += example["truncated_context"]
+        counts["truncated_answer"] += example["truncated_answer"]
+    return examples, counts
+
+
+def collate(examples: list[dict[str, Any]], pad_id: int) -> dict[str, list[list[int]]]:
+    """Right-pad a batch to its longest example (dynamic padding); labels pad with -100."""
+    width = max(len(e["input_ids"]) for e in examples)
+    pad = [width - len(e["input_ids"]) for e in examples]
+    return {"input_ids": [e["input_ids"] + [pad_id] * p for e, p in zip(examples, pad, strict=True)],
+            "attention_mask": [[1] * len(e["input_ids"]) + [0] * p
+                               for e, p in zip(examples, pad, strict=True)],
+            "labels": [e["labels"] + [IGNORE] * p for e, p in zip(examples, pad, strict=True)]}
+
+
+def plan_steps(n_examples: int, cfg: TrainGeneratorConfig) -> int:
+    """Optimizer steps: epochs x batches per epoch, capped by max_steps when set."""
+    steps = math.ceil(cfg.epochs * math.ceil(n_examples / cfg.batch_size))
+    return min(steps, cfg.max_steps) if cfg.max_steps > 0 else steps
+
+
+def batch_order(n_examples: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
+    """Example indices of each step: a fresh seeded shuffle per epoch, last batch may be short."""
+    rng, batches = random.Random(seed), []
+    while len(batches) < steps:
+        order = rng.sample(range(n_examples), n_examples)
+        batches += [order[i:i + batch_size] for i in range(0, n_examples, batch_size)]
+    return batches[:steps]
+
+
+def lr_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1 over `warmup` steps, then linear decay to 0 at `total`."""
+    if step < warmup:
+        return (step + 1) / warmup
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+# ---- effects: training -------------------------------------------------------------------------
+
+
+def add_lora(model: Any, cfg: TrainGeneratorConfig):
+    """Wrap a causal LM with a fresh LoRA adapter (peft); only the adapter is trainable."""
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    targets = "all-linear" if tuple(cfg.target_modules) == ("all-linear",) else list(cfg.target_modules)
+    return get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r,
+                                            lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                                            target_modules=targets))
+
+
+def train_step(model: Any, batch: dict[str, Any], optimizer: Any, scheduler: Any | None = None,
+               max_grad_norm: float = 1.0, autocast_dtype: Any = None) -> dict[str, float]:
+    """One optimizer step on a collated batch of tensors; loss, tokens, seconds."""
+    import torch
+
+    started = time.perf_counter()
+    with torch.autocast(batch["input_ids"].device.type, dtype=autocast_dtype,
+                        enabled=autocast_dtype is not None):
+        loss = model(**batch).loss
+    loss.backward()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss.item(), "tokens": int(batch["attention_mask"].sum()),
+            "seconds": time.perf_counter() - started}
+
+
+def _to_tensors(batch: dict[str, list[list[int]]], device: str) -> dict[str, Any]:
+    import torch
+
+    return {k: torch.tensor(v, dtype=torch.long, device=device) for k, v in batch.items()}
+
+
+def train_lora_generator(model: Any, tokenizer: Any, examples: list[dict[str, Any]],
+                         cfg: TrainGeneratorConfig, seed: int, device: str) -> tuple[Any, list[dict]]:
+    """Add LoRA to `model` and train it on the examples; (peft model, per-step history)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    torch.manual_seed(seed)  # LoRA A matrices and dropout
+    peft_model = add_lora(model, cfg).to(device)
+    peft_model.train()
+    trainable = [p for p in peft_model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=cfg.learning_rate, weight_decay=0.0)
+    total = plan_steps(len(examples), cfg)
+    warmup = math.ceil(cfg.warmup_ratio * total)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    autocast = torch.bfloat16 if cfg.bf16 and device == "cuda" else None
+    history = []
+    bar = tqdm(batch_order(len(examples), cfg.batch_size, total, seed), desc="train_generator",
+               unit="step")
+    for step, indices in enumerate(bar, 1):
+        lr = scheduler.get_last_lr()[0]
+        batch = _to_tensors(collate([examples[i] for i in indices], pad_id), device)
+        out = train_step(peft_model, batch, optimizer, scheduler, 1.0, autocast)
+        history.append({"step": step, "loss": out["loss"], "lr": lr, "tokens": out["tokens"],
+                        "seconds": round(out["seconds"], 3),
+                        "tokens_per_second": round(out["tokens"] / out["seconds"], 1)})
+        bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{history[-1]['tokens_per_second']:.0f}")
+    peft_model.eval()
+    return peft_model, history

@@ -77,6 +77,16 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
     reports = Path(smoke_overrides["paths.reports_dir"]) / "evaluate"
     assert "| hybrid |" in (reports / "retrieval.md").read_text()
 
+    from tests.flows.test_cli import sets, tunedex
+
+    done = tunedex("search", "How much is the Basic plan?", "-k", "2", "-c", str(SMOKE),
+                   *sets(smoke_overrides), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0] == (f"hybrid search, candidate retriever, table {tables['candidate']['table']} "
+                        f"v{tables['candidate']['version']}")
+    assert len(lines) == 3 and lines[1].lstrip().startswith("1. ")
+
 
 @pytest.mark.slow
 def test_failed_validation_stops_before_prepare(prefect_harness, smoke_overrides, tmp_path):

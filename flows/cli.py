@@ -25,6 +25,7 @@ class Stage(str, Enum):
     prepare = "prepare"
     train_retriever = "train_retriever"
     index = "index"
+    train_generator = "train_generator"
     evaluate = "evaluate"
 
 
@@ -33,12 +34,13 @@ def stage_functions():
     from tasks.evaluate import evaluate_stage
     from tasks.index import index_stage
     from tasks.prepare import prepare_stage
+    from tasks.train_generator import train_generator_stage
     from tasks.train_retriever import train_retriever_stage
     from tasks.validate import validate_stage
 
     return {Stage.validate: validate_stage, Stage.prepare: prepare_stage,
             Stage.train_retriever: train_retriever_stage, Stage.index: index_stage,
-            Stage.evaluate: evaluate_stage}
+            Stage.train_generator: train_generator_stage, Stage.evaluate: evaluate_stage}
 
 
 def _overrides(pairs: list[str] | None) -> dict[str, Any]:

@@ -1,8 +1,8 @@
-"""The retrain flow: validate -> prepare -> train_retriever -> index -> evaluate.
+"""The retrain flow: validate -> prepare -> train_retriever -> index -> train_generator -> evaluate.
 
-Reads the raw corpus/QA named in the config; writes reports/, data/prepared/, the retriever
-adapter (models/retriever), LanceDB tables (paths.index_uri) and one MLflow parent run with a
-nested run per stage. Each step calls the same stage function `dvc repro` runs.
+Reads the raw corpus/QA named in the config; writes reports/, data/prepared/, the adapters
+(models/retriever, models/generator), LanceDB tables (paths.index_uri) and one MLflow parent run
+with a nested run per stage. Each step calls the same stage function `dvc repro` runs.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from tasks.evaluate import evaluate
 from tasks.index import index
 from tasks.prepare import prepare
 from tasks.tracking import pipeline_run
+from tasks.train_generator import train_generator
 from tasks.train_retriever import train_retriever
 from tasks.validate import validate
 
 # The stages in order; dvc.yaml has the same keys (a test keeps them in agreement).
-STAGES = ("validate", "prepare", "train_retriever", "index", "evaluate")
+STAGES = ("validate", "prepare", "train_retriever", "index", "train_generator", "evaluate")
 
 
 @flow(name="tunedex-pipeline", flow_run_name="{config_path}")
@@ -37,7 +38,10 @@ def pipeline(config_path: str = DEFAULT_CONFIG_PATH,
         retriever = train_retriever(cfg, run_id)
         # 4. Embed chunks into LanceDB for the base and the candidate retriever.
         tables = index(cfg, run_id)
-        # 5. Score BM25, base, LoRA and hybrid retrieval on held-out questions.
+        # 5. LoRA-train the generator; part of its examples carry retrieved context.
+        generator = train_generator(cfg, run_id)
+        # 6. Scoreboard: retrieval (BM25/base/LoRA/hybrid), answers (base/finetuned/rag/hybrid).
         scoreboard = evaluate(cfg, run_id)
     return {"run_id": run_id, "validation": report.to_dict(), "prepare": prepared,
-            "train_retriever": retriever, "index": tables, "evaluate": scoreboard}
+            "train_retriever": retriever, "index": tables, "train_generator": generator,
+            "evaluate": scoreboard}

@@ -1,8 +1,9 @@
-"""evaluate: the retrieval scoreboard on held-out questions (BM25, base, LoRA, hybrid).
+"""evaluate: the scoreboard on held-out questions — retrieval (BM25, base, LoRA, hybrid) and
+answers (base, finetuned, rag, hybrid).
 
-Reads data/prepared/eval_qa.jsonl and reports/index/index.json (tables + retrievers); writes
-reports/evaluate/retrieval.json (per-method metrics with bootstrap 95% intervals, paired
-differences, latency), retrieval.md (readable table) and metrics.json (means, for DVC).
+Reads data/prepared/eval_qa.jsonl, reports/index/index.json (pinned tables + retrievers) and the
+generator adapter; writes reports/evaluate/: retrieval.json/.md, answers.json, scoreboard.md,
+scoreboard.html (self-contained, with plots) and metrics.json (means, for DVC).
 """
 
 from __future__ import annotations
@@ -120,10 +121,53 @@ def evaluate_retrieval(cfg: Config, questions: list[dict[str, Any]],
                        for r, i in index_info["tables"].items()}}
 
 
+def answer_report(cfg: Config, questions: list[dict[str, Any]],
+                  info: dict[str, Any]) -> dict[str, Any]:
+    """The four-way answer scoreboard: summaries, winners, costs and the one-sentence verdict."""
+    from tasks.evaluate_answers import evaluate_answers, load_stage_reports, option_costs
+    from tasks.scoreboard import HEADLINE, summarize_setups, verdict, winner
+
+    limit = cfg.evaluate.answer_questions
+    questions = questions[:limit] if limit else questions
+    answers = evaluate_answers(cfg, questions, info)
+    per_setup, e = answers["per_setup"], cfg.evaluate
+    summary = summarize_setups(per_setup, e.bootstrap, cfg.project.seed)
+    winners = {m: winner(per_setup, m, e.bootstrap, cfg.project.seed) for m in HEADLINE
+               if all(m in row for row in summary.values())}
+    costs = {s: c for s, c in option_costs(load_stage_reports(cfg)).items() if s in summary}
+    return {"questions": len(questions), "summary": summary, "winners": winners,
+            "speed": answers["speed"], "costs": costs,
+            "verdict": verdict(summary, winners, costs), "answers": per_setup}
+
+
+def write_reports(cfg: Config, retrieval: dict[str, Any], answers: dict[str, Any]) -> Path:
+    """reports/evaluate/: retrieval and answer JSON, Markdown, self-contained HTML, DVC metrics."""
+    from tasks.scoreboard import plot_bars, plot_cost_quality, scoreboard_html, scoreboard_markdown
+
+    out = Path(cfg.paths.reports_dir) / "evaluate"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "retrieval.json").write_text(json.dumps(retrieval, indent=2) + "\n")
+    (out / "answers.json").write_text(json.dumps(answers, indent=2) + "\n")
+    md = f"# tunedex scoreboard\n\n{scoreboard_markdown(answers)}\n{retrieval_markdown(retrieval)}"
+    (out / "retrieval.md").write_text(retrieval_markdown(retrieval), encoding="utf-8")
+    (out / "scoreboard.md").write_text(md, encoding="utf-8")
+    plots = {"answer quality": plot_bars(answers), "cost vs quality": plot_cost_quality(answers)}
+    (out / "scoreboard.html").write_text(scoreboard_html(md, plots, "tunedex scoreboard"),
+                                         encoding="utf-8")
+    metrics = {"retrieval": {name: {m: round(row[m]["mean"], 4) for m in METRICS}
+                             | {"p95_ms": round(row["latency"]["p95_ms"], 2)}
+                             for name, row in retrieval["methods"].items()},
+               "answers": {s: {m: round(ci["mean"], 4) for m, ci in row.items()}
+                           for s, row in answers["summary"].items()}}
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return out
+
+
 def evaluate_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]:
-    """Score retrieval in the stage's MLflow run; write reports/evaluate/."""
+    """Score retrieval and answers in the stage's MLflow run; write reports/evaluate/."""
     import mlflow
 
+    from tasks.config import flatten
     from tasks.data import read_jsonl
     from tasks.search import load_index_info
     from tasks.tracking import stage_run
@@ -132,20 +176,16 @@ def evaluate_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, A
         questions = read_jsonl(Path(cfg.paths.prepared_dir) / "eval_qa.jsonl")
         if cfg.evaluate.max_questions:
             questions = questions[: cfg.evaluate.max_questions]
-        report = evaluate_retrieval(cfg, questions, load_index_info(cfg))
-        out = Path(cfg.paths.reports_dir) / "evaluate"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "retrieval.json").write_text(json.dumps(report, indent=2) + "\n")
-        (out / "retrieval.md").write_text(retrieval_markdown(report), encoding="utf-8")
-        means = {name: {m: round(row[m]["mean"], 4) for m in METRICS}
-                 | {"p95_ms": round(row["latency"]["p95_ms"], 2)}
-                 for name, row in report["methods"].items()}
-        (out / "metrics.json").write_text(json.dumps({"retrieval": means}, indent=2) + "\n")
-        mlflow.log_metrics({f"{name}_{m.replace('@', '_at_')}": v for name, row in means.items()
-                            for m, v in row.items()})
-        for name in ("retrieval.json", "retrieval.md", "metrics.json"):
-            mlflow.log_artifact(str(out / name), "evaluate")
-    return report
+        info = load_index_info(cfg)
+        retrieval = evaluate_retrieval(cfg, questions, info)
+        answers = answer_report(cfg, questions, info)
+        out = write_reports(cfg, retrieval, answers)
+        metrics = json.loads((out / "metrics.json").read_text())
+        mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in flatten(metrics).items()})
+        mlflow.log_artifacts(str(out), "evaluate")
+        log.info("evaluate: %s", answers["verdict"])
+    return {"retrieval": retrieval, "answers": {k: v for k, v in answers.items() if k != "answers"},
+            "report_dir": str(out)}
 
 
 # ---- Prefect task ------------------------------------------------------------------------------
@@ -153,5 +193,10 @@ def evaluate_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, A
 
 @task(name="evaluate")
 def evaluate(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]:
-    """Write the retrieval scoreboard to reports/evaluate and MLflow."""
-    return evaluate_stage(cfg, parent_run_id)
+    """Write the scoreboard to reports/evaluate and MLflow; publish it as a Prefect artifact."""
+    from prefect.artifacts import create_markdown_artifact
+
+    result = evaluate_stage(cfg, parent_run_id)
+    markdown = (Path(result["report_dir"]) / "scoreboard.md").read_text(encoding="utf-8")
+    create_markdown_artifact(markdown, key="scoreboard", description="fine-tune, embed or both?")
+    return result

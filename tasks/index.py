@@ -186,6 +186,7 @@ def index_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]
     from tasks.data import read_jsonl
     from tasks.models import load_retriever
     from tasks.tracking import stage_run
+    from tasks.train_retriever import dir_bytes
 
     with stage_run(cfg, "index", parent_run_id):
         chunks = read_jsonl(Path(cfg.paths.prepared_dir) / "chunks.jsonl")
@@ -197,6 +198,8 @@ def index_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]
         for r in retrievers(cfg):
             model = load_retriever(r.base_dir, r.adapter_dir, cfg.index.device)
             stats = update_table(db, table_name(r.fingerprint), model, chunks, cfg.index)
+            local = Path(cfg.paths.index_uri) / f"{stats['table']}.lance"
+            stats["bytes"] = dir_bytes(local) if local.is_dir() else None  # None: object store
             tables[r.role] = {**stats, "fingerprint": r.fingerprint,
                               "adapter_dir": str(r.adapter_dir) if r.adapter_dir else None}
             log.info("index %s: table %s v%d, %d rows (%d embedded, %d deleted, %d unchanged) "

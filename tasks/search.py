@@ -119,3 +119,21 @@ def search(table: Any, query: str, mode: str, k: int, model: Any = None, rrf_k: 
         return rrf_fuse([text_hits(table, query, k), vector_hits(table, vector, k, index_cfg)],
                         rrf_k)[:k]
     raise ValueError(f"unknown search mode {mode!r}; expected one of {MODES}")
+
+
+def open_retriever(cfg: Any, info: dict[str, Any], role: str) -> tuple[Any, Any]:
+    """(pinned table, retriever model) of one indexed role ("base" or "candidate")."""
+    from tasks.models import load_retriever, retriever_base_dir
+
+    table_info = info["tables"][role]
+    table = open_pinned(connect(info["index_uri"]), table_info)
+    adapter = Path(table_info["adapter_dir"]) if table_info["adapter_dir"] else None
+    return table, load_retriever(retriever_base_dir(cfg), adapter, cfg.index.device)
+
+
+def retrieve_contexts(table: Any, model: Any, questions: list[str], k: int,
+                      index_cfg: Any = None) -> list[list[dict[str, Any]]]:
+    """Top-k chunk hits per question by vector search (the context rag/hybrid answers get)."""
+    vectors = model.encode(questions, batch_size=64, normalize_embeddings=True,
+                           convert_to_numpy=True)
+    return [vector_hits(table, v, k, index_cfg) for v in vectors]

@@ -71,11 +71,27 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
     assert tables["base"]["rows"] == result["prepare"]["chunks"]
     assert children["index"].data.tags["index.candidate.table"] == tables["candidate"]["table"]
 
-    scoreboard = result["evaluate"]
+    scoreboard = result["evaluate"]["retrieval"]
     assert set(scoreboard["methods"]) == {"bm25", "base", "lora", "hybrid"}
     assert scoreboard["questions"] == len(evals)
     reports = Path(smoke_overrides["paths.reports_dir"]) / "evaluate"
     assert "| hybrid |" in (reports / "retrieval.md").read_text()
+
+    generator = Path(smoke_overrides["paths.adapters_dir"]) / "generator"
+    assert (generator / "adapter_model.safetensors").is_file()
+    assert result["train_generator"]["steps"] == 2
+    answers = result["evaluate"]["answers"]
+    assert set(answers["summary"]) == {"base", "finetuned", "rag", "hybrid"}
+    assert answers["questions"] == len(evals) and answers["verdict"]
+    assert "groundedness" not in answers["summary"]["base"]
+    rows = __import__("json").loads((reports / "answers.json").read_text())["answers"]
+    assert all(len(r["cited"]) == 2 for r in rows["rag"] + rows["hybrid"])  # generate.context_k
+    assert all(r["cited"] == [] and r["groundedness"] is None for r in rows["base"])
+    html = (reports / "scoreboard.html").read_text()
+    assert html.count("data:image/png;base64,") == 2
+    assert "fine-tuning + embeddings" in (reports / "scoreboard.md").read_text()
+    metrics = __import__("json").loads((reports / "metrics.json").read_text())
+    assert set(metrics) == {"retrieval", "answers"}
 
     from tests.flows.test_cli import sets, tunedex
 

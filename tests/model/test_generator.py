@@ -186,6 +186,19 @@ def test_lora_training_changes_only_adapter_weights(trained):
         assert after[key].equal(before), name
 
 
+def test_gradient_checkpointing_does_not_change_the_losses(tiny_dir, tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    examples = [build_sft_example(tokenizer, "How much is Basic?", "4 euros a month.", CHUNKS, 96)] * 4
+    cfg = TrainGeneratorConfig(batch_size=2, max_steps=2, learning_rate=1e-2, warmup_ratio=0.0)
+    losses = []
+    for checkpointing in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_dir))
+        _, history = train_lora_generator(model, tokenizer, examples, cfg, 0, "cpu", checkpointing)
+        losses.append([h["loss"] for h in history])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
 def test_saved_adapter_has_no_base_weights(trained):
     files = sorted(p.name for p in trained["adapter_dir"].iterdir())
     assert "adapter_model.safetensors" in files and "adapter_config.json" in files

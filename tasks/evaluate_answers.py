@@ -1,0 +1,138 @@
+"""The answer half of evaluate: base, finetuned, rag and hybrid setups on held-out questions.
+
+rag/hybrid get the top-k chunks of the LoRA retriever; finetuned/hybrid use the LoRA generator.
+Every setup answers the same questions with batched greedy generation.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from tasks.config import Config
+from tasks.scoreboard import SETUPS
+
+log = logging.getLogger(__name__)
+
+# ---- pure: per-answer scores, costs ------------------------------------------------------------
+
+
+def score_answer(prediction: str, reference: str, context: list[str] | None,
+                 decision: str | None) -> dict[str, Any]:
+    """Token F1, ROUGE-L, exact match, groundedness (context setups), yes/no/maybe accuracy."""
+    from tasks.answer_metrics import exact_match, groundedness, rouge_l, token_f1, yes_no_maybe
+
+    row = {"token_f1": token_f1(prediction, reference), "rouge_l": rouge_l(prediction, reference),
+           "exact_match": exact_match(prediction, reference),
+           "groundedness": groundedness(prediction, context) if context else None}
+    if decision in ("yes", "no", "maybe"):
+        row["accuracy"] = float(yes_no_maybe(prediction) == decision)
+    return row
+
+
+def option_costs(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """What each option cost to build, from the train/index stage reports."""
+    gen, ret, idx = (reports.get(k, {}) for k in ("train_generator", "train_retriever", "index"))
+    cand = idx.get("tables", {}).get("candidate", {})
+    finetune = {"train_seconds": gen.get("train_seconds", 0.0), "index_seconds": 0.0,
+                "adapter_bytes": gen.get("adapter_bytes", 0), "index_bytes": 0}
+    embed = {"train_seconds": ret.get("train_seconds", 0.0),
+             "index_seconds": cand.get("seconds", 0.0),
+             "adapter_bytes": ret.get("adapter_bytes", 0), "index_bytes": cand.get("bytes", 0)}
+    zero = dict.fromkeys(finetune, 0.0)
+    return {"base": zero, "finetuned": finetune, "rag": embed,
+            "hybrid": {k: finetune[k] + embed[k] for k in finetune}}
+
+
+def speed_of(results: list[dict[str, Any]]) -> dict[str, float]:
+    """Latency per answer (ms, batch wall time shared by its answers) and new tokens/s."""
+    from tasks.generator import generation_throughput
+
+    through = generation_throughput(results)
+    return {"latency_ms": 1000 * through["seconds"] / max(1, through["answers"]),
+            "tokens_per_s": through["tokens_per_second"]}
+
+
+# ---- effects: models and generation -------------------------------------------------------------
+
+
+def question_contexts(cfg: Config, questions: list[dict[str, Any]],
+                      info: dict[str, Any]) -> list[list[dict[str, Any]]]:
+    """Top-k chunk hits per eval question from the LoRA retriever (base when none)."""
+    from tasks.search import open_retriever, retrieve_contexts
+
+    role = "candidate" if "candidate" in info["tables"] else "base"
+    table, model = open_retriever(cfg, info, role)
+    return retrieve_contexts(table, model, [q["question"] for q in questions],
+                             cfg.generate.context_k, cfg.index)
+
+
+def run_setups(cfg: Config, questions: list[dict[str, Any]],
+               contexts: list[list[str]]) -> dict[str, list[dict[str, Any]]]:
+    """Generate answers for every available setup; one generator load per adapter choice."""
+    from tasks.generator import build_messages, load_generator, render_prompt, warm_up_generation
+    from tasks.sft import cut_chunks
+    from tasks.train_generator import generator_adapter_dir, generator_base_dir
+
+    base_dir, adapter = generator_base_dir(cfg), generator_adapter_dir(cfg)
+    g = cfg.generate
+    outputs: dict[str, list[dict[str, Any]]] = {}
+    for lora in (False, True):
+        if lora and not adapter.is_dir():
+            continue
+        model, tok = load_generator(base_dir, adapter if lora else None, g.device,
+                                    cfg.models.generator_id)
+        warm_up_generation(model, tok)
+        for setup, (uses_lora, uses_context) in SETUPS.items():
+            if uses_lora != lora:
+                continue
+            prompts = [render_prompt(tok, build_messages(
+                q["question"], cut_chunks(tok, ctx, g.max_context_tokens) if uses_context else None))
+                for q, ctx in zip(questions, contexts, strict=True)]
+            from tasks.generator import generate_answers
+
+            outputs[setup] = generate_answers(model, tok, prompts, g.max_new_tokens, g.batch_size)
+            log.info("evaluate answers: %s done (%d answers)", setup, len(prompts))
+    return outputs
+
+
+def semantic_similarity(cfg: Config, predictions: list[str], references: list[str]) -> list[float]:
+    """Cosine similarity of prediction and reference under the base retriever."""
+    from tasks.models import load_retriever, retriever_base_dir
+
+    model = load_retriever(retriever_base_dir(cfg), device=cfg.index.device)
+    a = model.encode(predictions, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    b = model.encode(references, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    return [float(x) for x in (a * b).sum(axis=1)]
+
+
+def evaluate_answers(cfg: Config, questions: list[dict[str, Any]],
+                     info: dict[str, Any]) -> dict[str, Any]:
+    """Per-answer scores and speed for each setup (the scoreboard aggregates them)."""
+    hits = question_contexts(cfg, questions, info)
+    contexts = [[h["text"] for h in hh] for hh in hits]
+    outputs = run_setups(cfg, questions, contexts)
+    per_setup: dict[str, list[dict[str, Any]]] = {}
+    for setup, results in outputs.items():
+        uses_context = SETUPS[setup][1]
+        texts = [r["text"] for r in results]
+        sims = semantic_similarity(cfg, texts, [q["answer"] for q in questions])
+        per_setup[setup] = [
+            {**score_answer(r["text"], q["answer"], ctx if uses_context else None,
+                            (q.get("metadata") or {}).get("final_decision")),
+             "semantic_sim": sim, "qid": q["qid"], "answer": r["text"],
+             "cited": [h["doc_id"] for h in hh] if uses_context else []}
+            for r, q, ctx, hh, sim in zip(results, questions, contexts, hits, sims, strict=True)]
+    return {"per_setup": per_setup, "speed": {s: speed_of(r) for s, r in outputs.items()}}
+
+
+def load_stage_reports(cfg: Config) -> dict[str, dict[str, Any]]:
+    """The train/index stage reports, for the cost table (missing ones are empty)."""
+    import json
+
+    reports_dir = Path(cfg.paths.reports_dir)
+    paths = {"train_generator": reports_dir / "train_generator" / "metrics.json",
+             "train_retriever": reports_dir / "train_retriever" / "metrics.json",
+             "index": reports_dir / "index" / "index.json"}
+    return {k: json.loads(p.read_text()) if p.is_file() else {} for k, p in paths.items()}

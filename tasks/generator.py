@@ -247,11 +247,12 @@ def check_generator_adapter(adapter_dir: Path, base_dir: Path, base_id: str | No
         raise ConfigError(f"{meta_path} missing: cannot tell which base model the adapter is for")
     meta = json.loads(meta_path.read_text())
     trained_on = meta.get("base_model_id")
-    wanted = base_id or f"the model in {base_dir}"
-    same_id = base_id is None or trained_on == base_id
-    if not same_id or meta.get("base_weights") != weights_digest(Path(base_dir)):
+    if base_id is not None and trained_on != base_id:
         raise ConfigError(f"{adapter_dir}: generator adapter was trained on base model '{trained_on}' "
-                          f"but is being loaded onto '{wanted}' (different weights); retrain it")
+                          f"but is being loaded onto '{base_id}'; retrain it or fix models.generator_id")
+    if meta.get("base_weights") != weights_digest(Path(base_dir)):
+        raise ConfigError(f"{adapter_dir}: generator adapter was trained on base model '{trained_on}' "
+                          f"with different weights than those in {base_dir}; retrain it")
 
 
 def load_generator(base_dir: Path, adapter_dir: Path | None = None, device: str = "auto",
@@ -299,11 +300,11 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], max_new_tok
     import torch
 
     config = _greedy_config(model, tokenizer, max_new_tokens)
-    tokenizer.padding_side = "left"  # right padding would put pads between prompt and answer
     results: list[dict[str, Any]] = []
     for start in range(0, len(prompts), batch_size):
+        # Left padding: right padding would put pads between a prompt and its answer.
         enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
-                        add_special_tokens=False).to(model.device)
+                        padding_side="left", add_special_tokens=False).to(model.device)
         started = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(**enc, generation_config=config)

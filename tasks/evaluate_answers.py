@@ -97,11 +97,8 @@ def run_setups(cfg: Config, questions: list[dict[str, Any]],
     return outputs
 
 
-def semantic_similarity(cfg: Config, predictions: list[str], references: list[str]) -> list[float]:
-    """Cosine similarity of prediction and reference under the base retriever."""
-    from tasks.models import load_retriever, retriever_base_dir
-
-    model = load_retriever(retriever_base_dir(cfg), device=cfg.index.device)
+def semantic_similarity(model: Any, predictions: list[str], references: list[str]) -> list[float]:
+    """Cosine similarity of prediction and reference under a sentence-embedding model."""
     a = model.encode(predictions, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     b = model.encode(references, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
     return [float(x) for x in (a * b).sum(axis=1)]
@@ -113,11 +110,14 @@ def evaluate_answers(cfg: Config, questions: list[dict[str, Any]],
     hits = question_contexts(cfg, questions, info)
     contexts = [[h["text"] for h in hh] for hh in hits]
     outputs = run_setups(cfg, questions, contexts)
+    from tasks.models import load_retriever, retriever_base_dir
+
+    judge = load_retriever(retriever_base_dir(cfg), device=cfg.index.device)  # the base retriever
     per_setup: dict[str, list[dict[str, Any]]] = {}
     for setup, results in outputs.items():
         uses_context = SETUPS[setup][1]
         texts = [r["text"] for r in results]
-        sims = semantic_similarity(cfg, texts, [q["answer"] for q in questions])
+        sims = semantic_similarity(judge, texts, [q["answer"] for q in questions])
         per_setup[setup] = [
             {**score_answer(r["text"], q["answer"], ctx if uses_context else None,
                             (q.get("metadata") or {}).get("final_decision")),

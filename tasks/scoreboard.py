@@ -53,10 +53,12 @@ def verdict(summary: dict[str, dict[str, Any]], winners: dict[str, str | None],
     best = winners.get("token_f1")
     if best is None:
         ranked = sorted(summary, key=lambda s: -summary[s].get("token_f1", {"mean": 0})["mean"])
+        others = [f"{PLAIN_NAMES[w]} leads on {m.replace('_', ' ')}" for m, w in winners.items() if w]
         return (f"No setup separates from the others on token F1 (best mean: "
-                f"{PLAIN_NAMES[ranked[0]]}, {summary[ranked[0]]['token_f1']['mean']:.3f}); on this "
-                "data the cheapest setup is as good as any — more eval questions would be needed "
-                "to tell them apart.")
+                f"{PLAIN_NAMES[ranked[0]]}, {summary[ranked[0]]['token_f1']['mean']:.3f}), so this "
+                "run cannot say that fine-tuning or embeddings beat the baseline on answer overlap"
+                + (f"; {'; '.join(others)} with separated intervals" if others else "")
+                + ". More eval questions (evaluate.answer_questions) narrow the intervals.")
     ci = summary[best]["token_f1"]
     cost = costs.get(best, {})
     spent = ", ".join(f"{k.replace('_', ' ')} {v:.0f}" for k, v in cost.items()) or "no training"

@@ -6,6 +6,7 @@ usage: python bench/index_throughput.py [--config configs/cpu.yaml] [--repeats 2
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -56,17 +57,20 @@ def main() -> None:
         started = time.perf_counter()
         update_table(db, "bench", model, chunks, cfg.index)
         full_s = time.perf_counter() - started
-        step = max(1, len(chunks) // max(1, len(chunks) // 100))
+        docs = sorted({c["doc_id"] for c in chunks})
+        edited = set(docs[:: max(1, len(docs) // math.ceil(len(docs) / 100))][
+            : math.ceil(len(docs) / 100)])  # 1% of the documents, spread over the corpus
         changed = [dict(c) for c in chunks]
-        for c in changed[::step][: max(1, len(chunks) // 100)]:
-            c["text"] = c["text"] + " (updated)"
-            c["content_hash"] = content_hash(c.get("title"), c["text"])
+        for c in changed:
+            if c["doc_id"] in edited:
+                c["text"] = c["text"] + " (updated)"
+                c["content_hash"] = content_hash(c.get("title"), c["text"])
         started = time.perf_counter()
         stats = update_table(db, "bench", model, changed, cfg.index)
         inc_s = time.perf_counter() - started
     share = inc_s / full_s
-    print(f"incremental     : {inc_s:7.2f} s for {stats['embedded']} changed chunks "
-          f"({stats['embedded'] / len(chunks):.1%}) = {share:.1%} of full ({full_s:.2f} s) "
+    print(f"incremental     : {inc_s:7.2f} s for {len(edited)} of {len(docs)} documents changed "
+          f"({stats['embedded']} chunks) = {share:.1%} of full ({full_s:.2f} s) "
           f"(target <= 5%) {'PASS' if share <= 0.05 else 'FAIL'}")
 
 

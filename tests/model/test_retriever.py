@@ -140,3 +140,24 @@ def test_same_document_chunks_are_not_negatives(tiny):
     assert same_doc.item() == pytest.approx(0.0, abs=1e-6)  # the only candidate left is the positive
     other_doc = loss.compute_loss_from_embeddings([q, c], torch.tensor([5, 6]))
     assert other_doc.item() > 0
+
+
+def test_ann_index_past_threshold_keeps_results(tmp_path):
+    import numpy as np
+
+    from tasks.index import build_rows, ensure_indexes, schema
+
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(600, 16)).astype("float32")
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    chunks = [chunk(f"d{i}#0", f"text {i}") for i in range(600)]
+    db = connect(str(tmp_path / "db"))
+    table = db.create_table("t", data=build_rows(chunks, vectors.tolist()), schema=schema(16))
+    cfg = IndexConfig(ann_min_rows=500, refine_factor=20)
+    ensure_indexes(table, cfg, rebuilt_text=True)
+    assert {tuple(i.columns) for i in table.list_indices()} == {("text",), ("vector",)}
+    exact = np.argsort(-(vectors[:20] @ vectors.T), axis=1)[:, :5]
+    found = [[int(h["chunk_id"][1:].split("#")[0]) for h in vector_hits(table, v, 5, cfg)]
+             for v in vectors[:20]]
+    recall = np.mean([len(set(f) & set(e)) / 5 for f, e in zip(found, exact, strict=True)])
+    assert recall >= 0.9

@@ -142,3 +142,18 @@ def log_dataset(df: Any, source: str, name: str, context: str) -> None:
         warnings.simplefilter("ignore", UserWarning)
         dataset = mlflow.data.from_pandas(flat, source=source, name=name)
         mlflow.log_input(dataset, context=context)
+
+
+def record_training(cfg: Config, stage: str, history: list[dict[str, Any]],
+                    stats: dict[str, Any], adapter_dir: Path, artifact_path: str) -> Path:
+    """Log a training stage: loss curve, numeric stats, the adapter; write its metrics.json."""
+    import mlflow
+
+    for entry in history:
+        mlflow.log_metric("train_loss", entry["loss"], step=int(entry["step"]))
+    mlflow.log_metrics({k: v for k, v in stats.items() if isinstance(v, int | float)})
+    mlflow.log_artifacts(str(adapter_dir), artifact_path)
+    report = Path(cfg.paths.reports_dir) / stage / "metrics.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(stats, indent=2) + "\n")
+    return report

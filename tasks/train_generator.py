@@ -62,13 +62,12 @@ def training_contexts(cfg: Config, rows: list[dict[str, Any]]) -> list[list[str]
 
 def train_generator_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]:
     """Train the generator adapter in its MLflow stage run (entry point for flow, CLI and DVC)."""
-    import mlflow
 
     from tasks.data import read_jsonl
     from tasks.generator import load_generator, save_adapter
     from tasks.models import pick_device
     from tasks.sft import build_sft_examples, train_lora_generator
-    from tasks.tracking import stage_run
+    from tasks.tracking import record_training, stage_run
     from tasks.train_retriever import dir_bytes, peak_rss_mb, trainable_parameters
 
     tcfg = cfg.train_generator
@@ -102,13 +101,7 @@ def train_generator_stage(cfg: Config, parent_run_id: str | None = None) -> dict
                  "trainable_parameters": trainable, "total_parameters": total,
                  "adapter_bytes": dir_bytes(out_dir), "peak_rss_mb": round(peak_rss_mb(), 1),
                  "final_loss": history[-1]["loss"]}
-        for h in history:
-            mlflow.log_metric("train_loss", h["loss"], step=h["step"])
-        mlflow.log_metrics({k: v for k, v in stats.items() if isinstance(v, int | float)})
-        mlflow.log_artifacts(str(out_dir), "generator_adapter")
-        report = Path(cfg.paths.reports_dir) / "train_generator" / "metrics.json"
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(stats, indent=2) + "\n")
+        record_training(cfg, "train_generator", history, stats, out_dir, "generator_adapter")
         log.info("train_generator: %d steps in %.0f s (%.0f tokens/s), %d trainable params, "
                  "adapter %.1f MB -> %s", len(history), seconds, stats["tokens_per_second"],
                  trainable, stats["adapter_bytes"] / 1e6, out_dir)

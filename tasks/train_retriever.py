@@ -178,11 +178,10 @@ def adapter_dir(cfg: Config) -> Path:
 
 def train_retriever_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]:
     """Train the retriever adapter in its MLflow stage run (entry point for flow, CLI and DVC)."""
-    import mlflow
 
     from tasks.data import read_jsonl
     from tasks.models import load_retriever, retriever_base_dir, write_adapter_meta
-    from tasks.tracking import stage_run
+    from tasks.tracking import record_training, stage_run
 
     tcfg = cfg.train_retriever
     prepared = Path(cfg.paths.prepared_dir)
@@ -220,13 +219,7 @@ def train_retriever_stage(cfg: Config, parent_run_id: str | None = None) -> dict
                  "trainable_parameters": trainable, "total_parameters": total,
                  "adapter_bytes": dir_bytes(out_dir), "peak_rss_mb": round(peak_rss_mb(), 1),
                  "final_loss": history[-1]["loss"] if history else float("nan")}
-        for entry in history:
-            mlflow.log_metric("train_loss", entry["loss"], step=int(entry["step"]))
-        mlflow.log_metrics({k: v for k, v in stats.items() if isinstance(v, int | float)})
-        mlflow.log_artifacts(str(out_dir), "retriever_adapter")
-        report = Path(cfg.paths.reports_dir) / "train_retriever" / "metrics.json"
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(stats, indent=2) + "\n")
+        record_training(cfg, "train_retriever", history, stats, out_dir, "retriever_adapter")
         log.info("train_retriever: %d steps in %.0f s, %d trainable params (%.2f%%), adapter %.1f MB"
                  " -> %s", len(history), seconds, trainable, 100 * trainable / total,
                  stats["adapter_bytes"] / 1e6, out_dir)

@@ -1,0 +1,56 @@
+from tasks.evaluate_answers import option_costs, score_answer
+from tasks.scoreboard import scoreboard_html, scoreboard_markdown, summarize_setups, verdict, winner
+
+
+def rows(values, metric="token_f1"):
+    return [{metric: v} for v in values]
+
+
+def test_winner_needs_separation_from_every_other_setup():
+    per_setup = {"base": rows([0.1, 0.2] * 20), "rag": rows([0.5, 0.6] * 20),
+                 "hybrid": rows([0.62, 0.49] * 20)}
+    assert winner(per_setup, "token_f1", 300, 0) is None  # hybrid does not separate from rag
+    per_setup["hybrid"] = rows([0.8, 0.9] * 20)
+    assert winner(per_setup, "token_f1", 300, 0) == "hybrid"
+
+
+def test_verdict_names_winner_and_cost_or_says_undecided():
+    per_setup = {"base": rows([0.1, 0.2] * 20), "hybrid": rows([0.8, 0.9] * 20)}
+    summary = summarize_setups(per_setup, 300, 0)
+    text = verdict(summary, {"token_f1": "hybrid"}, {"hybrid": {"train_seconds": 12.0}})
+    assert text.startswith("On this data, fine-tuning + embeddings (hybrid) answers best")
+    assert "train seconds 12" in text
+    undecided = verdict(summary, {"token_f1": None, "semantic_sim": "hybrid"}, {})
+    assert undecided.startswith("No setup separates from the others on token F1")
+    assert "fine-tuning + embeddings leads on semantic sim" in undecided
+
+
+def test_markdown_and_html_render_every_setup():
+    per_setup = {"base": rows([0.1, 0.3] * 5), "rag": rows([0.4, 0.6] * 5)}
+    report = {"questions": 10, "summary": summarize_setups(per_setup, 200, 0),
+              "winners": {"token_f1": "rag"}, "verdict": "V.",
+              "speed": {"base": {"latency_ms": 10.0, "tokens_per_s": 5.0},
+                        "rag": {"latency_ms": 20.0, "tokens_per_s": 4.0}},
+              "costs": option_costs({})}
+    md = scoreboard_markdown(report)
+    assert "| base (baseline) | 0.200 [" in md and "| rag (embeddings) | 0.500 [" in md
+    assert "token_f1: rag" in md
+    html = scoreboard_html(md, {"plot": b"\x89PNG"}, "t")
+    assert "data:image/png;base64,iVBORw==" in html and "&lt;" not in html.split("<pre>")[0]
+
+
+def test_option_costs_add_up_for_hybrid():
+    costs = option_costs({"train_generator": {"train_seconds": 10, "adapter_bytes": 5},
+                          "train_retriever": {"train_seconds": 3, "adapter_bytes": 2},
+                          "index": {"tables": {"candidate": {"seconds": 1, "bytes": 7}}}})
+    assert costs["hybrid"] == {"train_seconds": 13, "index_seconds": 1, "adapter_bytes": 7,
+                               "index_bytes": 7}
+    assert costs["base"]["train_seconds"] == 0
+
+
+def test_score_answer_grounding_and_accuracy():
+    row = score_answer("Yes, the fee is 30 pounds.", "Yes, 30 pounds.", ["The exit fee is 30 pounds."],
+                       "yes")
+    assert row["accuracy"] == 1.0 and row["groundedness"] > 0.5 and row["token_f1"] > 0.5
+    assert score_answer("x", "y", None, None)["groundedness"] is None
+    assert "accuracy" not in score_answer("x", "y", None, None)

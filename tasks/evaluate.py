@@ -92,19 +92,17 @@ def run_queries(questions: list[dict[str, Any]], table: Any, mode: str, model: A
     return scores, seconds
 
 
-def evaluate_retrieval(cfg: Config, questions: list[dict[str, Any]],
-                       index_info: dict[str, Any]) -> dict[str, Any]:
-    """Run every method available in the index on the eval questions."""
-    from tasks.models import load_retriever, retriever_base_dir
-    from tasks.search import connect, open_pinned
+def open_indexed(cfg: Config, index_info: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pinned table and loaded retriever of each indexed role (base, candidate), loaded once."""
+    from tasks.search import open_retriever
 
-    db = connect(index_info["index_uri"])
-    base_dir = retriever_base_dir(cfg)
-    tables, models = {}, {}
-    for role, info in index_info["tables"].items():
-        tables[role] = open_pinned(db, info)  # the recorded version, not "whatever is newest"
-        adapter = Path(info["adapter_dir"]) if info["adapter_dir"] else None
-        models[role] = load_retriever(base_dir, adapter, cfg.index.device)
+    opened = {role: open_retriever(cfg, index_info, role) for role in index_info["tables"]}
+    return {r: t for r, (t, _) in opened.items()}, {r: m for r, (_, m) in opened.items()}
+
+
+def evaluate_retrieval(cfg: Config, questions: list[dict[str, Any]], index_info: dict[str, Any],
+                       tables: dict[str, Any], models: dict[str, Any]) -> dict[str, Any]:
+    """Run every method available in the index on the eval questions."""
     per_method, report_methods = {}, {}
     for name, (table_role, mode, model_role) in METHODS.items():
         if table_role not in tables:
@@ -121,15 +119,15 @@ def evaluate_retrieval(cfg: Config, questions: list[dict[str, Any]],
                        for r, i in index_info["tables"].items()}}
 
 
-def answer_report(cfg: Config, questions: list[dict[str, Any]],
-                  info: dict[str, Any]) -> dict[str, Any]:
+def answer_report(cfg: Config, questions: list[dict[str, Any]], tables: dict[str, Any],
+                  models: dict[str, Any]) -> dict[str, Any]:
     """The four-way answer scoreboard: summaries, winners, costs and the one-sentence verdict."""
     from tasks.evaluate_answers import evaluate_answers, load_stage_reports, option_costs
     from tasks.scoreboard import HEADLINE, summarize_setups, verdict, winner
 
     limit = cfg.evaluate.answer_questions
     questions = questions[:limit] if limit else questions
-    answers = evaluate_answers(cfg, questions, info)
+    answers = evaluate_answers(cfg, questions, tables, models)
     per_setup, e = answers["per_setup"], cfg.evaluate
     summary = summarize_setups(per_setup, e.bootstrap, cfg.project.seed)
     winners = {m: winner(per_setup, m, e.bootstrap, cfg.project.seed) for m in HEADLINE
@@ -177,8 +175,9 @@ def evaluate_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, A
         if cfg.evaluate.max_questions:
             questions = questions[: cfg.evaluate.max_questions]
         info = load_index_info(cfg)
-        retrieval = evaluate_retrieval(cfg, questions, info)
-        answers = answer_report(cfg, questions, info)
+        tables, models = open_indexed(cfg, info)
+        retrieval = evaluate_retrieval(cfg, questions, info, tables, models)
+        answers = answer_report(cfg, questions, tables, models)
         out = write_reports(cfg, retrieval, answers)
         metrics = json.loads((out / "metrics.json").read_text())
         mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in flatten(metrics).items()})

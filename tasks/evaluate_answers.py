@@ -57,14 +57,13 @@ def speed_of(results: list[dict[str, Any]]) -> dict[str, float]:
 # ---- effects: models and generation -------------------------------------------------------------
 
 
-def question_contexts(cfg: Config, questions: list[dict[str, Any]],
-                      info: dict[str, Any]) -> list[list[dict[str, Any]]]:
+def question_contexts(cfg: Config, questions: list[dict[str, Any]], tables: dict[str, Any],
+                      models: dict[str, Any]) -> list[list[dict[str, Any]]]:
     """Top-k chunk hits per eval question from the LoRA retriever (base when none)."""
-    from tasks.search import open_retriever, retrieve_contexts
+    from tasks.search import retrieve_contexts
 
-    role = "candidate" if "candidate" in info["tables"] else "base"
-    table, model = open_retriever(cfg, info, role)
-    return retrieve_contexts(table, model, [q["question"] for q in questions],
+    role = "candidate" if "candidate" in tables else "base"
+    return retrieve_contexts(tables[role], models[role], [q["question"] for q in questions],
                              cfg.generate.context_k, cfg.index)
 
 
@@ -104,15 +103,13 @@ def semantic_similarity(model: Any, predictions: list[str], references: list[str
     return [float(x) for x in (a * b).sum(axis=1)]
 
 
-def evaluate_answers(cfg: Config, questions: list[dict[str, Any]],
-                     info: dict[str, Any]) -> dict[str, Any]:
+def evaluate_answers(cfg: Config, questions: list[dict[str, Any]], tables: dict[str, Any],
+                     models: dict[str, Any]) -> dict[str, Any]:
     """Per-answer scores and speed for each setup (the scoreboard aggregates them)."""
-    hits = question_contexts(cfg, questions, info)
+    hits = question_contexts(cfg, questions, tables, models)
     contexts = [[h["text"] for h in hh] for hh in hits]
     outputs = run_setups(cfg, questions, contexts)
-    from tasks.models import load_retriever, retriever_base_dir
-
-    judge = load_retriever(retriever_base_dir(cfg), device=cfg.index.device)  # the base retriever
+    judge = models["base"]  # semantic similarity under the base retriever, for every setup
     per_setup: dict[str, list[dict[str, Any]]] = {}
     for setup, results in outputs.items():
         uses_context = SETUPS[setup][1]

@@ -156,7 +156,9 @@ def train_lora(model: Any, pairs: list[dict[str, Any]], cfg: TrainRetrieverConfi
     from datasets import Dataset
     from peft import LoraConfig, TaskType
     from sentence_transformers import SentenceTransformerTrainer
+    from transformers import set_seed
 
+    set_seed(seed)  # the LoRA A matrices are drawn here, before the trainer seeds anything
     model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=cfg.lora_r,
                                  lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                                  target_modules=list(cfg.target_modules)))

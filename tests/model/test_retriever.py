@@ -161,3 +161,23 @@ def test_ann_index_past_threshold_keeps_results(tmp_path):
              for v in vectors[:20]]
     recall = np.mean([len(set(f) & set(e)) / 5 for f, e in zip(found, exact, strict=True)])
     assert recall >= 0.9
+
+
+def test_lora_training_is_reproducible_for_a_seed(tmp_path):
+    """Same data, config and seed: the same adapter weights (so a rerun is recognisable)."""
+    import torch
+
+    from tasks.config import TrainRetrieverConfig
+    from tasks.train_retriever import train_lora
+
+    model_dir = resolve_model_dir("tunedex/tiny-retriever", cache_dir=tmp_path / "m")
+    pairs = [{"anchor": f"question {i}", "positive": CHUNKS[i % 3]["text"] + f" {i}",
+              "doc_id": f"d{i}"} for i in range(8)]
+    cfg = TrainRetrieverConfig(max_steps=2, batch_size=4, target_modules=("query", "value"))
+    weights = []
+    for run in range(2):
+        model = load_retriever(model_dir, device="cpu")
+        train_lora(model, pairs, cfg, 13, tmp_path / f"w{run}", "cpu")
+        weights.append({k: v.clone() for k, v in model.named_parameters() if "lora_" in k})
+    assert weights[0].keys() == weights[1].keys() and weights[0]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

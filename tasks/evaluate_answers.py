@@ -70,7 +70,13 @@ def question_contexts(cfg: Config, questions: list[dict[str, Any]], tables: dict
 def run_setups(cfg: Config, questions: list[dict[str, Any]],
                contexts: list[list[str]]) -> dict[str, list[dict[str, Any]]]:
     """Generate answers for every available setup; one generator load per adapter choice."""
-    from tasks.generator import build_messages, load_generator, render_prompt, warm_up_generation
+    from tasks.generator import (
+        build_messages,
+        generate_answers,
+        load_generator,
+        render_prompt,
+        warm_up_generation,
+    )
     from tasks.sft import cut_chunks
     from tasks.train_generator import generator_adapter_dir, generator_base_dir
 
@@ -89,8 +95,6 @@ def run_setups(cfg: Config, questions: list[dict[str, Any]],
             prompts = [render_prompt(tok, build_messages(
                 q["question"], cut_chunks(tok, ctx, g.max_context_tokens) if uses_context else None))
                 for q, ctx in zip(questions, contexts, strict=True)]
-            from tasks.generator import generate_answers
-
             outputs[setup] = generate_answers(model, tok, prompts, g.max_new_tokens, g.batch_size)
             log.info("evaluate answers: %s done (%d answers)", setup, len(prompts))
     return outputs

@@ -18,6 +18,7 @@ from prefect import task
 
 from tasks.config import Config, IndexConfig
 from tasks.errors import ConfigError, DataError
+from tasks.prepare import passage_text
 from tasks.search import connect, index_path
 
 log = logging.getLogger(__name__)
@@ -54,8 +55,6 @@ def sql_list(values: list[str]) -> str:
 
 def build_rows(chunks: list[dict[str, Any]], vectors: Any) -> list[dict[str, Any]]:
     """Table rows: chunk fields, the text that was embedded, and its vector."""
-    from tasks.prepare import passage_text
-
     return [{KEY: c[KEY], "doc_id": c["doc_id"], "chunk_index": int(c["chunk_index"]),
              "text": passage_text(c), "content_hash": c["content_hash"], "vector": v}
             for c, v in zip(chunks, vectors, strict=True)]
@@ -131,7 +130,7 @@ def update_table(db: Any, name: str, model: Any, chunks: list[dict[str, Any]],
                           f"retriever makes {dim}-d ones; drop the table or fix the model")
     plan = plan_changes(stored_hashes(table) if table is not None else {}, chunks)
     started = time.perf_counter()
-    vectors = encode(model, [_text(c) for c in plan.to_embed], cfg.batch_size)
+    vectors = encode(model, [passage_text(c) for c in plan.to_embed], cfg.batch_size)
     encode_seconds = time.perf_counter() - started
     rows = build_rows(plan.to_embed, vectors)
     if table is None:  # one write creates the table with every row (nothing half-built)
@@ -149,12 +148,6 @@ def update_table(db: Any, name: str, model: Any, chunks: list[dict[str, Any]],
             "unchanged": plan.unchanged, "seconds": round(seconds, 3),
             "encode_seconds": round(encode_seconds, 3),
             "chunks_per_second": round(len(plan.to_embed) / seconds, 2) if plan.to_embed else None}
-
-
-def _text(chunk: dict[str, Any]) -> str:
-    from tasks.prepare import passage_text
-
-    return passage_text(chunk)
 
 
 @dataclass(frozen=True)

@@ -182,21 +182,19 @@ def train_retriever_stage(cfg: Config, parent_run_id: str | None = None) -> dict
     """Train the retriever adapter in its MLflow stage run (entry point for flow, CLI and DVC)."""
 
     from tasks.data import read_jsonl
-    from tasks.models import load_retriever, retriever_base_dir, write_adapter_meta
+    from tasks.models import load_retriever, pick_device, retriever_base_dir, write_adapter_meta
     from tasks.tracking import record_training, stage_run
 
     tcfg = cfg.train_retriever
     prepared = Path(cfg.paths.prepared_dir)
     with stage_run(cfg, "train_retriever", parent_run_id):
-        pairs = training_pairs(read_jsonl(prepared / "train_qa.jsonl"),
-                               read_jsonl(prepared / "chunks.jsonl"), cfg.paths.qa_path)
+        chunks = read_jsonl(prepared / "chunks.jsonl")
+        pairs = training_pairs(read_jsonl(prepared / "train_qa.jsonl"), chunks, cfg.paths.qa_path)
         base_dir = retriever_base_dir(cfg)
-        from tasks.models import pick_device
-
         device = pick_device(tcfg.device)
         model = load_retriever(base_dir, device=device, max_seq_length=tcfg.max_seq_length)
         if tcfg.hard_negatives:
-            pairs = mine_hard_negatives(model, pairs, read_jsonl(prepared / "chunks.jsonl"),
+            pairs = mine_hard_negatives(model, pairs, chunks,
                                         tcfg.hard_negatives, tcfg.batch_size)
         out_dir = adapter_dir(cfg)
         work_dir = out_dir.with_name(out_dir.name + ".tmp")

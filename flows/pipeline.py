@@ -1,8 +1,10 @@
-"""The retrain flow: validate -> prepare -> train_retriever -> index -> train_generator -> evaluate.
+"""The retrain flow: validate -> prepare -> train_retriever -> index -> train_generator -> evaluate
+-> promote.
 
 Reads the raw corpus/QA named in the config; writes reports/, data/prepared/, the adapters
 (models/retriever, models/generator), LanceDB tables (paths.index_uri) and one MLflow parent run
-with a nested run per stage. Each step calls the same stage function `dvc repro` runs.
+with a nested run per stage; promote registers the release in the MLflow Model Registry. Each
+step up to evaluate calls the same stage function `dvc repro` runs.
 """
 
 from __future__ import annotations
@@ -15,13 +17,17 @@ from tasks.config import DEFAULT_CONFIG_PATH, load_config
 from tasks.evaluate import evaluate
 from tasks.index import index
 from tasks.prepare import prepare
+from tasks.promote import promote
+from tasks.registry import check_registry
 from tasks.tracking import pipeline_run
 from tasks.train_generator import train_generator
 from tasks.train_retriever import train_retriever
 from tasks.validate import validate
 
-# The stages in order; dvc.yaml has the same keys (a test keeps them in agreement).
+# The file-producing stages in order; dvc.yaml has the same keys (a test keeps them in agreement).
 STAGES = ("validate", "prepare", "train_retriever", "index", "train_generator", "evaluate")
+# The flow's steps: promote changes the registry, not files, so `dvc repro` stops at evaluate.
+FLOW_STAGES = (*STAGES, "promote")
 
 
 @flow(name="tunedex-pipeline", flow_run_name="{config_path}")
@@ -29,6 +35,8 @@ def pipeline(config_path: str = DEFAULT_CONFIG_PATH,
              overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Run the tunedex pipeline for one config; return the parent MLflow run id and stage outputs."""
     cfg = load_config(config_path, overrides)
+    # 0. The registry must be reachable before hours of training are spent.
+    check_registry(cfg)
     with pipeline_run(cfg, run_name="pipeline") as run_id:
         # 1. Validate the raw data (stops the run on any failed expectation).
         report = validate(cfg, run_id)
@@ -42,6 +50,8 @@ def pipeline(config_path: str = DEFAULT_CONFIG_PATH,
         generator = train_generator(cfg, run_id)
         # 6. Scoreboard: retrieval (BM25/base/LoRA/hybrid), answers (base/finetuned/rag/hybrid).
         scoreboard = evaluate(cfg, run_id)
+        # 7. Register the release; move `champion` only if the gate passes.
+        release = promote(cfg, run_id)
     return {"run_id": run_id, "validation": report.to_dict(), "prepare": prepared,
             "train_retriever": retriever, "index": tables, "train_generator": generator,
-            "evaluate": scoreboard}
+            "evaluate": scoreboard, "promote": release}

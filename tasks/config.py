@@ -38,6 +38,7 @@ class PathsConfig(Section):
 class TrackingConfig(Section):
     tracking_uri: str = "sqlite:///mlflow.db"  # any MLflow tracking URI (http://, databricks, ...)
     artifact_location: str | None = None  # None: MLflow default (./mlartifacts beside sqlite)
+    registry_uri: str | None = None  # model registry; None: the tracking store
 
 
 class ModelsConfig(Section):
@@ -130,6 +131,39 @@ class EvaluateConfig(Section):
     answer_questions: int = Field(0, ge=0)  # cap on eval questions for answer setups; 0: all
 
 
+class GateRule(Section):
+    """One gate metric: the candidate against the champion, and an absolute bound."""
+
+    metric: str  # dotted key of reports/evaluate/metrics.json, e.g. answers.hybrid.token_f1
+    higher_is_better: bool = True  # False for latencies
+    min_improvement: float | None = None  # must beat the champion by at least this much
+    max_regression: float | None = Field(None, ge=0)  # may trail the champion by at most this
+    relative: bool = False  # improvement/regression as a fraction of the champion's value
+    floor: float | None = None  # absolute bound, always applied: minimum (or maximum if lower wins)
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> GateRule:
+        if self.min_improvement is None and self.max_regression is None and self.floor is None:
+            raise ValueError(f"gate rule for {self.metric} sets none of min_improvement, "
+                             "max_regression, floor")
+        return self
+
+
+DEFAULT_GATE = (
+    GateRule(metric="answers.hybrid.token_f1", min_improvement=0.01, floor=0.02),
+    GateRule(metric="retrieval.hybrid.ndcg@10", max_regression=0.01, floor=0.1),
+    GateRule(metric="retrieval.hybrid.p95_ms", higher_is_better=False, max_regression=0.5,
+             relative=True),
+)
+
+
+class PromoteConfig(Section):
+    retriever_model: str = "tunedex-retriever"  # registered model names
+    generator_model: str = "tunedex-generator"
+    keep_releases: int = Field(3, ge=1)  # `tunedex gc` keeps the tables of the newest N versions
+    gate: tuple[GateRule, ...] = DEFAULT_GATE  # every rule must pass to move `champion`
+
+
 class Config(Section):
     project: ProjectConfig = ProjectConfig()
     paths: PathsConfig = PathsConfig()
@@ -142,6 +176,7 @@ class Config(Section):
     index: IndexConfig = IndexConfig()
     generate: GenerateConfig = GenerateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    promote: PromoteConfig = PromoteConfig()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

@@ -37,3 +37,7 @@ class LeakageError(TunedexError):
 
 class ModelNotAvailable(TunedexError):
     """A model id cannot be resolved offline and downloads are not allowed."""
+
+
+class ServingError(TunedexError):
+    """The release to serve cannot be used as recorded (missing alias, table or version)."""

@@ -71,15 +71,21 @@ def load_index_info(cfg: Any) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def open_pinned(db: Any, info: dict[str, Any]):
+def open_pinned(db: Any, info: dict[str, Any], release: int | None = None):
     """Open a table at the version recorded for it (read-only), naming it when missing."""
-    from tasks.errors import ConfigError
+    from tasks.errors import ServingError
 
+    where = f" (pinned by release v{release})" if release is not None else ""
+    fix = ("run `tunedex rollback` to serve the previous release, or re-run the pipeline"
+           if release is not None else "re-run the index stage")
     if info["table"] not in db.list_tables().tables:
-        raise ConfigError(f"LanceDB table {info['table']} is missing from the index; "
-                          "re-run the index stage")
+        raise ServingError(f"LanceDB table {info['table']}{where} is missing from {db.uri}; {fix}")
     table = db.open_table(info["table"])
-    table.checkout(info["version"])
+    try:
+        table.checkout(info["version"])
+    except Exception as err:  # noqa: BLE001 - lance reports a missing version in several ways
+        raise ServingError(f"LanceDB table {info['table']} has no version {info['version']}{where} "
+                           f"({str(err).splitlines()[0][:200]}); {fix}") from None
     return table
 
 

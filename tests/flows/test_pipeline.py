@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.pipeline import STAGES
+from flows.pipeline import FLOW_STAGES, STAGES
 from tasks.errors import ValidationFailed
 from tasks.tracking import file_md5
 from tests.conftest import REPO, SMOKE, TINY_DOCS, write_jsonl_lines
@@ -14,6 +14,7 @@ from tests.conftest import REPO, SMOKE, TINY_DOCS, write_jsonl_lines
 def test_flow_stages_match_dvc_yaml():
     dvc_stages = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
     assert list(STAGES) == dvc_stages
+    assert list(FLOW_STAGES) == [*dvc_stages, "promote"]  # promote moves aliases, not files
 
 
 def runs_of(uri: str, parent_id: str):
@@ -34,7 +35,7 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
 
     parent, children = runs_of(smoke_overrides["tracking.tracking_uri"], result["run_id"])
     assert parent.info.status == "FINISHED"
-    assert sorted(children) == sorted(STAGES)
+    assert sorted(children) == sorted(FLOW_STAGES)
     assert all(r.info.status == "FINISHED" for r in children.values())
     tags = parent.data.tags
     assert tags["data.corpus_md5"] == file_md5(smoke_overrides["paths.corpus_path"])
@@ -99,8 +100,9 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
                    *sets(smoke_overrides), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert lines[0] == (f"hybrid search, candidate retriever, table {tables['candidate']['table']} "
-                        f"v{tables['candidate']['version']}")
+    assert result["promote"]["promoted"] and result["promote"]["first_release"]
+    assert lines[0] == (f"hybrid search, release champion (tunedex-retriever v1, generator v1), "
+                        f"table {tables['candidate']['table']} v{tables['candidate']['version']}")
     assert len(lines) == 3 and lines[1].lstrip().startswith("1. ")
 
     done = tunedex("ask", "Which cards do you take?", "--setup", "hybrid", "-c", str(SMOKE),
@@ -109,6 +111,8 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
     sources = done.stdout.splitlines()[-1]
     assert sources.startswith("sources: ") and set(sources[9:].split(", ")) <= {
         "plan-01", "pay-01", "sec-01"}
+
+    check_through_mlflow_server(smoke_overrides["tracking.tracking_uri"], result["run_id"], tmp_path)
 
 
 @pytest.mark.slow
@@ -134,3 +138,98 @@ def test_failed_validation_stops_before_prepare(prefect_harness, smoke_overrides
     assert by_name["pipeline"].info.status == "FAILED"
     artifacts = {a.path for a in client.list_artifacts(by_name["validate"].info.run_id, "validation")}
     assert "validation/summary.md" in artifacts
+
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def check_through_mlflow_server(store_uri: str, parent_id: str, tmp_path: Path) -> None:
+    """Start a real `mlflow server` on a free loopback port over the pipeline's store and check,
+    through its REST API, what the UI shows: runs, nested stage runs, metrics, the scoreboard
+    artifact, registered versions with their aliases."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "mlflow-server.log").open("w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store_uri,
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path, env=os.environ.copy())
+
+    def get(path: str, body: dict | None = None) -> dict:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(base + path, data=data,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            raw = response.read()
+        return json.loads(raw) if path.startswith("/api/") else {"text": raw.decode()}
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if get("/health")["text"].strip() == "OK":
+                    break
+            except OSError:
+                pass
+            assert server.poll() is None, (tmp_path / "mlflow-server.log").read_text()[-2000:]
+            assert time.monotonic() < deadline, "mlflow server did not answer /health in 120 s"
+            time.sleep(1)
+
+        parent = get(f"/api/2.0/mlflow/runs/get?run_id={parent_id}")["run"]
+        assert parent["info"]["status"] == "FINISHED"
+        experiment = parent["info"]["experiment_id"]
+        runs = get("/api/2.0/mlflow/runs/search", {
+            "experiment_ids": [experiment],
+            "filter": f"tags.mlflow.parentRunId = '{parent_id}'"})["runs"]
+        children = {r["info"]["run_name"]: r for r in runs}
+        assert sorted(children) == sorted(FLOW_STAGES)
+        evaluate = children["evaluate"]
+        metrics = {m["key"]: m["value"] for m in evaluate["data"]["metrics"]}
+        assert 0 <= metrics["retrieval.hybrid.ndcg_at_10"] <= 1
+        listed = get(f"/api/2.0/mlflow/artifacts/list?run_id={evaluate['info']['run_id']}"
+                     "&path=evaluate")
+        assert "evaluate/scoreboard.md" in {f["path"] for f in listed["files"]}
+        scoreboard = get(f"/get-artifact?path=evaluate/scoreboard.md&run_uuid="
+                         f"{evaluate['info']['run_id']}")["text"]
+        assert scoreboard.startswith("# tunedex scoreboard")
+
+        for name in ("tunedex-retriever", "tunedex-generator"):
+            model = get(f"/api/2.0/mlflow/registered-models/get?name={name}")["registered_model"]
+            assert {a["alias"]: a["version"] for a in model["aliases"]} == {"champion": "1"}
+            version = get(f"/api/2.0/mlflow/model-versions/get?name={name}&version=1")[
+                "model_version"]
+            tags = {t["key"]: t["value"] for t in version["tags"]}
+            assert tags["pipeline.run_id"] == parent_id and tags["gate.decision"] == "promoted"
+            assert version["run_id"] == children["promote"]["info"]["run_id"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("registry_uri", ["bogus://nowhere", "http://127.0.0.1:9"])
+def test_unreachable_registry_fails_before_training(prefect_harness, smoke_overrides, registry_uri):
+    from flows.pipeline import pipeline
+    from tasks.errors import ConfigError
+
+    overrides = {**smoke_overrides, "tracking.registry_uri": registry_uri}
+    with pytest.raises(ConfigError, match=f"MLflow model registry at '{registry_uri}' is "
+                                          "unreachable .*nothing was trained"):
+        pipeline(config_path=str(SMOKE), overrides=overrides)
+    assert not Path(smoke_overrides["paths.prepared_dir"]).exists()
+    assert not Path(smoke_overrides["paths.adapters_dir"]).exists()
+    assert not Path(smoke_overrides["paths.reports_dir"]).exists()

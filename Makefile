@@ -18,7 +18,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help setup pipeline test test-fast lint ui repro bench clean
+.PHONY: help setup pipeline reindex serve test test-fast lint ui repro bench clean
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -39,6 +39,12 @@ setup: .models/.ready  ## create the venv, install, resolve offline model assets
 pipeline: setup  ## run the whole pipeline on $(CONFIG) (default: cpu profile, demo data)
 	$(TUNEDEX) pipeline --config $(CONFIG)
 
+reindex: setup  ## refresh the champion's index from the corpus (no training)
+	$(TUNEDEX) reindex --config $(CONFIG)
+
+serve: setup  ## serve the retrain (nightly) and reindex deployments on their schedules
+	$(TUNEDEX) serve --config $(CONFIG)
+
 test: setup  ## run the test suite (slow tests included)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
@@ -55,4 +61,4 @@ ui: $(VENV)/.installed  ## MLflow UI on http://127.0.0.1:5000
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db --host 127.0.0.1 --port 5000
 
 clean:  ## remove run outputs (keeps the venv and model cache)
-	rm -rf data/prepared models lancedb reports/validation/gx mlflow.db mlartifacts mlruns .prefect .pytest_cache
+	rm -rf data/prepared models lancedb reports/validation/gx reports/promote reports/reindex mlflow.db mlartifacts mlruns .prefect .pytest_cache .tunedex.lock .tunedex.lock.holder

@@ -75,12 +75,39 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
 
 
 @app.command()
-def pipeline(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
-    """Run the whole pipeline as a Prefect flow (one MLflow parent run, a nested run per stage)."""
+def pipeline(config: str = ConfigOpt, set_: list[str] = SetOpt,
+             force: bool = typer.Option(False, "--force", help="Retrain even when data, config "
+                                        "and code match a registered release.")) -> None:
+    """Run the whole pipeline as a Prefect flow (one MLflow parent run, a nested run per stage),
+    ending with the gated promotion; skipped when nothing changed since the last release."""
     from flows.pipeline import pipeline as pipeline_flow
 
-    result = _run(pipeline_flow, config_path=config, overrides=_overrides(set_))
-    typer.echo(f"pipeline finished: MLflow run {result['run_id']}")
+    result = _run(pipeline_flow, config_path=config, overrides=_overrides(set_), force=force)
+    if result["skipped"]:
+        typer.echo(f"pipeline skipped: {result['reason']}")
+        return
+    typer.echo(f"pipeline finished: MLflow run {result['run_id']}; {result['promote']['summary']}")
+
+
+@app.command()
+def reindex(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Refresh the champion's index from the corpus (no training); pin the new table version on
+    the champion only if retrieval metrics hold. What the `reindex` deployment runs."""
+    from flows.reindex import reindex as reindex_flow
+
+    result = _run(reindex_flow, config_path=config, overrides=_overrides(set_))
+    typer.echo(f"reindex finished: MLflow run {result['run_id']}; {result['pin']['summary']}")
+
+
+@app.command()
+def serve(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Serve the `retrain` and `reindex` deployments on their schedules (Ctrl-C stops).
+
+    Uses PREFECT_API_URL when set (a Prefect server: runs show in its UI); otherwise a local
+    API started for this process."""
+    from flows.deployments import serve_deployments
+
+    _run(serve_deployments, config, _overrides(set_))
 
 
 @app.command()

@@ -9,6 +9,7 @@ step up to evaluate calls the same stage function `dvc repro` runs.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from prefect import flow
@@ -16,9 +17,11 @@ from prefect import flow
 from tasks.config import DEFAULT_CONFIG_PATH, load_config
 from tasks.evaluate import evaluate
 from tasks.index import index
+from tasks.lock import write_lock
 from tasks.prepare import prepare
-from tasks.promote import promote
+from tasks.promote import promote, unchanged_release
 from tasks.registry import check_registry
+from tasks.runtime import notify_failure
 from tasks.tracking import pipeline_run
 from tasks.train_generator import train_generator
 from tasks.train_retriever import train_retriever
@@ -29,14 +32,35 @@ STAGES = ("validate", "prepare", "train_retriever", "index", "train_generator", 
 # The flow's steps: promote changes the registry, not files, so `dvc repro` stops at evaluate.
 FLOW_STAGES = (*STAGES, "promote")
 
+log = logging.getLogger(__name__)
 
-@flow(name="tunedex-pipeline", flow_run_name="{config_path}")
-def pipeline(config_path: str = DEFAULT_CONFIG_PATH,
-             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run the tunedex pipeline for one config; return the parent MLflow run id and stage outputs."""
+
+@flow(name="tunedex-pipeline", flow_run_name="{config_path}", on_failure=[notify_failure],
+      on_crashed=[notify_failure])
+def pipeline(config_path: str = DEFAULT_CONFIG_PATH, overrides: dict[str, Any] | None = None,
+             force: bool = False) -> dict[str, Any]:
+    """Run the tunedex pipeline for one config; return the parent MLflow run id and stage outputs.
+
+    Skips everything (in seconds) when the data, config and code are those of a registered
+    release, unless `force` or `schedule.skip_unchanged: false`.
+    """
     cfg = load_config(config_path, overrides)
     # 0. The registry must be reachable before hours of training are spent.
     check_registry(cfg)
+    with write_lock(cfg, f"pipeline {config_path}"):
+        if cfg.schedule.skip_unchanged and not force:
+            same = unchanged_release(cfg)
+            if same is not None:
+                reason = (f"data, config and code are unchanged since release v{same['version']} "
+                          f"({same['role']}, gate {same['gate']}; inputs {same['inputs']}): "
+                          "nothing to train. Use --force to retrain anyway.")
+                log.info("pipeline skipped: %s", reason)
+                return {"skipped": True, "reason": reason, "release": same["version"]}
+        return run_stages(cfg)
+
+
+def run_stages(cfg: Any) -> dict[str, Any]:
+    """Every stage in order inside one MLflow parent run (the write lock is held)."""
     with pipeline_run(cfg, run_name="pipeline") as run_id:
         # 1. Validate the raw data (stops the run on any failed expectation).
         report = validate(cfg, run_id)
@@ -52,6 +76,6 @@ def pipeline(config_path: str = DEFAULT_CONFIG_PATH,
         scoreboard = evaluate(cfg, run_id)
         # 7. Register the release; move `champion` only if the gate passes.
         release = promote(cfg, run_id)
-    return {"run_id": run_id, "validation": report.to_dict(), "prepare": prepared,
-            "train_retriever": retriever, "index": tables, "train_generator": generator,
-            "evaluate": scoreboard, "promote": release}
+    return {"skipped": False, "run_id": run_id, "validation": report.to_dict(),
+            "prepare": prepared, "train_retriever": retriever, "index": tables,
+            "train_generator": generator, "evaluate": scoreboard, "promote": release}

@@ -164,6 +164,20 @@ class PromoteConfig(Section):
     gate: tuple[GateRule, ...] = DEFAULT_GATE  # every rule must pass to move `champion`
 
 
+class ScheduleConfig(Section):
+    retrain_cron: str = "0 2 * * *"  # `retrain` deployment: full pipeline, nightly at 02:00
+    reindex_cron: str = "0 */4 * * *"  # `reindex` deployment: corpus refresh every 4 hours
+    timezone: str = "UTC"  # IANA name the crons are read in
+    collision_strategy: Literal["ENQUEUE", "CANCEL_NEW"] = "ENQUEUE"  # a run due while one runs
+    skip_unchanged: bool = True  # retrain nothing when data, config and code match the release
+
+
+class LockConfig(Section):
+    path: str = ".tunedex.lock"  # one writer at a time: pipeline, reindex, promote, rollback, gc
+    on_busy: Literal["wait", "fail"] = "wait"  # wait for the holder, or exit at once saying who
+    wait_seconds: float = Field(6 * 3600, ge=0)  # longest wait before giving up (on_busy: wait)
+
+
 class Config(Section):
     project: ProjectConfig = ProjectConfig()
     paths: PathsConfig = PathsConfig()
@@ -177,6 +191,8 @@ class Config(Section):
     generate: GenerateConfig = GenerateConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     promote: PromoteConfig = PromoteConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    lock: LockConfig = LockConfig()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

@@ -18,6 +18,7 @@ from prefect import task
 
 from tasks.config import Config, EvaluateConfig
 from tasks.metrics import bootstrap_ci, latency_summary, paired_diff_ci, retrieval_scores, separated
+from tasks.runtime import IO_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,7 @@ def evaluate_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, A
 # ---- Prefect task ------------------------------------------------------------------------------
 
 
-@task(name="evaluate")
+@task(name="evaluate", **IO_RETRIES)
 def evaluate(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]:
     """Write the scoreboard to reports/evaluate and MLflow; publish it as a Prefect artifact."""
     from prefect.artifacts import create_markdown_artifact

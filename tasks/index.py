@@ -19,6 +19,7 @@ from prefect import task
 from tasks.config import Config, IndexConfig
 from tasks.errors import ConfigError, DataError
 from tasks.prepare import passage_text
+from tasks.runtime import IO_RETRIES
 from tasks.search import connect, index_path
 
 log = logging.getLogger(__name__)
@@ -179,11 +180,12 @@ def index_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]
     import mlflow
 
     from tasks.data import read_jsonl
+    from tasks.lock import write_lock
     from tasks.models import load_retriever
     from tasks.tracking import stage_run
     from tasks.train_retriever import dir_bytes
 
-    with stage_run(cfg, "index", parent_run_id):
+    with write_lock(cfg, "index"), stage_run(cfg, "index", parent_run_id):
         chunks = read_jsonl(Path(cfg.paths.prepared_dir) / "chunks.jsonl")
         if not chunks:
             raise DataError(str(Path(cfg.paths.prepared_dir) / "chunks.jsonl"), None, None,
@@ -216,7 +218,7 @@ def index_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]
 # ---- Prefect task ------------------------------------------------------------------------------
 
 
-@task(name="index", retries=2, retry_delay_seconds=5)
+@task(name="index", **IO_RETRIES)
 def index(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]:
     """Embed chunks into LanceDB (retried: a rerun is idempotent by content hash)."""
     return index_stage(cfg, parent_run_id)

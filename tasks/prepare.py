@@ -17,6 +17,7 @@ from prefect import task
 
 from tasks.config import Config, PrepareConfig
 from tasks.errors import ConfigError, LeakageError, ValidationFailed
+from tasks.runtime import IO_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,7 @@ def prepare_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, An
 # ---- Prefect task ------------------------------------------------------------------------------
 
 
-@task(name="prepare")
+@task(name="prepare", **IO_RETRIES)
 def prepare(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]:
     """Split, leakage-check and chunk the validated data into data/prepared/."""
     return prepare_stage(cfg, parent_run_id)

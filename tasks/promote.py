@@ -108,7 +108,57 @@ def summarize(decision: dict[str, Any]) -> str:
     return f"release v{cand} is challenger; champion unchanged. Failed: " + " | ".join(failed)
 
 
+# The config sections that do not change what a retrain would produce.
+NOT_INPUTS = ("paths", "tracking", "promote", "schedule", "lock")
+
+
+def inputs_digest(data_md5s: dict[str, str | None], config: dict[str, Any], code: str) -> str:
+    """One hash of everything a retrain depends on: data content, config, code."""
+    import hashlib
+
+    relevant = {k: v for k, v in config.items() if k not in NOT_INPUTS}
+    blob = json.dumps({"data": data_md5s, "config": relevant, "code": code}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 # ---- effects ---------------------------------------------------------------------------------
+
+
+def code_digest() -> str:
+    """SHA-256 over the pipeline's code (tasks/*.py, flows/pipeline.py): what DVC lists as deps."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in sorted([*root.joinpath("tasks").glob("*.py"), root / "flows" / "pipeline.py"]):
+        h.update(path.name.encode() + hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def release_inputs(cfg: Config) -> str:
+    """The inputs digest of a retrain with this config, now."""
+    from tasks.tracking import file_md5
+
+    md5s = {"corpus": file_md5(cfg.paths.corpus_path), "qa": file_md5(cfg.paths.qa_path)}
+    return inputs_digest(md5s, cfg.to_dict(), code_digest())
+
+
+def unchanged_release(cfg: Config) -> dict[str, Any] | None:
+    """The registered release built from exactly these inputs (the champion, or the newest
+    version when the gate rejected it), or None when something changed or nothing is registered."""
+    from tasks import registry
+
+    digest = release_inputs(cfg)
+    c = registry.client(cfg)
+    champion = registry.alias_version(c, cfg.promote.retriever_model, registry.CHAMPION)
+    newest = next(iter(registry.all_versions(c, cfg.promote.retriever_model)), None)
+    for version, role in ((champion, "champion"), (newest, "newest version")):
+        if version is not None and dict(version.tags).get("release.inputs") == digest:
+            return {"version": int(version.version), "role": role, "inputs": digest,
+                    "gate": dict(version.tags).get("gate.decision")}
+    return None
+
+
 
 
 def metric_key(name: str) -> str:
@@ -159,6 +209,7 @@ def release_tags(cfg: Config, cand: dict[str, Any], parent_run_id: str, run_id: 
             "validation.success": str(bool(validation.get("success"))).lower(),
             "validation.checked": str(validation.get("checked")),
             "pipeline.run_id": parent_run_id, "promote.run_id": run_id,
+            "release.inputs": release_inputs(cfg),
             "tunedex.profile": cfg.project.profile, **data_tags(cfg)}
     for rule in cfg.promote.gate:
         tags[f"metric.{metric_key(rule.metric)}"] = f"{cand['metrics'][rule.metric]:.4f}"
@@ -202,12 +253,13 @@ def promote_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, An
     import mlflow
 
     from tasks import registry
+    from tasks.lock import write_lock
     from tasks.tracking import log_json_artifact, stage_run
 
     registry.check_registry(cfg)
     cand = candidate_inputs(cfg)
     mlflow.set_registry_uri(registry.registry_uri(cfg))
-    with stage_run(cfg, "promote", parent_run_id) as run_id:
+    with write_lock(cfg, "promote"), stage_run(cfg, "promote", parent_run_id) as run_id:
         parent = mlflow.get_run(run_id).data.tags.get("mlflow.parentRunId", run_id)
         registry.repair_mirror(cfg)
         c = registry.client(cfg)

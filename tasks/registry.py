@@ -272,6 +272,13 @@ def list_releases(cfg: Any) -> list[dict[str, Any]]:
 
 def rollback(cfg: Any, to: int | None = None) -> tuple[Release, Release]:
     """Move champion back to the previous release (or version `to`); nothing is rebuilt."""
+    from tasks.lock import write_lock
+
+    with write_lock(cfg, "rollback"):
+        return _rollback(cfg, to)
+
+
+def _rollback(cfg: Any, to: int | None) -> tuple[Release, Release]:
     current = resolve_release(cfg, CHAMPION)
     target_ref = str(to) if to is not None else current.tags.get("release.previous")
     if not target_ref:
@@ -354,10 +361,18 @@ def gc_plan(cfg: Any) -> dict[str, Any]:
 
 def gc(cfg: Any, dry_run: bool = False) -> dict[str, Any]:
     """Drop the tables gc_plan names; tag the versions that pinned them (index.gc=dropped)."""
+    from tasks.lock import write_lock
     from tasks.search import connect
 
+    if dry_run:
+        return gc_plan(cfg)
+    with write_lock(cfg, "gc"):
+        return _gc(cfg, connect)
+
+
+def _gc(cfg: Any, connect: Any) -> dict[str, Any]:
     plan = gc_plan(cfg)
-    if dry_run or not plan["drop"]:
+    if not plan["drop"]:
         return plan
     db = connect(cfg.paths.index_uri)
     for name in plan["drop"]:

@@ -19,6 +19,7 @@ from prefect import task
 from tasks.config import Config, ValidateConfig
 from tasks.data import LINE_COLUMN, load_corpus, load_qa
 from tasks.errors import DataError, ValidationFailed
+from tasks.runtime import IO_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -281,7 +282,7 @@ def validate_stage(cfg: Config, parent_run_id: str | None = None) -> ValidationR
 # ---- Prefect task ------------------------------------------------------------------------------
 
 
-@task(name="validate")
+@task(name="validate", **IO_RETRIES)
 def validate(cfg: Config, parent_run_id: str | None = None) -> ValidationReport:
     """Validate raw data with Great Expectations; fail the flow on any failed expectation."""
     return validate_stage(cfg, parent_run_id)

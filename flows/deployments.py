@@ -1,0 +1,58 @@
+"""The two scheduled deployments, defined in code (and mirrored in prefect.yaml for `prefect deploy`).
+
+- retrain: the full pipeline (validate .. promote) on `schedule.retrain_cron` (default nightly);
+  it trains nothing and ends in seconds when data, config and code match a registered release.
+- reindex: corpus-only refresh with the champion retriever on `schedule.reindex_cron`.
+
+Both have a deployment concurrency limit of 1 (`schedule.collision_strategy`: ENQUEUE waits,
+CANCEL_NEW drops a run that comes due while one is running); the write lock (tasks/lock.py) also
+keeps manual runs from interleaving with scheduled ones. `tunedex serve` (`make serve`) runs both
+from this process; a Prefect server + `process` work pool + worker is the other way (README).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.config import DEFAULT_CONFIG_PATH, load_config
+
+DEPLOYMENTS = ("retrain", "reindex")
+
+
+def build_deployments(config_path: str = DEFAULT_CONFIG_PATH,
+                      overrides: dict[str, Any] | None = None) -> list[Any]:
+    """RunnerDeployments for retrain and reindex, scheduled and limited as the config says."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+    from prefect.schedules import Cron
+
+    from flows.pipeline import pipeline
+    from flows.reindex import reindex
+
+    cfg = load_config(config_path, overrides)
+    s = cfg.schedule
+    parameters = {"config_path": config_path, "overrides": overrides or {}}
+
+    def limit() -> ConcurrencyLimitConfig:
+        return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy(
+            s.collision_strategy))
+
+    return [
+        pipeline.to_deployment(
+            name="retrain", schedules=[Cron(s.retrain_cron, timezone=s.timezone)],
+            parameters=parameters, concurrency_limit=limit(), tags=["tunedex", "retrain"],
+            description="Full pipeline: validate, train retriever + generator, index, evaluate, "
+                        "gated promotion. Skips when nothing changed since the last release."),
+        reindex.to_deployment(
+            name="reindex", schedules=[Cron(s.reindex_cron, timezone=s.timezone)],
+            parameters=parameters, concurrency_limit=limit(), tags=["tunedex", "reindex"],
+            description="Corpus refresh with the champion retriever; pins the new table version "
+                        "on the champion only if retrieval metrics hold."),
+    ]
+
+
+def serve_deployments(config_path: str = DEFAULT_CONFIG_PATH,
+                      overrides: dict[str, Any] | None = None) -> None:
+    """Serve both deployments from this process until interrupted (needs a Prefect API)."""
+    from prefect import serve
+
+    serve(*build_deployments(config_path, overrides))

@@ -1,0 +1,42 @@
+"""The reindex flow: refresh the champion's index from the corpus, without training anything.
+
+validate the corpus (GX) -> incremental index with the champion retriever -> retrieval
+evaluation on the pinned eval questions -> pin the new table version on the champion only if
+the gate's retrieval rules hold (floors and tolerated regressions; no improvement is required).
+Reads paths.corpus_path, data/prepared/eval_qa.jsonl and the registry; writes a new version of
+the champion's LanceDB table, reports/reindex/ and one MLflow parent run with nested step runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow
+
+from tasks.config import DEFAULT_CONFIG_PATH, load_config
+from tasks.lock import write_lock
+from tasks.registry import check_registry
+from tasks.reindex import evaluate_reindexed, pin_release, reindex_table, validate_corpus
+from tasks.runtime import notify_failure
+from tasks.tracking import pipeline_run
+
+REINDEX_STEPS = ("validate_corpus", "reindex_table", "evaluate_reindexed", "pin_release")
+
+
+@flow(name="tunedex-reindex", flow_run_name="{config_path}", on_failure=[notify_failure],
+      on_crashed=[notify_failure])
+def reindex(config_path: str = DEFAULT_CONFIG_PATH,
+            overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Re-index the corpus with the champion retriever; pin the new version if retrieval holds."""
+    cfg = load_config(config_path, overrides)
+    check_registry(cfg)
+    with write_lock(cfg, f"reindex {config_path}"), pipeline_run(cfg, run_name="reindex") as run_id:
+        # 1. Corpus expectations only (the QA file is the pipeline's business).
+        corpus = validate_corpus(cfg, run_id)
+        # 2. Chunk and embed what changed into the champion's table (one merge commit).
+        table = reindex_table(cfg, run_id)
+        # 3. Retrieval metrics of the new version on the eval questions whose documents remain.
+        metrics = evaluate_reindexed(cfg, run_id, table)
+        # 4. Move the champion's pin to the new version only if the retrieval rules pass.
+        pinned = pin_release(cfg, run_id, table, metrics)
+    return {"run_id": run_id, "corpus": corpus, "index": table, "metrics": metrics, "pin": pinned}

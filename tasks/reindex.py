@@ -1,0 +1,219 @@
+"""reindex steps: corpus-only refresh of the champion's index, pinned only if retrieval holds.
+
+Reads paths.corpus_path, data/prepared/eval_qa.jsonl (the eval questions of the last prepare)
+and the champion release from the registry. Writes a new version of the champion's LanceDB table
+(incremental, one merge commit), reports/reindex/ (GX Data Docs for the corpus suite,
+reindex.json, decision.md) and, when the rules pass, the champion version's index tags.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from tasks.config import Config, GateRule
+from tasks.errors import ConfigError, DataError, ValidationFailed
+from tasks.runtime import IO_RETRIES
+
+log = logging.getLogger(__name__)
+
+# ---- pure -------------------------------------------------------------------------------------
+
+
+def retrieval_rules(rules: tuple[GateRule, ...]) -> tuple[GateRule, ...]:
+    """The gate's retrieval rules without `min_improvement`: a refresh must hold, not improve."""
+    return tuple(r.model_copy(update={"min_improvement": None}) for r in rules
+                 if r.metric.startswith("retrieval."))
+
+
+def answerable(questions: list[dict[str, Any]], doc_ids: set[str]) -> list[dict[str, Any]]:
+    """Eval questions whose documents all still exist (a deleted document's questions go)."""
+    return [q for q in questions if set(q["doc_ids"]) <= doc_ids]
+
+
+def reindex_dir(cfg: Config) -> Path:
+    return Path(cfg.paths.reports_dir) / "reindex"
+
+
+# ---- effects ------------------------------------------------------------------------------------
+
+
+def validate_corpus_step(cfg: Config, parent_run_id: str) -> dict[str, Any]:
+    """Run the corpus suite (GX) on the raw corpus; stop the flow on any failed expectation."""
+    import mlflow
+
+    from tasks.data import load_corpus
+    from tasks.tracking import file_md5, log_dataset, stage_run
+    from tasks.validate import corpus_expectations, failure_message, run_suites
+
+    with stage_run(cfg, "validate_corpus", parent_run_id):
+        corpus = load_corpus(cfg.paths.corpus_path)
+        log_dataset(corpus, cfg.paths.corpus_path, "raw_corpus", "raw")
+        out = reindex_dir(cfg) / "validation"
+        failures, checked = run_suites({"corpus": corpus.drop(columns=["metadata"])},
+                                       {"corpus": corpus_expectations(cfg.validate_)}, out,
+                                       cfg.validate_.examples)
+        mlflow.log_metrics({"expectations": checked, "failed_expectations": len(failures)})
+        if failures:
+            from tasks.validate import ValidationReport
+
+            report = ValidationReport(False, {"corpus": len(corpus)}, checked, failures)
+            raise ValidationFailed(failure_message(report, {"corpus": cfg.paths.corpus_path}))
+        log.info("reindex: corpus valid (%d documents, %d expectations)", len(corpus), checked)
+    return {"documents": len(corpus), "expectations": checked,
+            "corpus_md5": file_md5(cfg.paths.corpus_path)}
+
+
+def reindex_table_step(cfg: Config, parent_run_id: str) -> dict[str, Any]:
+    """Chunk the corpus and bring the champion's table up to date with the champion retriever."""
+    import mlflow
+
+    from tasks.data import load_corpus
+    from tasks.index import update_table
+    from tasks.models import load_retriever, load_tokenizer, resolve_model_dir
+    from tasks.prepare import chunk_corpus
+    from tasks.registry import CHAMPION, adapter_dir, resolve_release
+    from tasks.search import connect
+    from tasks.tracking import stage_run
+
+    with stage_run(cfg, "reindex_table", parent_run_id):
+        release = resolve_release(cfg, CHAMPION)
+        base_dir = resolve_model_dir(release.retriever_base, cfg.models.allow_download,
+                                     cfg.paths.models_dir)
+        chunks = [c.__dict__ for c in chunk_corpus(load_corpus(cfg.paths.corpus_path),
+                                                   load_tokenizer(base_dir), cfg.prepare)]
+        if not chunks:
+            raise DataError(cfg.paths.corpus_path, None, None, "no chunks to index")
+        model = load_retriever(base_dir, adapter_dir(cfg, cfg.promote.retriever_model,
+                                                     release.retriever_version), cfg.index.device)
+        stats = update_table(connect(release.index_uri), release.table, model, chunks, cfg.index)
+        mlflow.log_metrics({k: v for k, v in stats.items()
+                            if isinstance(v, int | float) and k != "version"})
+        mlflow.set_tags({"index.table": release.table, "index.version": str(stats["version"]),
+                         "release.retriever_version": str(release.retriever_version)})
+        log.info("reindex: table %s v%d -> v%d (%d embedded, %d deleted, %d unchanged) in %.1f s",
+                 release.table, release.table_version, stats["version"], stats["embedded"],
+                 stats["deleted"], stats["unchanged"], stats["seconds"])
+    return {**stats, "index_uri": release.index_uri, "pinned_version": release.table_version,
+            "release": release.retriever_version, "doc_ids": sorted({c["doc_id"] for c in chunks})}
+
+
+def evaluate_reindexed_step(cfg: Config, parent_run_id: str, table: dict[str, Any]) -> dict[str, Any]:
+    """Retrieval metrics (bm25, lora, hybrid) of the new table version, as evaluate computes them."""
+    import mlflow
+
+    from tasks.data import read_jsonl
+    from tasks.evaluate import METRICS, run_queries, summarize_method
+    from tasks.models import load_retriever, resolve_model_dir
+    from tasks.registry import adapter_dir, resolve_release
+    from tasks.search import connect, open_pinned
+    from tasks.tracking import stage_run
+
+    eval_path = Path(cfg.paths.prepared_dir) / "eval_qa.jsonl"
+    if not eval_path.is_file():
+        raise ConfigError(f"{eval_path} not found: run the pipeline once before reindexing")
+    with stage_run(cfg, "evaluate_reindexed", parent_run_id):
+        questions = answerable(read_jsonl(eval_path), set(table["doc_ids"]))
+        if cfg.evaluate.max_questions:
+            questions = questions[: cfg.evaluate.max_questions]
+        if not questions:
+            raise DataError(str(eval_path), None, "doc_ids",
+                            "no eval question refers only to documents still in the corpus")
+        release = resolve_release(cfg, str(table["release"]))
+        opened = open_pinned(connect(table["index_uri"]),
+                             {"table": table["table"], "version": table["version"]})
+        model = load_retriever(resolve_model_dir(release.retriever_base, cfg.models.allow_download,
+                                                 cfg.paths.models_dir),
+                               adapter_dir(cfg, cfg.promote.retriever_model,
+                                           release.retriever_version), cfg.index.device)
+        metrics: dict[str, float] = {}
+        for name, mode in (("bm25", "bm25"), ("lora", "vector"), ("hybrid", "hybrid")):
+            scores, seconds = run_queries(questions, opened, mode, model, cfg)
+            summary = summarize_method(scores, seconds, cfg.evaluate, cfg.project.seed)
+            metrics |= {f"retrieval.{name}.{m}": round(summary[m]["mean"], 4) for m in METRICS}
+            metrics[f"retrieval.{name}.p95_ms"] = round(summary["latency"]["p95_ms"], 2)
+        mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in metrics.items()})
+        mlflow.log_metric("questions", len(questions))
+    return {"questions": len(questions), "metrics": metrics}
+
+
+def pin_release_step(cfg: Config, parent_run_id: str, table: dict[str, Any],
+                     evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Point the champion's index tags at the new version if the retrieval rules hold."""
+    import mlflow
+
+    from tasks import registry
+    from tasks.promote import check_rule
+    from tasks.tracking import file_md5, stage_run
+
+    with stage_run(cfg, "pin_release", parent_run_id):
+        c = registry.client(cfg)
+        champion = registry.alias_version(c, cfg.promote.retriever_model, registry.CHAMPION)
+        if champion is None or int(champion.version) != table["release"]:
+            raise ConfigError("the champion changed during the reindex run; not pinning")
+        recorded = {k.replace("_at_", "@"): v
+                    for k, v in registry.version_metrics(c, champion).items()}
+        rows = [check_rule(rule, evaluation["metrics"][rule.metric], recorded.get(rule.metric))
+                for rule in retrieval_rules(cfg.promote.gate)]
+        held = all(r["passed"] for r in rows)
+        unchanged = table["version"] == table["pinned_version"]
+        if held and not unchanged:
+            version = str(champion.version)
+            for key, value in {"index.previous_version": str(table["pinned_version"]),
+                               "index.version": str(table["version"]),
+                               "index.rows": str(table["rows"]),
+                               "data.corpus_md5": file_md5(cfg.paths.corpus_path) or "missing",
+                               "reindex.run_id": parent_run_id,
+                               "reindex.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+                               }.items():
+                c.set_model_version_tag(cfg.promote.retriever_model, version, key, value)
+        outcome = ("unchanged" if unchanged else "pinned" if held else "kept")
+        summary = {
+            "unchanged": f"nothing changed in the corpus: v{table['version']} stays pinned",
+            "pinned": f"release v{table['release']} now serves table {table['table']} "
+                      f"v{table['version']} (was v{table['pinned_version']})",
+            "kept": f"retrieval did not hold on v{table['version']}: release v{table['release']} "
+                    f"keeps serving v{table['pinned_version']}. Failed: " + " | ".join(
+                        f"{r['metric']}: " + "; ".join(ch["text"] for ch in r["checks"]
+                                                       if not ch["passed"])
+                        for r in rows if not r["passed"])}[outcome]
+        decision = {"outcome": outcome, "summary": summary, "rules": rows,
+                    "questions": evaluation["questions"], "table": {k: table[k] for k in (
+                        "table", "version", "pinned_version", "rows", "embedded", "deleted",
+                        "unchanged")}}
+        out = reindex_dir(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "reindex.json").write_text(json.dumps(decision, indent=2) + "\n")
+        mlflow.log_artifact(str(out / "reindex.json"), "reindex")
+        mlflow.set_tag("reindex.outcome", outcome)
+        (log.info if held else log.warning)("reindex: %s", summary)
+    return decision
+
+
+# ---- Prefect tasks (I/O and idempotent index writes: retried) --------------------------------
+
+
+@task(name="validate_corpus", **IO_RETRIES)
+def validate_corpus(cfg: Config, parent_run_id: str) -> dict[str, Any]:
+    return validate_corpus_step(cfg, parent_run_id)
+
+
+@task(name="reindex_table", **IO_RETRIES)
+def reindex_table(cfg: Config, parent_run_id: str) -> dict[str, Any]:
+    return reindex_table_step(cfg, parent_run_id)
+
+
+@task(name="evaluate_reindexed", **IO_RETRIES)
+def evaluate_reindexed(cfg: Config, parent_run_id: str, table: dict[str, Any]) -> dict[str, Any]:
+    return evaluate_reindexed_step(cfg, parent_run_id, table)
+
+
+@task(name="pin_release", **IO_RETRIES)
+def pin_release(cfg: Config, parent_run_id: str, table: dict[str, Any],
+                evaluation: dict[str, Any]) -> dict[str, Any]:
+    return pin_release_step(cfg, parent_run_id, table, evaluation)

@@ -1,0 +1,42 @@
+"""Run policies shared by the flows: which tasks retry (I/O, index writes), and failure hooks.
+
+Training and promotion never retry: a second training run is not an idempotent I/O step, and
+registering a model version twice makes two versions. A TunedexError (bad data, bad config, a
+failed gate input) is the user's to fix, so it is not retried either.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from prefect.tasks import exponential_backoff
+
+from tasks.errors import TunedexError
+
+log = logging.getLogger("tunedex.notify")
+
+
+def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry a failed task unless it failed with an error the user must fix."""
+    try:
+        err = state.result(raise_on_failure=False)
+    except Exception:  # noqa: BLE001 - no result to inspect: treat as transient
+        return True
+    return not isinstance(err, TunedexError)
+
+
+# Three retries after 2, 4, 8 s (each +-50% jitter), for reads/writes that are idempotent.
+IO_RETRIES: dict[str, Any] = {"retries": 3, "retry_delay_seconds": exponential_backoff(backoff_factor=2),
+                              "retry_jitter_factor": 0.5, "retry_condition_fn": retry_on_io}
+
+
+def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
+    """Flow state hook (on_failure, on_crashed): log who failed and why.
+
+    The extension point for alerts: replace or extend with a Prefect notification block, e.g.
+    `from prefect.blocks.notifications import SlackWebhook; SlackWebhook.load("tunedex").notify(text)`.
+    """
+    text = (f"tunedex flow '{flow.name}' run '{flow_run.name}' ended {state.type.value}: "
+            f"{state.message}")
+    log.error(text)

@@ -122,8 +122,10 @@ def ensure_indexes(table: Any, cfg: IndexConfig, rebuilt_text: bool) -> None:
 
 
 def update_table(db: Any, name: str, model: Any, chunks: list[dict[str, Any]],
-                 cfg: IndexConfig) -> dict[str, Any]:
-    """Bring one retriever's table up to date with the chunks; one commit per data change."""
+                 cfg: IndexConfig, encoder: Any = None) -> dict[str, Any]:
+    """Bring one retriever's table up to date with the chunks; one commit per data change.
+
+    `encoder` replaces `encode` (same signature), e.g. the sharded one of tasks/shards.py."""
     dim = model.get_embedding_dimension()
     table = open_table_or_none(db, name)
     if table is not None and table_dim(table) != dim:
@@ -131,7 +133,7 @@ def update_table(db: Any, name: str, model: Any, chunks: list[dict[str, Any]],
                           f"retriever makes {dim}-d ones; drop the table or fix the model")
     plan = plan_changes(stored_hashes(table) if table is not None else {}, chunks)
     started = time.perf_counter()
-    vectors = encode(model, [passage_text(c) for c in plan.to_embed], cfg.batch_size)
+    vectors = (encoder or encode)(model, [passage_text(c) for c in plan.to_embed], cfg.batch_size)
     encode_seconds = time.perf_counter() - started
     rows = build_rows(plan.to_embed, vectors)
     if table is None:  # one write creates the table with every row (nothing half-built)
@@ -182,6 +184,7 @@ def index_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]
     from tasks.data import read_jsonl
     from tasks.lock import write_lock
     from tasks.models import load_retriever
+    from tasks.shards import sharded_encoder
     from tasks.tracking import stage_run
     from tasks.train_retriever import dir_bytes
 
@@ -194,7 +197,9 @@ def index_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]
         tables: dict[str, Any] = {}
         for r in retrievers(cfg):
             model = load_retriever(r.base_dir, r.adapter_dir, cfg.index.device)
-            stats = update_table(db, table_name(r.fingerprint), model, chunks, cfg.index)
+            encoder = (sharded_encoder(r.base_dir, r.adapter_dir, cfg.index)
+                       if cfg.index.shards > 1 else None)
+            stats = update_table(db, table_name(r.fingerprint), model, chunks, cfg.index, encoder)
             local = Path(cfg.paths.index_uri) / f"{stats['table']}.lance"
             stats["bytes"] = dir_bytes(local) if local.is_dir() else None  # None: object store
             tables[r.role] = {**stats, "fingerprint": r.fingerprint,

@@ -79,6 +79,7 @@ def reindex_table_step(cfg: Config, parent_run_id: str) -> dict[str, Any]:
     from tasks.prepare import chunk_corpus
     from tasks.registry import CHAMPION, adapter_dir, resolve_release
     from tasks.search import connect
+    from tasks.shards import sharded_encoder
     from tasks.tracking import stage_run
 
     with stage_run(cfg, "reindex_table", parent_run_id):
@@ -89,9 +90,11 @@ def reindex_table_step(cfg: Config, parent_run_id: str) -> dict[str, Any]:
                                                    load_tokenizer(base_dir), cfg.prepare)]
         if not chunks:
             raise DataError(cfg.paths.corpus_path, None, None, "no chunks to index")
-        model = load_retriever(base_dir, adapter_dir(cfg, cfg.promote.retriever_model,
-                                                     release.retriever_version), cfg.index.device)
-        stats = update_table(connect(release.index_uri), release.table, model, chunks, cfg.index)
+        adapter = adapter_dir(cfg, cfg.promote.retriever_model, release.retriever_version)
+        model = load_retriever(base_dir, adapter, cfg.index.device)
+        encoder = sharded_encoder(base_dir, adapter, cfg.index) if cfg.index.shards > 1 else None
+        stats = update_table(connect(release.index_uri), release.table, model, chunks, cfg.index,
+                             encoder)
         mlflow.log_metrics({k: v for k, v in stats.items()
                             if isinstance(v, int | float) and k != "version"})
         mlflow.set_tags({"index.table": release.table, "index.version": str(stats["version"]),

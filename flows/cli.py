@@ -281,6 +281,7 @@ def ask(question: str = typer.Argument(..., help="The question to answer."),
     cfg = _run(load_config, config, _overrides(set_))
     uses_lora, uses_context = SETUPS[setup.value]
     serving = _serving(cfg, release)
+    typer.echo(f"{setup.value} answer, {serving['label']}", err=True)
     hits: list = []
     if uses_context:
         table = _open_serving_table(serving)

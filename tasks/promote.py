@@ -36,7 +36,8 @@ def check_rule(rule: GateRule, candidate: float, champion: float | None) -> dict
 
     if rule.floor is not None:
         ok = candidate >= rule.floor if rule.higher_is_better else candidate <= rule.floor
-        check("floor", ok, f"{candidate:.4g} {'>=' if rule.higher_is_better else '<='} {rule.floor:g}")
+        check("floor", ok, f"value {candidate:.4g} (floor {'>=' if rule.higher_is_better else '<='} "
+                           f"{rule.floor:g})")
     if champion is not None:
         change = sign * (candidate - champion)
         if rule.relative:
@@ -46,10 +47,11 @@ def check_rule(rule: GateRule, candidate: float, champion: float | None) -> dict
         unit = " (relative)" if rule.relative else ""
         if rule.min_improvement is not None:
             check("min_improvement", change >= rule.min_improvement - 1e-12,
-                  f"improvement {change:+.4g} >= {rule.min_improvement:g}{unit}")
+                  f"improvement {change:+.4g} (need >= {rule.min_improvement:g}{unit})")
         if rule.max_regression is not None:
+            regression = -change if change < 0 else 0.0
             check("max_regression", change >= -rule.max_regression - 1e-12,
-                  f"regression {max(-change, 0.0):.4g} <= {rule.max_regression:g}{unit}")
+                  f"regression {regression:.4g} (allowed <= {rule.max_regression:g}{unit})")
     return row
 
 

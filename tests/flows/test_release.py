@@ -189,7 +189,7 @@ def test_gc_drops_unpinned_tables_and_serving_names_a_missing_one(overrides, tmp
         open_pinned(db, {"table": release.table, "version": release.table_version}, 2)
 
 
-def test_registered_retriever_loads_with_one_call(overrides):
+def test_registered_models_load_with_one_call(overrides):
     import mlflow
     import numpy as np
 
@@ -198,3 +198,6 @@ def test_registered_retriever_loads_with_one_call(overrides):
     model = mlflow.pyfunc.load_model(f"models:/{RET}@champion")
     vectors = np.asarray(model.predict(["Which cards do you take?", "plan prices"]))
     assert vectors.shape[0] == 2 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    generator = mlflow.pyfunc.load_model(f"models:/{GEN}@champion")
+    answers = generator.predict(["Which cards do you take?"])
+    assert len(answers) == 1 and isinstance(answers[0], str)

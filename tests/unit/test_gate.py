@@ -55,7 +55,7 @@ def test_regression_beyond_tolerance_blocks_promotion():
     decision.update(candidate_version={"retriever": 4, "generator": 4},
                     champion_version={"retriever": 2, "generator": 3})
     decision["summary"] = summarize(decision)
-    assert "retrieval.hybrid.ndcg@10: regression 0.015 <= 0.01" in decision["summary"]
+    assert "retrieval.hybrid.ndcg@10: regression 0.015 (allowed <= 0.01)" in decision["summary"]
     md = decision_markdown(decision)
     assert "| retrieval.hybrid.ndcg@10 | 0.785 | 0.8 | -0.015 |" in md and "FAIL" in md
     assert "retriever v2, generator v3" in md

@@ -8,7 +8,7 @@ from pathlib import Path
 OFFLINE_DEFAULTS = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-    "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,flows",
+    "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks,flows,tunedex",
     "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",  # stage runs outside a flow (DVC)
     "DO_NOT_TRACK": "true",  # MLflow reads only this literal
     "MLFLOW_DISABLE_TELEMETRY": "true",

@@ -32,7 +32,7 @@ STAGES = ("validate", "prepare", "train_retriever", "index", "train_generator", 
 # The flow's steps: promote changes the registry, not files, so `dvc repro` stops at evaluate.
 FLOW_STAGES = (*STAGES, "promote")
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("flows.pipeline")  # by name: deployments load this file by path
 
 
 @flow(name="tunedex-pipeline", flow_run_name="{config_path}", on_failure=[notify_failure],

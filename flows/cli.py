@@ -340,13 +340,15 @@ def releases(config: str = ConfigOpt, set_: list[str] = SetOpt,
 @app.command()
 def rollback(to: int | None = typer.Option(None, "--to", help="Retriever version to serve "
                                            "(default: the release before the champion)."),
+             wait: bool = typer.Option(False, "--wait", help="Wait for a running pipeline's "
+                                       "write lock instead of failing at once."),
              config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
     """Move `champion` (both models) back to the previous release; nothing is rebuilt."""
     from tasks.config import load_config
     from tasks.registry import rollback as rollback_release
 
     cfg = _run(load_config, config, _overrides(set_))
-    old, new = _run(rollback_release, cfg, to)
+    old, new = _run(rollback_release, cfg, to, wait)
     typer.echo(f"champion: retriever v{old.retriever_version} -> v{new.retriever_version}, "
                f"generator v{old.generator_version} -> v{new.generator_version}, "
                f"table {new.table} v{new.table_version}")
@@ -354,14 +356,15 @@ def rollback(to: int | None = typer.Option(None, "--to", help="Retriever version
 
 @app.command()
 def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be dropped."),
+       wait: bool = typer.Option(False, "--wait", help="Wait for a running writer's lock."),
        config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
     """Drop LanceDB tables that no kept release pins (newest promote.keep_releases versions,
-    champion, challenger) and the last index run does not use."""
+    champion, challenger and their previous releases) and the last index run does not use."""
     from tasks.config import load_config
     from tasks.registry import gc as gc_tables
 
     cfg = _run(load_config, config, _overrides(set_))
-    plan = _run(gc_tables, cfg, dry_run)
+    plan = _run(gc_tables, cfg, dry_run, wait)
     for table, users in plan["keep"].items():
         typer.echo(f"keep {table}: " + ", ".join(f"v{u}" if isinstance(u, int) else u for u in users))
     verb = "would drop" if dry_run else "dropped"

@@ -14,9 +14,16 @@ from typing import Any
 from prefect import flow
 
 from tasks.config import DEFAULT_CONFIG_PATH, load_config
+from tasks.errors import ConfigError
 from tasks.lock import write_lock
 from tasks.registry import check_registry
-from tasks.reindex import evaluate_reindexed, pin_release, reindex_table, validate_corpus
+from tasks.reindex import (
+    evaluate_reindexed,
+    pin_release,
+    reindex_table,
+    retrieval_rules,
+    validate_corpus,
+)
 from tasks.runtime import notify_failure
 from tasks.tracking import pipeline_run
 
@@ -30,6 +37,9 @@ def reindex(config_path: str = DEFAULT_CONFIG_PATH,
     """Re-index the corpus with the champion retriever; pin the new version if retrieval holds."""
     cfg = load_config(config_path, overrides)
     check_registry(cfg)
+    if not retrieval_rules(cfg.promote.gate):
+        raise ConfigError("promote.gate has no rule on retrieval.bm25|lora|hybrid metrics: a "
+                          "reindex would have nothing to check before pinning")
     with write_lock(cfg, f"reindex {config_path}"), pipeline_run(cfg, run_name="reindex") as run_id:
         # 1. Corpus expectations only (the QA file is the pipeline's business).
         corpus = validate_corpus(cfg, run_id)

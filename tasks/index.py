@@ -11,6 +11,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,9 @@ def ensure_indexes(table: Any, cfg: IndexConfig, rebuilt_text: bool) -> None:
         return
     has_ann = any(i.columns == ["vector"] for i in table.list_indices())
     if has_ann:
-        table.optimize()  # folds rows added since the index was built into it
+        if rebuilt_text:  # rows changed: fold them into the ANN index; keep every old version
+            # (releases pin versions; lancedb's default would delete those older than 7 days)
+            table.optimize(cleanup_older_than=timedelta(days=365 * 100))
         return
     # HNSW graphs inside IVF partitions with scalar-quantised vectors: on 100k x 384 this kept
     # Recall@10 at 1.0 (with refine_factor) where IVF-PQ lost a quarter of the neighbours.
@@ -182,13 +185,12 @@ def index_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]
     import mlflow
 
     from tasks.data import read_jsonl
-    from tasks.lock import write_lock
     from tasks.models import load_retriever
     from tasks.shards import sharded_encoder
     from tasks.tracking import stage_run
     from tasks.train_retriever import dir_bytes
 
-    with write_lock(cfg, "index"), stage_run(cfg, "index", parent_run_id):
+    with stage_run(cfg, "index", parent_run_id):
         chunks = read_jsonl(Path(cfg.paths.prepared_dir) / "chunks.jsonl")
         if not chunks:
             raise DataError(str(Path(cfg.paths.prepared_dir) / "chunks.jsonl"), None, None,

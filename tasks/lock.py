@@ -3,7 +3,10 @@
 Prefect's deployment concurrency limit keeps two *scheduled* runs apart; this lock also keeps a
 manual run (`make pipeline`, `tunedex stage index`, `tunedex rollback`) from interleaving with a
 scheduled one. The OS releases the lock when a holder dies, so a crash never leaves it stuck.
-Re-entrant within a process: the flow holds it and its stages take it again for free.
+Re-entrant for its owner: the flow holds it and its stages (in Prefect's task threads, which
+copy the caller's context) take it again for free; any other thread or process waits or fails.
+One host only: on shared object storage and a remote registry, use the deployments' concurrency
+limit (server-side) to keep hosts apart.
 """
 
 from __future__ import annotations
@@ -15,13 +18,15 @@ import socket
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
 from tasks.errors import TunedexError
 
 log = logging.getLogger(__name__)
-_LOCKS: dict[str, Any] = {}  # one FileLock object per path: its counter makes it re-entrant
+_LOCKS: dict[str, Any] = {}  # one FileLock per path; thread-local: each thread its own handle
+_OWNED: ContextVar[frozenset[str]] = ContextVar("tunedex_owned_locks", default=frozenset())
 
 
 class LockBusy(TunedexError):
@@ -39,16 +44,20 @@ def _holder(path: Path) -> str:
 
 
 @contextmanager
-def write_lock(cfg: Any, what: str) -> Iterator[None]:
-    """Hold the write lock named in cfg.lock for the block; wait or fail as configured."""
+def write_lock(cfg: Any, what: str, on_busy: str | None = None) -> Iterator[None]:
+    """Hold the write lock named in cfg.lock for the block; wait or fail as configured
+    (`on_busy` overrides cfg.lock.on_busy, e.g. "fail" for a rollback that must not queue)."""
     from filelock import FileLock, Timeout
 
     path = Path(cfg.lock.path).resolve()
+    if str(path) in _OWNED.get():  # this caller (or the flow it runs in) holds it already
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = _LOCKS.setdefault(str(path), FileLock(str(path), thread_local=False))
-    nested = lock.is_locked
-    timeout = 0 if cfg.lock.on_busy == "fail" else cfg.lock.wait_seconds
-    if not nested and cfg.lock.on_busy == "wait":
+    lock = _LOCKS.setdefault(str(path), FileLock(str(path), thread_local=True))
+    mode = on_busy or cfg.lock.on_busy
+    timeout = 0 if mode == "fail" else cfg.lock.wait_seconds
+    if mode == "wait":
         try:
             lock.acquire(timeout=0)
         except Timeout:
@@ -68,11 +77,12 @@ def write_lock(cfg: Any, what: str) -> Iterator[None]:
             raise LockBusy(f"{what}: another tunedex run holds the write lock {path}: "
                            f"{_holder(path)}. Try again when it ends (or set lock.on_busy: wait)"
                            ) from None
+    token = _OWNED.set(_OWNED.get() | {str(path)})
     try:
-        if not nested:
-            holder = {"what": what, "pid": os.getpid(), "host": socket.gethostname(),
-                      "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-            path.with_name(path.name + ".holder").write_text(json.dumps(holder) + "\n")
+        holder = {"what": what, "pid": os.getpid(), "host": socket.gethostname(),
+                  "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        path.with_name(path.name + ".holder").write_text(json.dumps(holder) + "\n")
         yield
     finally:
+        _OWNED.reset(token)
         lock.release()

@@ -191,11 +191,32 @@ def candidate_inputs(cfg: Config) -> dict[str, Any]:
     for role, path in adapters.items():
         if not (path / "adapter_config.json").is_file():
             raise ConfigError(f"{path}: no trained adapter; run `tunedex stage train_{role}` first")
-    metrics = read_json(reports / "evaluate" / "metrics.json", "evaluate")
+    metrics = {k: float(v) for k, v in flatten(read_json(reports / "evaluate" / "metrics.json",
+                                                         "evaluate")).items()}
+    unknown = [r.metric for r in cfg.promote.gate if r.metric not in metrics]
+    if unknown:  # before anything is registered
+        raise ConfigError(f"promote.gate: metric(s) {', '.join(unknown)} not in "
+                          f"{reports / 'evaluate' / 'metrics.json'}; known: {', '.join(sorted(metrics))}")
     validation = read_json(reports / "validation" / "summary.json", "validate")
+    from tasks.models import retriever_base_dir, retriever_fingerprint
+
+    built_by = retriever_fingerprint(cfg.models.retriever_id, retriever_base_dir(cfg),
+                                     adapters["retriever"])
+    if info["tables"]["candidate"].get("fingerprint") != built_by:
+        raise ConfigError(f"{reports / 'index' / 'index.json'} names a table built by another "
+                          f"retriever than {adapters['retriever']} (fingerprint "
+                          f"{info['tables']['candidate'].get('fingerprint')} vs {built_by}): run "
+                          "`tunedex stage index` (and evaluate) before promoting")
     return {"index": info, "table": info["tables"]["candidate"], "adapters": adapters,
-            "metrics": {k: float(v) for k, v in flatten(metrics).items()},
+            "metrics": metrics,
             "validation": validation}
+
+
+def local_abspath(uri: str) -> str:
+    """A local LanceDB directory as an absolute path (serving may run from another directory)."""
+    import os
+
+    return uri if "://" in uri else os.path.abspath(uri)
 
 
 def release_tags(cfg: Config, cand: dict[str, Any], parent_run_id: str, run_id: str) -> dict[str, str]:
@@ -203,15 +224,17 @@ def release_tags(cfg: Config, cand: dict[str, Any], parent_run_id: str, run_id: 
     from tasks.tracking import data_tags
 
     table, validation = cand["table"], cand["validation"]
-    tags = {"index.uri": cand["index"]["index_uri"], "index.table": table["table"],
+    tags = {"index.table": table["table"],
             "index.version": str(table["version"]), "index.rows": str(table["rows"]),
+            "index.uri": local_abspath(cand["index"]["index_uri"]),
             "index.fingerprint": table["fingerprint"],
             "retriever.base_model": cfg.models.retriever_id,
             "generator.base_model": cfg.models.generator_id,
             "validation.success": str(bool(validation.get("success"))).lower(),
             "validation.checked": str(validation.get("checked")),
             "pipeline.run_id": parent_run_id, "promote.run_id": run_id,
-            "release.inputs": release_inputs(cfg),
+            "prepare.chunk_tokens": str(cfg.prepare.chunk_tokens),
+            "prepare.chunk_overlap": str(cfg.prepare.chunk_overlap),
             "tunedex.profile": cfg.project.profile, **data_tags(cfg)}
     for rule in cfg.promote.gate:
         tags[f"metric.{metric_key(rule.metric)}"] = f"{cand['metrics'][rule.metric]:.4f}"
@@ -278,6 +301,7 @@ def promote_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, An
         for name, version in ((cfg.promote.generator_model, gen_version),
                               (cfg.promote.retriever_model, ret_version)):
             c.set_model_version_tag(name, str(version), "release.retriever_version", str(ret_version))
+            c.set_model_version_tag(name, str(version), "release.generator_version", str(gen_version))
 
         decision = evaluate_gate(cfg.promote.gate, cand["metrics"], champion_metrics and {
             k.replace("_at_", "@"): v for k, v in champion_metrics.items()})
@@ -297,6 +321,11 @@ def promote_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, An
             registry.move_release(cfg, registry.CHAMPION, ret_version, gen_version)
         else:
             registry.move_release(cfg, registry.CHALLENGER, ret_version, gen_version)
+        # Last: what the skip-if-unchanged check reads. A promote that died before this point
+        # leaves no inputs tag, so the next scheduled retrain runs (and repairs) instead of skipping.
+        for name, version in ((cfg.promote.generator_model, gen_version),
+                              (cfg.promote.retriever_model, ret_version)):
+            c.set_model_version_tag(name, str(version), "release.inputs", release_inputs(cfg))
 
         for row in decision["rules"]:
             key = metric_key(row["metric"])

@@ -143,14 +143,30 @@ class Release:
     tags: dict[str, str]
 
 
+def is_not_found(err: Exception) -> bool:
+    """An MLflow error that means "no such model/version/alias" (not "registry broken")."""
+    code = getattr(err, "error_code", "")
+    return code == "RESOURCE_DOES_NOT_EXIST" or (
+        code == "INVALID_PARAMETER_VALUE" and "not found" in str(err).lower())
+
+
+def registry_failed(cfg: Any, err: Exception) -> ServingError:
+    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+    return ServingError(f"MLflow registry at {registry_uri(cfg)} failed: {first}")
+
+
 def alias_version(c: Any, name: str, alias: str) -> Any | None:
-    """The model version an alias points at, or None (no such model or alias)."""
+    """The model version an alias points at, or None (no such model or alias). Any other
+    registry failure is raised: "champion unknown" must never read as "no champion"."""
     from mlflow.exceptions import MlflowException
 
     try:
         return c.get_model_version_by_alias(name, alias)
-    except MlflowException:
-        return None
+    except MlflowException as err:
+        if is_not_found(err):
+            return None
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        raise ServingError(f"MLflow registry failed reading {name}@{alias}: {first}") from None
 
 
 def release_from_version(version: Any) -> Release:
@@ -173,7 +189,9 @@ def resolve_release(cfg: Any, ref: str = CHAMPION) -> Release:
     if ref.isdigit():
         try:
             version = c.get_model_version(name, ref)
-        except MlflowException:
+        except MlflowException as err:
+            if not is_not_found(err):
+                raise registry_failed(cfg, err) from None
             version = None
     else:
         version = alias_version(c, name, ref)
@@ -243,8 +261,10 @@ def aliases_by_version(c: Any, name: str) -> dict[int, list[str]]:
 
     try:
         model = c.get_registered_model(name)
-    except MlflowException:
-        return {}
+    except MlflowException as err:
+        if is_not_found(err):
+            return {}
+        raise
     out: dict[int, list[str]] = {}
     for alias, version in model.aliases.items():
         out.setdefault(int(version), []).append(alias)
@@ -270,11 +290,12 @@ def list_releases(cfg: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def rollback(cfg: Any, to: int | None = None) -> tuple[Release, Release]:
-    """Move champion back to the previous release (or version `to`); nothing is rebuilt."""
+def rollback(cfg: Any, to: int | None = None, wait: bool = False) -> tuple[Release, Release]:
+    """Move champion back to the previous release (or version `to`); nothing is rebuilt.
+    Fails at once (naming the holder) while another run writes, unless `wait`."""
     from tasks.lock import write_lock
 
-    with write_lock(cfg, "rollback"):
+    with write_lock(cfg, "rollback", None if wait else "fail"):
         return _rollback(cfg, to)
 
 
@@ -285,13 +306,20 @@ def _rollback(cfg: Any, to: int | None) -> tuple[Release, Release]:
         raise ServingError(f"{cfg.promote.retriever_model} v{current.retriever_version} is the first "
                            "champion: there is no previous release to roll back to")
     target = resolve_release(cfg, target_ref)
+    if target.retriever_version == current.retriever_version:
+        raise ServingError(f"{cfg.promote.retriever_model} v{target.retriever_version} is already "
+                           "the champion; nothing to roll back")
     from tasks.search import connect, open_pinned
 
     open_pinned(connect(target.index_uri), {"table": target.table, "version": target.table_version},
                 release=target.retriever_version)  # refuse a target whose index is gone
     move_release(cfg, CHAMPION, target.retriever_version, target.generator_version)
-    client(cfg).set_model_version_tag(cfg.promote.retriever_model, str(current.retriever_version),
-                                      "release.rolled_back", "true")
+    c = client(cfg)
+    c.set_model_version_tag(cfg.promote.retriever_model, str(current.retriever_version),
+                            "release.rolled_back", "true")
+    if target.tags.get("release.rolled_back"):
+        c.delete_model_version_tag(cfg.promote.retriever_model, str(target.retriever_version),
+                                   "release.rolled_back")
     log.info("champion moved back: %s v%d -> v%d (generator v%d -> v%d)", cfg.promote.retriever_model,
              current.retriever_version, target.retriever_version, current.generator_version,
              target.generator_version)
@@ -314,15 +342,18 @@ def adapter_dir(cfg: Any, name: str, version: int) -> Path:
     digest = hashlib.sha256(f"{registry_uri(cfg)}|{source}".encode()).hexdigest()[:10]
     out = Path(cfg.paths.models_dir) / "registry" / f"{name}-v{version}-{digest}"
     if not (out / "MLmodel").is_file():
-        tmp = out.with_name(out.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
+        import tempfile
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))  # private per caller
         mlflow.set_registry_uri(registry_uri(cfg))
         mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
         mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
                                             dst_path=str(tmp))
-        shutil.rmtree(out, ignore_errors=True)
-        tmp.rename(out)
+        try:
+            tmp.rename(out)  # atomic; fails if a concurrent download got there first
+        except OSError:
+            shutil.rmtree(tmp, ignore_errors=True)
     flavor = yaml.safe_load((out / "MLmodel").read_text())["flavors"]["python_function"]
     return out / flavor["artifacts"][ADAPTER_ARTIFACT]["path"]
 
@@ -338,8 +369,15 @@ def gc_plan(cfg: Any) -> dict[str, Any]:
     c = client(cfg)
     versions = all_versions(c, cfg.promote.retriever_model)
     keep_versions = {int(v.version) for v in versions[: cfg.promote.keep_releases]}
-    keep_versions |= {v for v, names in aliases_by_version(c, cfg.promote.retriever_model).items()
-                      if set(names) & {CHAMPION, CHALLENGER}}
+    aliased = {v for v, names in aliases_by_version(c, cfg.promote.retriever_model).items()
+               if set(names) & {CHAMPION, CHALLENGER}}
+    keep_versions |= aliased
+    by_number = {int(v.version): v for v in versions}
+    for start in aliased:  # rollback targets: the previous releases of champion and challenger
+        step, seen = dict(by_number[start].tags).get("release.previous"), 0
+        while step and step.isdigit() and int(step) in by_number and seen < cfg.promote.keep_releases:
+            keep_versions.add(int(step))
+            step, seen = dict(by_number[int(step)].tags).get("release.previous"), seen + 1
     here = os.path.abspath(cfg.paths.index_uri)
     kept: dict[str, list[int]] = {}
     for v in versions:
@@ -354,19 +392,20 @@ def gc_plan(cfg: Any) -> dict[str, Any]:
     tables = connect(cfg.paths.index_uri).list_tables().tables
     drop = [t for t in tables if t.startswith("chunks_") and t not in kept]
     dropped_versions = [int(v.version) for v in versions
-                        if dict(v.tags).get("index.table") in drop]
+                        if dict(v.tags).get("index.table") in drop
+                        and os.path.abspath(dict(v.tags).get("index.uri", "")) == here]
     return {"keep": {t: kept[t] for t in tables if t in kept}, "drop": drop,
             "versions_losing_index": dropped_versions}
 
 
-def gc(cfg: Any, dry_run: bool = False) -> dict[str, Any]:
+def gc(cfg: Any, dry_run: bool = False, wait: bool = False) -> dict[str, Any]:
     """Drop the tables gc_plan names; tag the versions that pinned them (index.gc=dropped)."""
     from tasks.lock import write_lock
     from tasks.search import connect
 
     if dry_run:
         return gc_plan(cfg)
-    with write_lock(cfg, "gc"):
+    with write_lock(cfg, "gc", None if wait else "fail"):
         return _gc(cfg, connect)
 
 

@@ -25,10 +25,24 @@ log = logging.getLogger(__name__)
 # ---- pure -------------------------------------------------------------------------------------
 
 
+REINDEX_METHODS = ("bm25", "lora", "hybrid")  # what a refresh of the champion's table measures
+
+
 def retrieval_rules(rules: tuple[GateRule, ...]) -> tuple[GateRule, ...]:
-    """The gate's retrieval rules without `min_improvement`: a refresh must hold, not improve."""
+    """The gate's rules on metrics reindex measures, without `min_improvement`: a refresh must
+    hold, not improve. (Rules on answers or the base retriever do not apply to a refresh.)"""
     return tuple(r.model_copy(update={"min_improvement": None}) for r in rules
-                 if r.metric.startswith("retrieval."))
+                 if r.metric.split(".")[:2] in [["retrieval", m] for m in REINDEX_METHODS])
+
+
+def check_release_settings(release_tags: dict[str, str], cfg: Config) -> None:
+    """Refuse to re-chunk with other settings than the release's (its metrics would not compare)."""
+    for key in ("chunk_tokens", "chunk_overlap"):
+        recorded = release_tags.get(f"prepare.{key}")
+        if recorded is not None and recorded != str(getattr(cfg.prepare, key)):
+            raise ConfigError(f"prepare.{key} is {getattr(cfg.prepare, key)} but the champion "
+                              f"release was indexed with {recorded}: reindex with the release's "
+                              "settings, or retrain (the pipeline) to change them")
 
 
 def answerable(questions: list[dict[str, Any]], doc_ids: set[str]) -> list[dict[str, Any]]:
@@ -84,6 +98,7 @@ def reindex_table_step(cfg: Config, parent_run_id: str) -> dict[str, Any]:
 
     with stage_run(cfg, "reindex_table", parent_run_id):
         release = resolve_release(cfg, CHAMPION)
+        check_release_settings(release.tags, cfg)
         base_dir = resolve_model_dir(release.retriever_base, cfg.models.allow_download,
                                      cfg.paths.models_dir)
         chunks = [c.__dict__ for c in chunk_corpus(load_corpus(cfg.paths.corpus_path),
@@ -135,7 +150,7 @@ def evaluate_reindexed_step(cfg: Config, parent_run_id: str, table: dict[str, An
                                adapter_dir(cfg, cfg.promote.retriever_model,
                                            release.retriever_version), cfg.index.device)
         metrics: dict[str, float] = {}
-        for name, mode in (("bm25", "bm25"), ("lora", "vector"), ("hybrid", "hybrid")):
+        for name, mode in zip(REINDEX_METHODS, ("bm25", "vector", "hybrid"), strict=True):
             scores, seconds = run_queries(questions, opened, mode, model, cfg)
             summary = summarize_method(scores, seconds, cfg.evaluate, cfg.project.seed)
             metrics |= {f"retrieval.{name}.{m}": round(summary[m]["mean"], 4) for m in METRICS}

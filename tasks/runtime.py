@@ -17,13 +17,27 @@ from tasks.errors import TunedexError
 log = logging.getLogger("tunedex.notify")
 
 
+TRANSIENT_MLFLOW = {"TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR", "REQUEST_LIMIT_EXCEEDED"}
+
+
+def is_transient(err: BaseException) -> bool:
+    """I/O that may work a second time: OS/network errors, LanceDB I/O, MLflow 5xx/throttling."""
+    if isinstance(err, TunedexError):
+        return False  # the user's to fix (data, config, a missing release)
+    if isinstance(err, OSError | TimeoutError | ConnectionError):
+        return True
+    if getattr(err, "error_code", None) in TRANSIENT_MLFLOW:
+        return True
+    return "LanceError(IO)" in str(err)
+
+
 def retry_on_io(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry a failed task unless it failed with an error the user must fix."""
+    """Retry a failed task only when its error was transient I/O (not bugs, not bad input)."""
     try:
         err = state.result(raise_on_failure=False)
-    except Exception:  # noqa: BLE001 - no result to inspect: treat as transient
-        return True
-    return not isinstance(err, TunedexError)
+    except Exception:  # noqa: BLE001 - no result to inspect
+        return False
+    return isinstance(err, BaseException) and is_transient(err)
 
 
 # Three retries after 2, 4, 8 s (each +-50% jitter), for reads/writes that are idempotent.

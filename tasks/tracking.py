@@ -112,22 +112,28 @@ def pipeline_run(cfg: Config, run_name: str) -> Iterator[str]:
 
 @contextmanager
 def stage_run(cfg: Config, stage: str, parent_run_id: str | None) -> Iterator[str]:
-    """Start the nested run of one stage, named after the stage, with its config section."""
+    """Start the nested run of one stage, named after the stage, with its config section.
+
+    Holds the write lock (tasks/lock.py) for the stage: free inside a flow that holds it, and
+    what keeps a manual `dvc repro`/`tunedex stage` from interleaving with a scheduled run."""
     import mlflow
 
-    experiment_id = configure_tracking(cfg)
-    if parent_run_id is None:  # a stage run on its own (DVC, `tunedex stage`): give it a parent
-        with pipeline_run(cfg, f"stage-{stage}") as parent_id, \
-                stage_run(cfg, stage, parent_id) as run_id:
-            yield run_id
-        return
-    with mlflow.start_run(run_name=stage, experiment_id=experiment_id, nested=True,
-                          parent_run_id=parent_run_id) as run:
-        section = cfg.to_dict().get(stage)
-        if isinstance(section, dict):
-            log_params_flat(section, f"{stage}.")
-        mlflow.set_tag("tunedex.stage", stage)
-        yield run.info.run_id
+    from tasks.lock import write_lock
+
+    with write_lock(cfg, f"stage {stage}"):
+        experiment_id = configure_tracking(cfg)
+        if parent_run_id is None:  # a stage run on its own (DVC, `tunedex stage`): give it a parent
+            with pipeline_run(cfg, f"stage-{stage}") as parent_id, \
+                    stage_run(cfg, stage, parent_id) as run_id:
+                yield run_id
+            return
+        with mlflow.start_run(run_name=stage, experiment_id=experiment_id, nested=True,
+                              parent_run_id=parent_run_id) as run:
+            section = cfg.to_dict().get(stage)
+            if isinstance(section, dict):
+                log_params_flat(section, f"{stage}.")
+            mlflow.set_tag("tunedex.stage", stage)
+            yield run.info.run_id
 
 
 def log_dataset(df: Any, source: str, name: str, context: str) -> None:

@@ -74,7 +74,8 @@ def smoke_overrides(tmp_path: Path, tiny_data: dict[str, Path], monkeypatch) -> 
             "paths.models_dir": str(tmp_path / "model-cache"),
             "paths.adapters_dir": str(tmp_path / "adapters"),
             "paths.index_uri": str(tmp_path / "lancedb"),
-            "tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+            "tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "lock.path": str(tmp_path / "tunedex.lock")}
 
 
 @pytest.fixture

@@ -29,7 +29,8 @@ def built(tmp_path_factory) -> dict[str, str]:
         "paths.models_dir": str(root / "model-cache"), "paths.adapters_dir": str(root / "adapters"),
         "paths.index_uri": str(root / "lancedb"),
         "tracking.tracking_uri": f"sqlite:///{root / 'build.db'}",
-        "tracking.artifact_location": str(root / "build-artifacts")}
+        "tracking.artifact_location": str(root / "build-artifacts"),
+        "lock.path": str(root / "tunedex.lock")}
     cfg = load_config(SMOKE, overrides)
     functions = {s.value: fn for s, fn in stage_functions().items()}
     for stage in STAGES:
@@ -145,6 +146,7 @@ def test_crash_between_the_alias_moves_serves_one_whole_release(overrides, monke
     served = adapter_dir(cfg, GEN, release.generator_version)
     assert served.parent.parent.name.startswith(f"{GEN}-v1-")
 
+    assert "release.inputs" not in c.get_model_version(RET, "2").tags  # the next retrain runs
     assert repair_mirror(cfg) and champion_versions(cfg) == (1, 1)
     assert promote(overrides, **{"promote.gate": FLOOR_ONLY})["promoted"]
     assert champion_versions(cfg) == (3, 3)
@@ -164,6 +166,8 @@ def test_gc_drops_unpinned_tables_and_serving_names_a_missing_one(overrides, tmp
     assert gc_plan(cfg)["drop"] == []  # v1 is champion: its table is kept
 
     assert promote(overrides, **{"promote.gate": FLOOR_ONLY})["promoted"]  # v2 pins `pinned`
+    assert gc_plan(cfg)["drop"] == []  # v1 is the champion's previous release: a rollback target
+    assert promote(overrides, **{"promote.gate": FLOOR_ONLY})["promoted"]  # v3; v1 now 2 back
     plan = gc(cfg)
     assert plan["drop"] == [stale] and plan["versions_losing_index"] == [1]
     tables = db.list_tables().tables
@@ -171,8 +175,10 @@ def test_gc_drops_unpinned_tables_and_serving_names_a_missing_one(overrides, tmp
     assert client(cfg).get_model_version(RET, "1").tags["index.gc"] == "dropped"
 
     with pytest.raises(ServingError, match=f"{stale} \\(pinned by release v1\\) is missing"):
-        rollback(cfg)
-    assert champion_versions(cfg) == (2, 2)  # a refused rollback moves nothing
+        rollback(cfg, to=1)
+    assert champion_versions(cfg) == (3, 3)  # a refused rollback moves nothing
+    with pytest.raises(ServingError, match="already the champion"):
+        rollback(cfg, to=3)
 
     done = tunedex("search", "cards", "--release", "1", "-c", str(SMOKE), *sets(overrides),
                    cwd=tmp_path)
@@ -180,13 +186,13 @@ def test_gc_drops_unpinned_tables_and_serving_names_a_missing_one(overrides, tmp
     assert f"LanceDB table {stale} (pinned by release v1) is missing" in done.stderr
     assert "run `tunedex rollback`" in done.stderr
 
-    client(cfg).set_model_version_tag(RET, "2", "index.version", "999")
+    client(cfg).set_model_version_tag(RET, "3", "index.version", "999")
     from tasks.registry import resolve_release
     from tasks.search import open_pinned
 
     release = resolve_release(cfg)
-    with pytest.raises(ServingError, match=f"{pinned} has no version 999 \\(pinned by release v2\\)"):
-        open_pinned(db, {"table": release.table, "version": release.table_version}, 2)
+    with pytest.raises(ServingError, match=f"{pinned} has no version 999 \\(pinned by release v3\\)"):
+        open_pinned(db, {"table": release.table, "version": release.table_version}, 3)
 
 
 def test_registered_models_load_with_one_call(overrides):

@@ -81,7 +81,9 @@ def test_io_tasks_retry_training_and_promotion_do_not():
     assert [t.retries for t in (validate, prepare, index, evaluate)] == [3, 3, 3, 3]
     assert [t.retries for t in (train_retriever, train_generator, promote)] == [0, 0, 0]
     assert retry_on_io(index, None, Failed(data=OSError("disk hiccup")))
+    assert retry_on_io(index, None, Failed(data=RuntimeError("LanceError(IO): connection reset")))
     assert not retry_on_io(index, None, Failed(data=DataError("x.jsonl", 3, "text", "a string")))
+    assert not retry_on_io(index, None, Failed(data=KeyError("a bug is not transient")))
 
 
 # ---- flows on a released smoke run ----------------------------------------------------------

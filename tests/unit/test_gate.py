@@ -76,3 +76,20 @@ def test_rule_without_any_check_is_refused_in_the_config():
     with pytest.raises(ConfigError, match="sets none of min_improvement"):
         load_config(REPO / "configs" / "smoke.yaml",
                     {"promote.gate": [{"metric": "answers.hybrid.token_f1"}]})
+
+
+def test_only_not_found_errors_mean_no_release():
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import (
+        INVALID_PARAMETER_VALUE,
+        RESOURCE_DOES_NOT_EXIST,
+        TEMPORARILY_UNAVAILABLE,
+    )
+
+    from tasks.registry import is_not_found
+
+    assert is_not_found(MlflowException("no model", error_code=RESOURCE_DOES_NOT_EXIST))
+    assert is_not_found(MlflowException("Registered model alias champion not found.",
+                                        error_code=INVALID_PARAMETER_VALUE))
+    assert not is_not_found(MlflowException("bad name", error_code=INVALID_PARAMETER_VALUE))
+    assert not is_not_found(MlflowException("503", error_code=TEMPORARILY_UNAVAILABLE))

@@ -9,6 +9,8 @@ CONFIG ?= configs/cpu.yaml
 TORCH_SPEC ?= torch==2.13.0
 PYTEST_ARGS ?=
 
+# dvc.yaml stages call `tunedex`: the venv's bin must be on PATH for `make repro`.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90

@@ -78,8 +78,10 @@ def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logg
 def pipeline(config: str = ConfigOpt, set_: list[str] = SetOpt,
              force: bool = typer.Option(False, "--force", help="Retrain even when data, config "
                                         "and code match a registered release.")) -> None:
-    """Run the whole pipeline as a Prefect flow (one MLflow parent run, a nested run per stage),
-    ending with the gated promotion; skipped when nothing changed since the last release."""
+    """Run the whole pipeline as a Prefect flow, ending with the gated promotion.
+
+    One MLflow parent run with a nested run per stage. Skipped, in seconds, when data, config
+    and code are those of a registered release (--force retrains)."""
     from flows.pipeline import pipeline as pipeline_flow
 
     result = _run(pipeline_flow, config_path=config, overrides=_overrides(set_), force=force)
@@ -91,8 +93,10 @@ def pipeline(config: str = ConfigOpt, set_: list[str] = SetOpt,
 
 @app.command()
 def reindex(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
-    """Refresh the champion's index from the corpus (no training); pin the new table version on
-    the champion only if retrieval metrics hold. What the `reindex` deployment runs."""
+    """Refresh the champion's index from the corpus, without training.
+
+    The new table version is pinned on the champion only if retrieval metrics hold. This is
+    what the `reindex` deployment runs."""
     from flows.reindex import reindex as reindex_flow
 
     result = _run(reindex_flow, config_path=config, overrides=_overrides(set_))
@@ -358,8 +362,10 @@ def rollback(to: int | None = typer.Option(None, "--to", help="Retriever version
 def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be dropped."),
        wait: bool = typer.Option(False, "--wait", help="Wait for a running writer's lock."),
        config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
-    """Drop LanceDB tables that no kept release pins (newest promote.keep_releases versions,
-    champion, challenger and their previous releases) and the last index run does not use."""
+    """Drop LanceDB tables that no kept release pins.
+
+    Kept: the tables of the newest promote.keep_releases versions, of champion and challenger
+    and their previous releases, and of the last index run."""
     from tasks.config import load_config
     from tasks.registry import gc as gc_tables
 

@@ -219,7 +219,8 @@ def _serving(cfg, release: str, role: str = "candidate") -> dict[str, Any]:
 def _open_serving_table(serving: dict[str, Any]):
     from tasks.search import connect, open_pinned
 
-    return _run(open_pinned, connect(serving["index_uri"]), serving["table"], serving["release"])
+    db = _run(connect, serving["index_uri"], False)
+    return _run(open_pinned, db, serving["table"], serving["release"])
 
 
 def _retriever(cfg, serving: dict[str, Any]):

@@ -311,7 +311,8 @@ def _rollback(cfg: Any, to: int | None) -> tuple[Release, Release]:
                            "the champion; nothing to roll back")
     from tasks.search import connect, open_pinned
 
-    open_pinned(connect(target.index_uri), {"table": target.table, "version": target.table_version},
+    open_pinned(connect(target.index_uri, create=False),
+                {"table": target.table, "version": target.table_version},
                 release=target.retriever_version)  # refuse a target whose index is gone
     move_release(cfg, CHAMPION, target.retriever_version, target.generator_version)
     c = client(cfg)

@@ -143,7 +143,7 @@ def evaluate_reindexed_step(cfg: Config, parent_run_id: str, table: dict[str, An
             raise DataError(str(eval_path), None, "doc_ids",
                             "no eval question refers only to documents still in the corpus")
         release = resolve_release(cfg, str(table["release"]))
-        opened = open_pinned(connect(table["index_uri"]),
+        opened = open_pinned(connect(table["index_uri"], create=False),
                              {"table": table["table"], "version": table["version"]})
         model = load_retriever(resolve_model_dir(release.retriever_base, cfg.models.allow_download,
                                                  cfg.paths.models_dir),

@@ -47,11 +47,17 @@ def best_per_doc(hits: Sequence[dict[str, Any]], k: int) -> list[dict[str, Any]]
 # ---- effects: LanceDB queries -------------------------------------------------------------------
 
 
-def connect(index_uri: str):
-    """Connect to a LanceDB URI (local directory or object store)."""
+def connect(index_uri: str, create: bool = True):
+    """Connect to a LanceDB URI (local directory or object store). Readers pass create=False:
+    a missing local directory is an error naming it, not a new empty index."""
     import lancedb
+    from tasks.errors import ServingError
 
     if "://" not in index_uri:
+        if not create and not Path(index_uri).is_dir():
+            raise ServingError(f"LanceDB index directory {index_uri} does not exist (run from the "
+                               "project directory, or check paths.index_uri / the release's "
+                               "index.uri tag)")
         Path(index_uri).mkdir(parents=True, exist_ok=True)
     return lancedb.connect(index_uri)
 
@@ -132,7 +138,7 @@ def open_retriever(cfg: Any, info: dict[str, Any], role: str) -> tuple[Any, Any]
     from tasks.models import load_retriever, retriever_base_dir
 
     table_info = info["tables"][role]
-    table = open_pinned(connect(info["index_uri"]), table_info)
+    table = open_pinned(connect(info["index_uri"], create=False), table_info)
     adapter = Path(table_info["adapter_dir"]) if table_info["adapter_dir"] else None
     return table, load_retriever(retriever_base_dir(cfg), adapter, cfg.index.device)
 

@@ -64,18 +64,32 @@ def tiny_data(tmp_path: Path) -> dict[str, Path]:
             "qa": write_jsonl_lines(tmp_path / "raw" / "qa.jsonl", TINY_QA)}
 
 
+def isolated_overrides(root: Path, corpus: Path, qa: Path) -> dict[str, str]:
+    """Config overrides putting every output (and the MLflow store, artifacts, lock) under root."""
+    return {"paths.corpus_path": str(corpus), "paths.qa_path": str(qa),
+            "paths.prepared_dir": str(root / "prepared"),
+            "paths.reports_dir": str(root / "reports"),
+            "paths.models_dir": str(root / "model-cache"),
+            "paths.adapters_dir": str(root / "adapters"),
+            "paths.index_uri": str(root / "lancedb"),
+            "tracking.tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
+            "tracking.artifact_location": str(root / "artifacts"),
+            "lock.path": str(root / "tunedex.lock")}
+
+
+def tiny_release_dir(root: Path) -> dict[str, str]:
+    """Tiny raw data written under root, and isolated overrides for a module-scoped run."""
+    return isolated_overrides(root, write_jsonl_lines(root / "raw" / "corpus.jsonl", TINY_DOCS),
+                              write_jsonl_lines(root / "raw" / "qa.jsonl", TINY_QA))
+
+
 @pytest.fixture
 def smoke_overrides(tmp_path: Path, tiny_data: dict[str, Path], monkeypatch) -> dict[str, str]:
     """Config overrides pointing every path and the MLflow store into tmp_path (also the cwd)."""
     monkeypatch.chdir(tmp_path)
-    return {"paths.corpus_path": str(tiny_data["corpus"]), "paths.qa_path": str(tiny_data["qa"]),
-            "paths.prepared_dir": str(tmp_path / "prepared"),
-            "paths.reports_dir": str(tmp_path / "reports"),
-            "paths.models_dir": str(tmp_path / "model-cache"),
-            "paths.adapters_dir": str(tmp_path / "adapters"),
-            "paths.index_uri": str(tmp_path / "lancedb"),
-            "tracking.tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
-            "lock.path": str(tmp_path / "tunedex.lock")}
+    overrides = isolated_overrides(tmp_path, tiny_data["corpus"], tiny_data["qa"])
+    del overrides["tracking.artifact_location"]  # the default: ./mlruns in the cwd (tmp_path)
+    return overrides
 
 
 @pytest.fixture

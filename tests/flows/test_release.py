@@ -8,7 +8,7 @@ import pytest
 from flows.pipeline import STAGES
 from tasks.config import load_config
 from tasks.errors import ServingError
-from tests.conftest import SMOKE, TINY_DOCS, TINY_QA, write_jsonl_lines
+from tests.conftest import SMOKE, tiny_release_dir
 from tests.flows.test_cli import sets, tunedex
 
 RET, GEN = "tunedex-retriever", "tunedex-generator"
@@ -21,16 +21,7 @@ def built(tmp_path_factory) -> dict[str, str]:
     """Overrides of a smoke run through every DVC stage (validate .. evaluate), done once."""
     from flows.cli import stage_functions
 
-    root = tmp_path_factory.mktemp("built")
-    overrides = {
-        "paths.corpus_path": str(write_jsonl_lines(root / "raw" / "corpus.jsonl", TINY_DOCS)),
-        "paths.qa_path": str(write_jsonl_lines(root / "raw" / "qa.jsonl", TINY_QA)),
-        "paths.prepared_dir": str(root / "prepared"), "paths.reports_dir": str(root / "reports"),
-        "paths.models_dir": str(root / "model-cache"), "paths.adapters_dir": str(root / "adapters"),
-        "paths.index_uri": str(root / "lancedb"),
-        "tracking.tracking_uri": f"sqlite:///{root / 'build.db'}",
-        "tracking.artifact_location": str(root / "build-artifacts"),
-        "lock.path": str(root / "tunedex.lock")}
+    overrides = tiny_release_dir(tmp_path_factory.mktemp("built"))
     cfg = load_config(SMOKE, overrides)
     functions = {s.value: fn for s, fn in stage_functions().items()}
     for stage in STAGES:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, SMOKE, TINY_DOCS, TINY_QA, write_jsonl_lines
+from tests.conftest import REPO, SMOKE, TINY_DOCS, tiny_release_dir, write_jsonl_lines
 from tests.flows.test_cli import sets, tunedex
 
 # ---- deployment definitions (no server needed) ----------------------------------------------
@@ -94,16 +94,7 @@ def released(tmp_path_factory, prefect_harness) -> dict[str, str]:
     """A smoke pipeline flow run whose release is champion, in its own directory."""
     from flows.pipeline import pipeline
 
-    root = tmp_path_factory.mktemp("released")
-    overrides = {
-        "paths.corpus_path": str(write_jsonl_lines(root / "raw" / "corpus.jsonl", TINY_DOCS)),
-        "paths.qa_path": str(write_jsonl_lines(root / "raw" / "qa.jsonl", TINY_QA)),
-        "paths.prepared_dir": str(root / "prepared"), "paths.reports_dir": str(root / "reports"),
-        "paths.models_dir": str(root / "model-cache"), "paths.adapters_dir": str(root / "adapters"),
-        "paths.index_uri": str(root / "lancedb"),
-        "tracking.tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
-        "tracking.artifact_location": str(root / "artifacts"),
-        "lock.path": str(root / "tunedex.lock")}
+    overrides = tiny_release_dir(tmp_path_factory.mktemp("released"))
     result = pipeline(config_path=str(SMOKE), overrides=overrides)
     assert result["promote"]["promoted"]
     return overrides

@@ -32,22 +32,20 @@ def build_deployments(config_path: str = DEFAULT_CONFIG_PATH,
     s = cfg.schedule
     parameters = {"config_path": config_path, "overrides": overrides or {}}
 
-    def limit() -> ConcurrencyLimitConfig:
-        return ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy(
-            s.collision_strategy))
-
-    return [
-        pipeline.to_deployment(
-            name="retrain", schedules=[Cron(s.retrain_cron, timezone=s.timezone)],
-            parameters=parameters, concurrency_limit=limit(), tags=["tunedex", "retrain"],
-            description="Full pipeline: validate, train retriever + generator, index, evaluate, "
-                        "gated promotion. Skips when nothing changed since the last release."),
-        reindex.to_deployment(
-            name="reindex", schedules=[Cron(s.reindex_cron, timezone=s.timezone)],
-            parameters=parameters, concurrency_limit=limit(), tags=["tunedex", "reindex"],
-            description="Corpus refresh with the champion retriever; pins the new table version "
-                        "on the champion only if retrieval metrics hold."),
+    limit = ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy(
+        s.collision_strategy))
+    specs = [
+        (pipeline, "retrain", s.retrain_cron,
+         "Full pipeline: validate, train retriever + generator, index, evaluate, gated promotion. "
+         "Skips when nothing changed since the last release."),
+        (reindex, "reindex", s.reindex_cron,
+         "Corpus refresh with the champion retriever; pins the new table version on the champion "
+         "only if retrieval metrics hold."),
     ]
+    return [flow_.to_deployment(name=name, schedules=[Cron(cron, timezone=s.timezone)],
+                                parameters=parameters, concurrency_limit=limit,
+                                tags=["tunedex", name], description=description)
+            for flow_, name, cron, description in specs]
 
 
 def serve_deployments(config_path: str = DEFAULT_CONFIG_PATH,

@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (its type name when empty), cut to `limit`."""
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:limit]
+
+
 class TunedexError(Exception):
     """Base for errors shown to the user without a traceback (CLI exits non-zero)."""
 

@@ -169,7 +169,7 @@ def evaluate_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, A
     from tasks.config import flatten
     from tasks.data import read_jsonl
     from tasks.search import load_index_info
-    from tasks.tracking import stage_run
+    from tasks.tracking import mlflow_key, stage_run
 
     with stage_run(cfg, "evaluate", parent_run_id):
         questions = read_jsonl(Path(cfg.paths.prepared_dir) / "eval_qa.jsonl")
@@ -181,7 +181,7 @@ def evaluate_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, A
         answers = answer_report(cfg, questions, tables, models)
         out = write_reports(cfg, retrieval, answers)
         metrics = json.loads((out / "metrics.json").read_text())
-        mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in flatten(metrics).items()})
+        mlflow.log_metrics({mlflow_key(k): v for k, v in flatten(metrics).items()})
         mlflow.log_artifacts(str(out), "evaluate")
         log.info("evaluate: %s", answers["verdict"])
     return {"retrieval": retrieval, "answers": {k: v for k, v in answers.items() if k != "answers"},

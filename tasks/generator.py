@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Any
 
 from tasks.errors import ConfigError, ModelNotAvailable
-from tasks.models import ADAPTER_META, cached_model_dir, pick_device, weights_digest, write_adapter_meta
+from tasks.models import (
+    cached_model_dir,
+    pick_device,
+    read_adapter_meta,
+    weights_digest,
+    write_adapter_meta,
+)
 
 log = logging.getLogger(__name__)
 
@@ -240,12 +246,7 @@ def save_adapter(peft_model: Any, out_dir: Path, base_id: str, base_dir: Path,
 
 def check_generator_adapter(adapter_dir: Path, base_dir: Path, base_id: str | None = None) -> None:
     """Refuse an adapter trained on another base (by id when given, and by weights digest)."""
-    meta_path = Path(adapter_dir) / ADAPTER_META
-    if not (Path(adapter_dir) / "adapter_config.json").is_file():
-        raise ConfigError(f"{adapter_dir}: no adapter_config.json; not a LoRA adapter directory")
-    if not meta_path.is_file():
-        raise ConfigError(f"{meta_path} missing: cannot tell which base model the adapter is for")
-    meta = json.loads(meta_path.read_text())
+    meta = read_adapter_meta(adapter_dir)
     trained_on = meta.get("base_model_id")
     if base_id is not None and trained_on != base_id:
         raise ConfigError(f"{adapter_dir}: generator adapter was trained on base model '{trained_on}' "

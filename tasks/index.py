@@ -199,9 +199,8 @@ def index_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]
         tables: dict[str, Any] = {}
         for r in retrievers(cfg):
             model = load_retriever(r.base_dir, r.adapter_dir, cfg.index.device)
-            encoder = (sharded_encoder(r.base_dir, r.adapter_dir, cfg.index)
-                       if cfg.index.shards > 1 else None)
-            stats = update_table(db, table_name(r.fingerprint), model, chunks, cfg.index, encoder)
+            stats = update_table(db, table_name(r.fingerprint), model, chunks, cfg.index,
+                                 sharded_encoder(r.base_dir, r.adapter_dir, cfg.index))
             local = Path(cfg.paths.index_uri) / f"{stats['table']}.lance"
             stats["bytes"] = dir_bytes(local) if local.is_dir() else None  # None: object store
             tables[r.role] = {**stats, "fingerprint": r.fingerprint,

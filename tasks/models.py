@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from pathlib import Path
@@ -164,16 +165,25 @@ def write_adapter_meta(adapter_dir: Path, base_id: str, base_dir: Path, extra: d
     (adapter_dir / ADAPTER_META).write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
 
+def read_adapter_meta(adapter_dir: Path) -> dict[str, Any]:
+    """The sidecar of a LoRA adapter directory (which base it was trained on); errors name the
+    directory when it is not an adapter or lacks the sidecar."""
+    from tasks.errors import ConfigError
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ConfigError(f"{adapter_dir}: no adapter_config.json; not a LoRA adapter directory")
+    meta_path = adapter_dir / ADAPTER_META
+    if not meta_path.is_file():
+        raise ConfigError(f"{meta_path} missing: cannot tell which base model the adapter is for")
+    return json.loads(meta_path.read_text())
+
+
 def check_adapter_base(adapter_dir: Path, base_id: str, base_dir: Path) -> None:
     """Refuse an adapter trained on another base model (its weights would be meaningless)."""
     from tasks.errors import ConfigError
 
-    meta_path = adapter_dir / ADAPTER_META
-    if not (adapter_dir / "adapter_config.json").is_file():
-        raise ConfigError(f"{adapter_dir}: no adapter_config.json; not a LoRA adapter directory")
-    if not meta_path.is_file():
-        raise ConfigError(f"{meta_path} missing: cannot tell which base model the adapter is for")
-    meta = json.loads(meta_path.read_text())
+    meta = read_adapter_meta(adapter_dir)
     if meta.get("base_model_id") != base_id or meta.get("base_weights") != weights_digest(base_dir):
         raise ConfigError(
             f"{adapter_dir}: adapter was trained on base model '{meta.get('base_model_id')}' "
@@ -194,6 +204,18 @@ def load_retriever(base_dir: Path, adapter_dir: Path | None = None, device: str 
         # Merged weights encode ~1.4x faster than adapter layers on the side; same vectors.
         model[0].model = PeftModel.from_pretrained(model[0].model, str(adapter_dir)).merge_and_unload()
     return model
+
+
+def cached_retriever(base_dir: str, adapter_dir: str | None, device: str = "auto"):
+    """load_retriever, once per process for the same directories and adapter weights (a retrained
+    adapter in the same directory loads afresh); for read-only use."""
+    digest = weights_digest(Path(adapter_dir)) if adapter_dir else None
+    return _cached_retriever(base_dir, adapter_dir, device, digest)
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_retriever(base_dir: str, adapter_dir: str | None, device: str, _digest: str | None):
+    return load_retriever(Path(base_dir), Path(adapter_dir) if adapter_dir else None, device)
 
 
 def retriever_base_dir(cfg: Any) -> Path:

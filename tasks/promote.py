@@ -163,10 +163,6 @@ def unchanged_release(cfg: Config) -> dict[str, Any] | None:
 
 
 
-def metric_key(name: str) -> str:
-    return name.replace("@", "_at_")
-
-
 def read_json(path: Path, stage: str) -> dict[str, Any]:
     from tasks.errors import ConfigError
 
@@ -221,7 +217,7 @@ def local_abspath(uri: str) -> str:
 
 def release_tags(cfg: Config, cand: dict[str, Any], parent_run_id: str, run_id: str) -> dict[str, str]:
     """Tags every version of the release carries (the design's release record)."""
-    from tasks.tracking import data_tags
+    from tasks.tracking import data_tags, mlflow_key
 
     table, validation = cand["table"], cand["validation"]
     tags = {"index.table": table["table"],
@@ -237,7 +233,7 @@ def release_tags(cfg: Config, cand: dict[str, Any], parent_run_id: str, run_id: 
             "prepare.chunk_overlap": str(cfg.prepare.chunk_overlap),
             "tunedex.profile": cfg.project.profile, **data_tags(cfg)}
     for rule in cfg.promote.gate:
-        tags[f"metric.{metric_key(rule.metric)}"] = f"{cand['metrics'][rule.metric]:.4f}"
+        tags[f"metric.{mlflow_key(rule.metric)}"] = f"{cand['metrics'][rule.metric]:.4f}"
     return tags
 
 
@@ -278,13 +274,13 @@ def promote_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, An
     import mlflow
 
     from tasks import registry
-    from tasks.lock import write_lock
-    from tasks.tracking import log_json_artifact, stage_run
+    from tasks.tracking import log_json_artifact, mlflow_key, stage_run
 
-    registry.check_registry(cfg)
+    if parent_run_id is None:  # run on its own; inside the flow, the flow checked at its start
+        registry.check_registry(cfg)
     cand = candidate_inputs(cfg)
     mlflow.set_registry_uri(registry.registry_uri(cfg))
-    with write_lock(cfg, "promote"), stage_run(cfg, "promote", parent_run_id) as run_id:
+    with stage_run(cfg, "promote", parent_run_id) as run_id:  # holds the write lock
         parent = mlflow.get_run(run_id).data.tags.get("mlflow.parentRunId", run_id)
         registry.repair_mirror(cfg)
         c = registry.client(cfg)
@@ -292,28 +288,30 @@ def promote_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, An
         champion_release = None if champion is None else registry.release_from_version(champion)
         champion_metrics = None if champion is None else registry.version_metrics(c, champion)
 
-        mlflow.log_metrics({f"eval.{metric_key(k)}": v for k, v in cand["metrics"].items()})
+        mlflow.log_metrics({f"eval.{mlflow_key(k)}": v for k, v in cand["metrics"].items()})
         tags = release_tags(cfg, cand, parent, run_id)
         uris = {role: log_adapter_model(cfg, role, path) for role, path in cand["adapters"].items()}
         gen_version = registry.register(cfg.promote.generator_model, uris["generator"], tags)
         ret_version = registry.register(cfg.promote.retriever_model, uris["retriever"],
                                         {**tags, "release.generator_version": str(gen_version)})
-        for name, version in ((cfg.promote.generator_model, gen_version),
-                              (cfg.promote.retriever_model, ret_version)):
-            c.set_model_version_tag(name, str(version), "release.retriever_version", str(ret_version))
-            c.set_model_version_tag(name, str(version), "release.generator_version", str(gen_version))
 
-        decision = evaluate_gate(cfg.promote.gate, cand["metrics"], champion_metrics and {
-            k.replace("_at_", "@"): v for k, v in champion_metrics.items()})
+        def tag_both(tags: dict[str, str]) -> None:
+            for name, version in ((cfg.promote.generator_model, gen_version),
+                                  (cfg.promote.retriever_model, ret_version)):
+                for key, value in tags.items():
+                    c.set_model_version_tag(name, str(version), key, value)
+
+        tag_both({"release.retriever_version": str(ret_version),
+                  "release.generator_version": str(gen_version)})
+
+        decision = evaluate_gate(cfg.promote.gate, cand["metrics"], champion_metrics)
         decision["candidate_version"] = {"retriever": ret_version, "generator": gen_version}
         decision["champion_version"] = None if champion_release is None else {
             "retriever": champion_release.retriever_version,
             "generator": champion_release.generator_version}
         decision["summary"] = summarize(decision)
         outcome = "promoted" if decision["promoted"] else "rejected"
-        for name, version in ((cfg.promote.generator_model, gen_version),
-                              (cfg.promote.retriever_model, ret_version)):
-            c.set_model_version_tag(name, str(version), "gate.decision", outcome)
+        tag_both({"gate.decision": outcome})
         if decision["promoted"]:
             if champion_release is not None:
                 c.set_model_version_tag(cfg.promote.retriever_model, str(ret_version),
@@ -323,12 +321,10 @@ def promote_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, An
             registry.move_release(cfg, registry.CHALLENGER, ret_version, gen_version)
         # Last: what the skip-if-unchanged check reads. A promote that died before this point
         # leaves no inputs tag, so the next scheduled retrain runs (and repairs) instead of skipping.
-        for name, version in ((cfg.promote.generator_model, gen_version),
-                              (cfg.promote.retriever_model, ret_version)):
-            c.set_model_version_tag(name, str(version), "release.inputs", release_inputs(cfg))
+        tag_both({"release.inputs": release_inputs(cfg)})
 
         for row in decision["rules"]:
-            key = metric_key(row["metric"])
+            key = mlflow_key(row["metric"])
             mlflow.log_metric(f"gate.{key}.passed", float(row["passed"]))
             if row["change"] is not None and math.isfinite(row["change"]):
                 mlflow.log_metric(f"gate.{key}.change", row["change"])

@@ -22,7 +22,7 @@ from typing import Any
 
 import mlflow.pyfunc
 
-from tasks.errors import ConfigError, ServingError
+from tasks.errors import ConfigError, ServingError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -120,9 +120,8 @@ def check_registry(cfg: Any) -> None:
                 else:
                     c.search_registered_models(max_results=1)
         except Exception as err:  # noqa: BLE001 - any failure here means "unreachable"
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             key = "tracking.tracking_uri" if what == "tracking store" else "tracking.registry_uri"
-            raise ConfigError(f"MLflow {what} at '{uri}' is unreachable ({first[:300]}); nothing was "
+            raise ConfigError(f"MLflow {what} at '{uri}' is unreachable ({first_line(err)}); nothing was "
                               f"trained. Fix {key} in the config or start the server.") from None
 
 
@@ -151,8 +150,7 @@ def is_not_found(err: Exception) -> bool:
 
 
 def registry_failed(cfg: Any, err: Exception) -> ServingError:
-    first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-    return ServingError(f"MLflow registry at {registry_uri(cfg)} failed: {first}")
+    return ServingError(f"MLflow registry at {registry_uri(cfg)} failed: {first_line(err)}")
 
 
 def alias_version(c: Any, name: str, alias: str) -> Any | None:
@@ -165,8 +163,8 @@ def alias_version(c: Any, name: str, alias: str) -> Any | None:
     except MlflowException as err:
         if is_not_found(err):
             return None
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
-        raise ServingError(f"MLflow registry failed reading {name}@{alias}: {first}") from None
+        raise ServingError(f"MLflow registry failed reading {name}@{alias}: {first_line(err)}"
+                           ) from None
 
 
 def release_from_version(version: Any) -> Release:
@@ -212,9 +210,12 @@ def resolve_release(cfg: Any, ref: str = CHAMPION) -> Release:
 
 
 def version_metrics(c: Any, version: Any) -> dict[str, float]:
-    """The evaluation metrics logged by the run that registered a version (eval.* keys)."""
+    """The evaluation metrics logged by the run that registered a version, by metric name."""
+    from tasks.tracking import from_mlflow_key
+
     run = c.get_run(version.run_id)
-    return {k[len("eval."):]: v for k, v in run.data.metrics.items() if k.startswith("eval.")}
+    return {from_mlflow_key(k[len("eval."):]): v for k, v in run.data.metrics.items()
+            if k.startswith("eval.")}
 
 
 def register(name: str, model_uri: str, tags: dict[str, str]) -> int:
@@ -273,6 +274,8 @@ def aliases_by_version(c: Any, name: str) -> dict[int, list[str]]:
 
 def list_releases(cfg: Any) -> list[dict[str, Any]]:
     """One row per retriever version: aliases, paired generator, table, headline metrics, gate."""
+    from tasks.tracking import from_mlflow_key
+
     c = client(cfg)
     aliases = aliases_by_version(c, cfg.promote.retriever_model)
     rows = []
@@ -283,7 +286,7 @@ def list_releases(cfg: Any) -> list[dict[str, Any]]:
                      "table": f"{tags.get('index.table')}@v{tags.get('index.version')}",
                      "gate": tags.get("gate.decision", "?"),
                      "created": v.creation_timestamp,
-                     "metrics": {k[len("metric."):].replace("_at_", "@"): tags[k]
+                     "metrics": {from_mlflow_key(k[len("metric."):]): tags[k]
                                  for k in sorted(tags) if k.startswith("metric.")},
                      "git": tags.get("git.commit", "?")[:8], "gc": tags.get("index.gc"),
                      "rolled_back": tags.get("release.rolled_back") == "true"})

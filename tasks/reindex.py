@@ -63,7 +63,7 @@ def validate_corpus_step(cfg: Config, parent_run_id: str) -> dict[str, Any]:
 
     from tasks.data import load_corpus
     from tasks.tracking import file_md5, log_dataset, stage_run
-    from tasks.validate import corpus_expectations, failure_message, run_suites
+    from tasks.validate import ValidationReport, corpus_expectations, failure_message, run_suites
 
     with stage_run(cfg, "validate_corpus", parent_run_id):
         corpus = load_corpus(cfg.paths.corpus_path)
@@ -74,8 +74,6 @@ def validate_corpus_step(cfg: Config, parent_run_id: str) -> dict[str, Any]:
                                        cfg.validate_.examples)
         mlflow.log_metrics({"expectations": checked, "failed_expectations": len(failures)})
         if failures:
-            from tasks.validate import ValidationReport
-
             report = ValidationReport(False, {"corpus": len(corpus)}, checked, failures)
             raise ValidationFailed(failure_message(report, {"corpus": cfg.paths.corpus_path}))
         log.info("reindex: corpus valid (%d documents, %d expectations)", len(corpus), checked)
@@ -89,7 +87,7 @@ def reindex_table_step(cfg: Config, parent_run_id: str) -> dict[str, Any]:
 
     from tasks.data import load_corpus
     from tasks.index import update_table
-    from tasks.models import load_retriever, load_tokenizer, resolve_model_dir
+    from tasks.models import cached_retriever, load_tokenizer, resolve_model_dir
     from tasks.prepare import chunk_corpus
     from tasks.registry import CHAMPION, adapter_dir, resolve_release
     from tasks.search import connect
@@ -106,10 +104,9 @@ def reindex_table_step(cfg: Config, parent_run_id: str) -> dict[str, Any]:
         if not chunks:
             raise DataError(cfg.paths.corpus_path, None, None, "no chunks to index")
         adapter = adapter_dir(cfg, cfg.promote.retriever_model, release.retriever_version)
-        model = load_retriever(base_dir, adapter, cfg.index.device)
-        encoder = sharded_encoder(base_dir, adapter, cfg.index) if cfg.index.shards > 1 else None
+        model = cached_retriever(str(base_dir), str(adapter), cfg.index.device)  # evaluate reuses it
         stats = update_table(connect(release.index_uri), release.table, model, chunks, cfg.index,
-                             encoder)
+                             sharded_encoder(base_dir, adapter, cfg.index))
         mlflow.log_metrics({k: v for k, v in stats.items()
                             if isinstance(v, int | float) and k != "version"})
         mlflow.set_tags({"index.table": release.table, "index.version": str(stats["version"]),
@@ -118,7 +115,8 @@ def reindex_table_step(cfg: Config, parent_run_id: str) -> dict[str, Any]:
                  release.table, release.table_version, stats["version"], stats["embedded"],
                  stats["deleted"], stats["unchanged"], stats["seconds"])
     return {**stats, "index_uri": release.index_uri, "pinned_version": release.table_version,
-            "release": release.retriever_version, "doc_ids": sorted({c["doc_id"] for c in chunks})}
+            "release": release.retriever_version, "doc_ids": sorted({c["doc_id"] for c in chunks}),
+            "retriever": {"base_dir": str(base_dir), "adapter_dir": str(adapter)}}
 
 
 def evaluate_reindexed_step(cfg: Config, parent_run_id: str, table: dict[str, Any]) -> dict[str, Any]:
@@ -127,10 +125,9 @@ def evaluate_reindexed_step(cfg: Config, parent_run_id: str, table: dict[str, An
 
     from tasks.data import read_jsonl
     from tasks.evaluate import METRICS, run_queries, summarize_method
-    from tasks.models import load_retriever, resolve_model_dir
-    from tasks.registry import adapter_dir, resolve_release
+    from tasks.models import cached_retriever
     from tasks.search import connect, open_pinned
-    from tasks.tracking import stage_run
+    from tasks.tracking import mlflow_key, stage_run
 
     eval_path = Path(cfg.paths.prepared_dir) / "eval_qa.jsonl"
     if not eval_path.is_file():
@@ -142,20 +139,17 @@ def evaluate_reindexed_step(cfg: Config, parent_run_id: str, table: dict[str, An
         if not questions:
             raise DataError(str(eval_path), None, "doc_ids",
                             "no eval question refers only to documents still in the corpus")
-        release = resolve_release(cfg, str(table["release"]))
         opened = open_pinned(connect(table["index_uri"], create=False),
                              {"table": table["table"], "version": table["version"]})
-        model = load_retriever(resolve_model_dir(release.retriever_base, cfg.models.allow_download,
-                                                 cfg.paths.models_dir),
-                               adapter_dir(cfg, cfg.promote.retriever_model,
-                                           release.retriever_version), cfg.index.device)
+        retriever = table["retriever"]  # the model reindex_table embedded with (loaded once)
+        model = cached_retriever(retriever["base_dir"], retriever["adapter_dir"], cfg.index.device)
         metrics: dict[str, float] = {}
         for name, mode in zip(REINDEX_METHODS, ("bm25", "vector", "hybrid"), strict=True):
             scores, seconds = run_queries(questions, opened, mode, model, cfg)
             summary = summarize_method(scores, seconds, cfg.evaluate, cfg.project.seed)
             metrics |= {f"retrieval.{name}.{m}": round(summary[m]["mean"], 4) for m in METRICS}
             metrics[f"retrieval.{name}.p95_ms"] = round(summary["latency"]["p95_ms"], 2)
-        mlflow.log_metrics({k.replace("@", "_at_"): v for k, v in metrics.items()})
+        mlflow.log_metrics({mlflow_key(k): v for k, v in metrics.items()})
         mlflow.log_metric("questions", len(questions))
     return {"questions": len(questions), "metrics": metrics}
 
@@ -174,8 +168,7 @@ def pin_release_step(cfg: Config, parent_run_id: str, table: dict[str, Any],
         champion = registry.alias_version(c, cfg.promote.retriever_model, registry.CHAMPION)
         if champion is None or int(champion.version) != table["release"]:
             raise ConfigError("the champion changed during the reindex run; not pinning")
-        recorded = {k.replace("_at_", "@"): v
-                    for k, v in registry.version_metrics(c, champion).items()}
+        recorded = registry.version_metrics(c, champion)
         rows = [check_rule(rule, evaluation["metrics"][rule.metric], recorded.get(rule.metric))
                 for rule in retrieval_rules(cfg.promote.gate)]
         held = all(r["passed"] for r in rows)

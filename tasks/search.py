@@ -79,7 +79,7 @@ def load_index_info(cfg: Any) -> dict[str, Any]:
 
 def open_pinned(db: Any, info: dict[str, Any], release: int | None = None):
     """Open a table at the version recorded for it (read-only), naming it when missing."""
-    from tasks.errors import ServingError
+    from tasks.errors import ServingError, first_line
 
     where = f" (pinned by release v{release})" if release is not None else ""
     fix = ("run `tunedex rollback` to serve the previous release, or re-run the pipeline"
@@ -91,7 +91,7 @@ def open_pinned(db: Any, info: dict[str, Any], release: int | None = None):
         table.checkout(info["version"])
     except Exception as err:  # noqa: BLE001 - lance reports a missing version in several ways
         raise ServingError(f"LanceDB table {info['table']} has no version {info['version']}{where} "
-                           f"({str(err).splitlines()[0][:200]}); {fix}") from None
+                           f"({first_line(err, 200)}); {fix}") from None
     return table
 
 

@@ -8,7 +8,6 @@ order, so the vectors line up with the chunks exactly as a single `encode` call 
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -29,22 +28,14 @@ def split(items: list[Any], shards: int) -> list[list[Any]]:
     return parts
 
 
-@functools.lru_cache(maxsize=4)
-def _model(base_dir: str, adapter_dir: str | None, device: str) -> Any:
-    from pathlib import Path
-
-    from tasks.models import load_retriever
-
-    return load_retriever(Path(base_dir), Path(adapter_dir) if adapter_dir else None, device)
-
-
 @task(name="embed_shard", **IO_RETRIES)
 def embed_shard(base_dir: str, adapter_dir: str | None, device: str, texts: list[str],
                 batch_size: int) -> np.ndarray:
     """Unit-length embeddings of one shard (the model is loaded once per worker process)."""
     from tasks.index import encode
+    from tasks.models import cached_retriever
 
-    return encode(_model(base_dir, adapter_dir, device), texts, batch_size)
+    return encode(cached_retriever(base_dir, adapter_dir, device), texts, batch_size)
 
 
 @flow(name="tunedex-embed-shards")
@@ -76,7 +67,11 @@ def task_runner(cfg: Any) -> Any:
 
 
 def sharded_encoder(base_dir: Any, adapter_dir: Any, cfg: Any):
-    """An encode(model, texts, batch_size) replacement that embeds in cfg.shards parallel shards."""
+    """An encode(model, texts, batch_size) replacement that embeds in cfg.shards parallel shards;
+    None (plain encode) when cfg.shards is 1."""
+    if cfg.shards <= 1:
+        return None
+
     def encode_sharded(_model: Any, texts: list[str], batch_size: int) -> np.ndarray:
         if not texts:
             from tasks.index import encode

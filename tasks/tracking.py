@@ -22,6 +22,16 @@ log = logging.getLogger(__name__)
 MAX_PARAM_CHARS = 6000  # MLflow's param value limit; longer values are cut
 
 
+def mlflow_key(name: str) -> str:
+    """A metric name MLflow accepts as a metric or tag key ("ndcg@10" -> "ndcg_at_10")."""
+    return name.replace("@", "_at_")
+
+
+def from_mlflow_key(key: str) -> str:
+    """The metric name behind mlflow_key."""
+    return key.replace("_at_", "@")
+
+
 def file_md5(path: str | Path) -> str | None:
     """MD5 of a file's bytes (what DVC records for a file), or None when it does not exist."""
     path = Path(path)

@@ -20,7 +20,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help setup pipeline reindex serve test test-fast lint ui repro bench clean
+.PHONY: help setup pipeline reindex schedule test test-fast lint ui repro bench clean
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -44,8 +44,8 @@ pipeline: setup  ## run the whole pipeline on $(CONFIG) (default: cpu profile, d
 reindex: setup  ## refresh the champion's index from the corpus (no training)
 	$(TUNEDEX) reindex --config $(CONFIG)
 
-serve: setup  ## serve the retrain (nightly) and reindex deployments on their schedules
-	$(TUNEDEX) serve --config $(CONFIG)
+schedule: setup  ## run the retrain (nightly) and reindex deployments on their schedules
+	$(TUNEDEX) schedule --config $(CONFIG)
 
 test: setup  ## run the test suite (slow tests included)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -16,9 +16,9 @@ from flows.env import set_offline_env  # noqa: E402
 
 set_offline_env()
 
-from tasks.config import load_config  # noqa: E402
-from tasks.data import read_jsonl  # noqa: E402
-from tasks.generator import (  # noqa: E402
+from tasks.lib.config import load_config  # noqa: E402
+from tasks.lib.data import read_jsonl  # noqa: E402
+from tasks.lib.generator import (  # noqa: E402
     build_messages,
     generate_answers,
     generation_throughput,
@@ -26,7 +26,7 @@ from tasks.generator import (  # noqa: E402
     render_prompt,
     warm_up_generation,
 )
-from tasks.sft import add_lora, batch_order, build_sft_examples, collate, train_lora_generator  # noqa: E402
+from tasks.lib.sft import add_lora, batch_order, build_sft_examples, collate, train_lora_generator  # noqa: E402
 from tasks.train_generator import generator_base_dir  # noqa: E402
 
 

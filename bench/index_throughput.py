@@ -17,12 +17,12 @@ from flows.env import set_offline_env  # noqa: E402
 
 set_offline_env()
 
-from tasks.config import load_config  # noqa: E402
-from tasks.data import read_jsonl  # noqa: E402
-from tasks.index import encode, update_table  # noqa: E402
-from tasks.models import load_retriever, retriever_base_dir  # noqa: E402
+from tasks.lib.config import load_config  # noqa: E402
+from tasks.lib.data import read_jsonl  # noqa: E402
+from tasks.lib.tables import encode, update_table  # noqa: E402
+from tasks.lib.models import load_retriever, retriever_base_dir  # noqa: E402
 from tasks.prepare import content_hash, passage_text  # noqa: E402
-from tasks.search import connect  # noqa: E402
+from tasks.lib.search import connect  # noqa: E402
 
 
 def main() -> None:

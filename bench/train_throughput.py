@@ -17,9 +17,9 @@ from flows.env import set_offline_env  # noqa: E402
 
 set_offline_env()
 
-from tasks.config import load_config  # noqa: E402
-from tasks.data import read_jsonl  # noqa: E402
-from tasks.models import load_retriever, retriever_base_dir  # noqa: E402
+from tasks.lib.config import load_config  # noqa: E402
+from tasks.lib.data import read_jsonl  # noqa: E402
+from tasks.lib.models import load_retriever, retriever_base_dir  # noqa: E402
 from tasks.train_retriever import train_lora, training_pairs  # noqa: E402
 
 

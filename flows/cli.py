@@ -21,41 +21,42 @@ SetOpt = typer.Option(None, "--set", "-s", metavar="KEY=VALUE",
                       help="Override a config key, e.g. --set prepare.chunk_tokens=128 (repeatable).")
 
 
-class Stage(str, Enum):
-    validate = "validate"
-    prepare = "prepare"
-    train_retriever = "train_retriever"
-    index = "index"
-    train_generator = "train_generator"
-    evaluate = "evaluate"
-    promote = "promote"
+def _stage_enum() -> type[Enum]:
+    from tasks.lib.stages import FLOW_STAGES
+
+    return Enum("Stage", {name: name for name in FLOW_STAGES}, type=str)
 
 
-def stage_functions():
-    """Stage name -> the stage function (the flow's tasks wrap the same functions)."""
-    from tasks.evaluate import evaluate_stage
-    from tasks.index import index_stage
-    from tasks.prepare import prepare_stage
-    from tasks.promote import promote_stage
-    from tasks.train_generator import train_generator_stage
-    from tasks.train_retriever import train_retriever_stage
-    from tasks.validate import validate_stage
+Stage = _stage_enum()  # the flow's steps: the dvc.yaml keys plus promote
 
-    return {Stage.validate: validate_stage, Stage.prepare: prepare_stage,
-            Stage.train_retriever: train_retriever_stage, Stage.index: index_stage,
-            Stage.train_generator: train_generator_stage, Stage.evaluate: evaluate_stage,
-            Stage.promote: promote_stage}
+
+def run_one_stage(cfg: Any, name: str, parent_run_id: str) -> Any:
+    """Call one stage function with the config sections it reads (the flow's step, no Prefect)."""
+    import importlib
+
+    from tasks.lib.context import StageContext
+
+    ctx = StageContext.of(cfg, parent_run_id)
+    if name == "promote":
+        from tasks.lib.release_skip import release_inputs
+        from tasks.promote import promote_stage
+
+        return promote_stage(cfg.promote, cfg.prepare, cfg.generate, ctx, release_inputs(cfg))
+    from tasks.lib.stages import BY_NAME
+
+    fn = getattr(importlib.import_module(BY_NAME[name].module), f"{name}_stage")
+    return fn(*(cfg.section(key) for key in BY_NAME[name].sections), ctx)
 
 
 def _overrides(pairs: list[str] | None) -> dict[str, Any]:
-    from tasks.config import parse_override
+    from tasks.lib.config import parse_override
 
     return dict(parse_override(p) for p in pairs or [])
 
 
 def _run(fn, *args, **kwargs):
     """Call fn; turn a TunedexError into a one-paragraph message and a non-zero exit."""
-    from tasks.errors import TunedexError
+    from tasks.lib.errors import TunedexError
 
     try:
         return fn(*args, **kwargs)
@@ -104,8 +105,8 @@ def reindex(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
 
 
 @app.command()
-def serve(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
-    """Serve the `retrain` and `reindex` deployments on their schedules (Ctrl-C stops).
+def schedule(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Run the `retrain` and `reindex` deployments on their schedules (Ctrl-C stops).
 
     Uses PREFECT_API_URL when set (a Prefect server: runs show in its UI); otherwise a local
     API started for this process."""
@@ -120,17 +121,23 @@ def stage(name: Stage = typer.Argument(..., help="Stage to run (the dvc.yaml key
     """Run one stage without Prefect (what `dvc repro` calls); same code as the flow's step.
 
     `promote` is not a DVC stage: run it after `dvc repro` to register and gate the release."""
-    from tasks.config import load_config
+    from tasks.lib.config import load_config
+    from tasks.lib.tracking import pipeline_run
 
     cfg = _run(load_config, config, _overrides(set_))
-    _run(stage_functions()[name], cfg)
+
+    def run() -> None:
+        with pipeline_run(cfg, f"stage-{name.value}") as parent_id:  # the resolved config, once
+            run_one_stage(cfg, name.value, parent_id)
+
+    _run(run)
     typer.echo(f"stage {name.value} finished")
 
 
 @app.command("config")
 def show_config(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
     """Print the resolved config (defaults filled in) as JSON, or the error naming the key."""
-    from tasks.config import load_config
+    from tasks.lib.config import load_config
 
     cfg = _run(load_config, config, _overrides(set_))
     typer.echo(json.dumps(cfg.to_dict(), indent=2))
@@ -139,15 +146,41 @@ def show_config(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
 @app.command()
 def setup(config: str = ConfigOpt) -> None:
     """Check that every model the profile names resolves offline (run by `make setup`)."""
-    from tasks.config import load_config
-    from tasks.models import retriever_base_dir
-    from tasks.train_generator import generator_base_dir
+    from tasks.lib.config import load_config
+    from tasks.lib.generator import generator_base_dir
+    from tasks.lib.models import retriever_base_dir
 
     cfg = _run(load_config, config)
-    path = _run(retriever_base_dir, cfg)
+    path = _run(retriever_base_dir, cfg.models, cfg.paths.models_dir)
     typer.echo(f"retriever {cfg.models.retriever_id}: {path}")
-    path = _run(generator_base_dir, cfg)
+    path = _run(generator_base_dir, cfg.models, cfg.paths.models_dir)
     typer.echo(f"generator {cfg.models.generator_id}: {path}")
+
+
+@app.command("dvc-yaml")
+def dvc_yaml(config: str = ConfigOpt,
+             check: bool = typer.Option(False, "--check", help="Exit 1 if dvc.yaml differs "
+                                        "instead of writing it.")) -> None:
+    """Render dvc.yaml from the stage table for CONFIG: each stage's data, code closure, params.
+
+    Run it after adding a stage, an import or a config key a stage reads; the flow reuses
+    up-to-date stages only while dvc.yaml is current for the config it runs."""
+    import yaml
+
+    from tasks.lib.catalog import Catalog
+    from tasks.lib.config import load_config
+    from tasks.lib.stages import ROOT, render_dvc_yaml
+
+    cfg = _run(load_config, config)
+    raw = yaml.safe_load(Path(config).read_text(encoding="utf-8")) or {}
+    text = render_dvc_yaml(Catalog(cfg.paths), config, raw, ROOT)
+    path = ROOT / "dvc.yaml"
+    if check:
+        same = path.is_file() and path.read_text(encoding="utf-8") == text
+        typer.echo(f"{path}: {'current' if same else 'differs from the stage table'}")
+        raise typer.Exit(0 if same else 1)
+    path.write_text(text, encoding="utf-8")
+    typer.echo(f"wrote {path} for {config}")
 
 
 class Dataset(str, Enum):
@@ -163,7 +196,7 @@ def convert(name: Dataset = typer.Argument(..., help="Which public dataset SOURC
                                            help="Output folder (default: data/<name>).")
             ) -> None:
     """Convert a public dataset to corpus.jsonl + qa.jsonl (the data contract); print the counts."""
-    from tasks.convert import convert_dataset
+    from tasks.lib.convert import convert_dataset
 
     out_dir = Path(out) if out else Path("data") / name.value
     stats = _run(convert_dataset, name.value, Path(source), out_dir)
@@ -188,47 +221,14 @@ ReleaseOpt = typer.Option("champion", "--release", "-r",
                                "adapters of the last pipeline run (before promotion).")
 
 
-def _serving(cfg, release: str, role: str = "candidate") -> dict[str, Any]:
-    """Table info, retriever adapter and generator adapter/base for a release (or 'local')."""
-    from tasks.search import load_index_info
-    from tasks.train_generator import generator_adapter_dir
+def _open_release(cfg, release: str, role: str = "candidate"):
+    """The release to query (the one place search/ask take the config apart)."""
+    from tasks.lib.catalog import Catalog
+    from tasks.lib.registry import registry_ref
+    from tasks.lib.serving import ServingSections, open_release
 
-    if release == "local":
-        info = _run(load_index_info, cfg)
-        role = role if role in info["tables"] else "base"
-        table = info["tables"][role]
-        return {"label": f"{role} retriever (last index run)", "index_uri": info["index_uri"],
-                "table": table, "release": None, "retriever_base": cfg.models.retriever_id,
-                "retriever_adapter": Path(table["adapter_dir"]) if table["adapter_dir"] else None,
-                "generator_base": cfg.models.generator_id,
-                "generator_adapter": generator_adapter_dir(cfg)}
-    from tasks.registry import adapter_dir, resolve_release
-
-    rel = _run(resolve_release, cfg, release)
-    return {"label": f"release {release} (tunedex-retriever v{rel.retriever_version}, "
-                     f"generator v{rel.generator_version})",
-            "index_uri": rel.index_uri, "release": rel.retriever_version,
-            "table": {"table": rel.table, "version": rel.table_version},
-            "retriever_base": rel.retriever_base, "generator_base": rel.generator_base,
-            "retriever_adapter": _run(adapter_dir, cfg, cfg.promote.retriever_model,
-                                      rel.retriever_version),
-            "generator_adapter": _run(adapter_dir, cfg, cfg.promote.generator_model,
-                                      rel.generator_version)}
-
-
-def _open_serving_table(serving: dict[str, Any]):
-    from tasks.search import connect, open_pinned
-
-    db = _run(connect, serving["index_uri"], False)
-    return _run(open_pinned, db, serving["table"], serving["release"])
-
-
-def _retriever(cfg, serving: dict[str, Any]):
-    from tasks.models import load_retriever, resolve_model_dir
-
-    base_dir = _run(resolve_model_dir, serving["retriever_base"], cfg.models.allow_download,
-                    cfg.paths.models_dir)
-    return load_retriever(base_dir, serving["retriever_adapter"], cfg.index.device)
+    sections = ServingSections(cfg.models, cfg.generate, cfg.evaluate, cfg.index)
+    return _run(open_release, registry_ref(cfg), Catalog(cfg.paths), sections, release, role)
 
 
 @app.command("search")
@@ -241,18 +241,14 @@ def search_cmd(query: str = typer.Argument(..., help="The question or keywords."
                                               "candidate (LoRA) or base."),
                config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
     """Top-k documents for a query from the champion release's pinned table (or --release)."""
-    from tasks.config import load_config
-    from tasks.search import best_per_doc, search
+    from tasks.lib.config import load_config
 
     cfg = _run(load_config, config, _overrides(set_))
-    serving = _serving(cfg, release, retriever.value)
-    table = _open_serving_table(serving)
-    model = None if mode == Mode.bm25 else _retriever(cfg, serving)
-    hits = search(table, query, mode.value, cfg.evaluate.chunk_k, model, cfg.evaluate.rrf_k,
-                  cfg.index)
-    typer.echo(f"{mode.value} search, {serving['label']}, table {serving['table']['table']} "
-               f"v{serving['table']['version']}")
-    for rank, hit in enumerate(best_per_doc(hits, k), start=1):
+    loaded = _open_release(cfg, release, retriever.value)
+    hits = _run(loaded.search, query, mode.value, k)
+    served = loaded.served
+    typer.echo(f"{mode.value} search, {served.label}, table {served.table} v{served.table_version}")
+    for rank, hit in enumerate(hits, start=1):
         snippet = " ".join(hit["text"].split())[:110]
         typer.echo(f"{rank:>2}. {hit['doc_id']:<16} {hit['score']:.4f}  {snippet}")
 
@@ -271,42 +267,27 @@ def ask(question: str = typer.Argument(..., help="The question to answer."),
         release: str = ReleaseOpt,
         config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
     """Answer a question with the champion release (or --release), citing the retrieved doc_ids."""
-    from tasks.config import load_config
-    from tasks.generator import (
-        build_messages,
-        generate_answers,
-        load_generator,
-        render_prompt,
-        resolve_generator_dir,
-    )
-    from tasks.scoreboard import SETUPS
-    from tasks.search import retrieve_contexts
-    from tasks.sft import cut_chunks
+    from tasks.lib.config import load_config
 
     cfg = _run(load_config, config, _overrides(set_))
-    uses_lora, uses_context = SETUPS[setup.value]
-    serving = _serving(cfg, release)
-    typer.echo(f"{setup.value} answer, {serving['label']}", err=True)
-    hits: list = []
-    if uses_context:
-        table = _open_serving_table(serving)
-        hits = retrieve_contexts(table, _retriever(cfg, serving), [question],
-                                 cfg.generate.context_k, cfg.index)[0]
-    adapter = serving["generator_adapter"] if uses_lora else None
-    if adapter is not None and not adapter.is_dir():
-        typer.secho(f"error: {adapter} not found: run `tunedex stage train_generator` first",
-                    err=True, fg=typer.colors.RED)
-        raise typer.Exit(2)
-    base_dir = _run(resolve_generator_dir, serving["generator_base"], cfg.models.allow_download,
-                    Path(cfg.paths.models_dir))
-    model, tok = _run(load_generator, base_dir, adapter, cfg.generate.device,
-                      serving["generator_base"])
-    chunks = cut_chunks(tok, [h["text"] for h in hits], cfg.generate.max_context_tokens) or None
-    prompt = render_prompt(tok, build_messages(question, chunks))
-    answer = generate_answers(model, tok, [prompt], cfg.generate.max_new_tokens, 1)[0]
-    typer.echo(answer["text"])
-    if hits:
-        typer.echo("sources: " + ", ".join(dict.fromkeys(h["doc_id"] for h in hits)))
+    loaded = _open_release(cfg, release)
+    typer.echo(f"{setup.value} answer, {loaded.served.label}", err=True)
+    answer = _run(loaded.ask, question, setup.value)
+    typer.echo(answer.text)
+    if answer.sources:
+        typer.echo("sources: " + ", ".join(answer.sources))
+
+
+def _release_line(row: dict[str, Any], metric_names: list[str]) -> str:
+    """One row of the `releases` table."""
+    from datetime import UTC, datetime
+
+    created = datetime.fromtimestamp(row["created"] / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+    table = row["table"] + (" (gc)" if row["gc"] else "")
+    gate = row["gate"] + (" (rb)" if row["rolled_back"] else "")
+    return (f"{row['version']:>4} {row['generator_version'] or '?':>4}  "
+            f"{','.join(row['aliases']) or '-':<20} {created:<17} {gate:<14} {table:<26} "
+            + " ".join(f"{row['metrics'].get(m, '-'):>24}" for m in metric_names))
 
 
 @app.command()
@@ -316,30 +297,23 @@ def releases(config: str = ConfigOpt, set_: list[str] = SetOpt,
     """List registered releases (newest first) with aliases, pinned table, gate and metrics.
 
     gate: promoted / rejected by the release gate; (rb): rolled back since; (gc): table dropped."""
-    from datetime import UTC, datetime
+    from tasks.lib.config import load_config
+    from tasks.lib.registry import check_registry, list_releases, registry_ref
 
-    from tasks.config import load_config
-    from tasks.registry import check_registry, list_releases
-
-    cfg = _run(load_config, config, _overrides(set_))
-    _run(check_registry, cfg)
-    rows = list_releases(cfg)
+    reg = registry_ref(_run(load_config, config, _overrides(set_)))
+    _run(check_registry, reg)
+    rows = _run(list_releases, reg)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
     if not rows:
-        typer.echo(f"no releases in {cfg.promote.retriever_model}: run the pipeline first")
+        typer.echo(f"no releases in {reg.retriever_model}: run the pipeline first")
         return
     metric_names = list(dict.fromkeys(m for r in rows for m in r["metrics"]))
     typer.echo(f"{'ver':>4} {'gen':>4}  {'aliases':<20} {'created (UTC)':<17} {'gate':<14} "
                f"{'table':<26} " + " ".join(f"{m:>24}" for m in metric_names))
-    for r in rows:
-        created = datetime.fromtimestamp(r["created"] / 1000, UTC).strftime("%Y-%m-%d %H:%M")
-        table = r["table"] + (" (gc)" if r["gc"] else "")
-        typer.echo(f"{r['version']:>4} {r['generator_version'] or '?':>4}  "
-                   f"{','.join(r['aliases']) or '-':<20} {created:<17} "
-                   f"{r['gate'] + (' (rb)' if r['rolled_back'] else ''):<14} {table:<26} "
-                   + " ".join(f"{r['metrics'].get(m, '-'):>24}" for m in metric_names))
+    for row in rows:
+        typer.echo(_release_line(row, metric_names))
 
 
 @app.command()
@@ -349,11 +323,12 @@ def rollback(to: int | None = typer.Option(None, "--to", help="Retriever version
                                        "write lock instead of failing at once."),
              config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
     """Move `champion` (both models) back to the previous release; nothing is rebuilt."""
-    from tasks.config import load_config
-    from tasks.registry import rollback as rollback_release
+    from tasks.lib.config import load_config
+    from tasks.lib.registry import registry_ref
+    from tasks.lib.registry import rollback as rollback_release
 
     cfg = _run(load_config, config, _overrides(set_))
-    old, new = _run(rollback_release, cfg, to, wait)
+    old, new = _run(rollback_release, registry_ref(cfg), to, wait)
     typer.echo(f"champion: retriever v{old.retriever_version} -> v{new.retriever_version}, "
                f"generator v{old.generator_version} -> v{new.generator_version}, "
                f"table {new.table} v{new.table_version}")
@@ -367,11 +342,12 @@ def gc(dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be
 
     Kept: the tables of the newest promote.keep_releases versions, of champion and challenger
     and their previous releases, and of the last index run."""
-    from tasks.config import load_config
-    from tasks.registry import gc as gc_tables
+    from tasks.lib.config import load_config
+    from tasks.lib.registry import gc as gc_tables
+    from tasks.lib.registry import registry_ref
 
     cfg = _run(load_config, config, _overrides(set_))
-    plan = _run(gc_tables, cfg, dry_run, wait)
+    plan = _run(gc_tables, registry_ref(cfg), dry_run, wait)
     for table, users in plan["keep"].items():
         typer.echo(f"keep {table}: " + ", ".join(f"v{u}" if isinstance(u, int) else u for u in users))
     verb = "would drop" if dry_run else "dropped"

@@ -6,7 +6,7 @@
 
 Both have a deployment concurrency limit of 1 (`schedule.collision_strategy`: ENQUEUE waits,
 CANCEL_NEW drops a run that comes due while one is running); the write lock (tasks/lock.py) also
-keeps manual runs from interleaving with scheduled ones. `tunedex serve` (`make serve`) runs both
+keeps manual runs from interleaving with scheduled ones. `tunedex schedule` (`make schedule`) runs both
 from this process; a Prefect server + `process` work pool + worker is the other way (README).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.config import DEFAULT_CONFIG_PATH, load_config
+from tasks.lib.config import DEFAULT_CONFIG_PATH, load_config
 
 DEPLOYMENTS = ("retrain", "reindex")
 

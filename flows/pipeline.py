@@ -4,7 +4,9 @@
 Reads the raw corpus/QA named in the config; writes reports/, data/prepared/, the adapters
 (models/retriever, models/generator), LanceDB tables (paths.index_uri) and one MLflow parent run
 with a nested run per stage; promote registers the release in the MLflow Model Registry. Each
-step up to evaluate calls the same stage function `dvc repro` runs.
+step up to evaluate calls the same stage function `dvc repro` runs, and a step whose inputs match
+dvc.lock reuses its outputs (tasks/lib/incremental.py); each task receives the result of the
+steps it reads from, so the run graph shows the data edges.
 """
 
 from __future__ import annotations
@@ -14,23 +16,22 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.config import DEFAULT_CONFIG_PATH, load_config
 from tasks.evaluate import evaluate
 from tasks.index import index
-from tasks.lock import write_lock
+from tasks.lib.config import DEFAULT_CONFIG_PATH, load_config
+from tasks.lib.context import StageContext
+from tasks.lib.incremental import dvc_plan
+from tasks.lib.lock import write_lock
+from tasks.lib.registry import check_registry, registry_ref
+from tasks.lib.release_skip import release_inputs, unchanged_release
+from tasks.lib.runtime import notify_failure
+from tasks.lib.stages import DVC_STAGES, FLOW_STAGES  # noqa: F401 - the step lists, re-exported
+from tasks.lib.tracking import pipeline_run
 from tasks.prepare import prepare
-from tasks.promote import promote, unchanged_release
-from tasks.registry import check_registry
-from tasks.runtime import notify_failure
-from tasks.tracking import pipeline_run
+from tasks.promote import promote
 from tasks.train_generator import train_generator
 from tasks.train_retriever import train_retriever
 from tasks.validate import validate
-
-# The file-producing stages in order; dvc.yaml has the same keys (a test keeps them in agreement).
-STAGES = ("validate", "prepare", "train_retriever", "index", "train_generator", "evaluate")
-# The flow's steps: promote changes the registry, not files, so `dvc repro` stops at evaluate.
-FLOW_STAGES = (*STAGES, "promote")
 
 log = logging.getLogger("flows.pipeline")  # by name: deployments load this file by path
 
@@ -42,40 +43,46 @@ def pipeline(config_path: str = DEFAULT_CONFIG_PATH, overrides: dict[str, Any] |
     """Run the tunedex pipeline for one config; return the parent MLflow run id and stage outputs.
 
     Skips everything (in seconds) when the data, config and code are those of a registered
-    release, unless `force` or `schedule.skip_unchanged: false`.
-    """
+    release, unless `force` or `schedule.skip_unchanged: false`; otherwise skips each stage that
+    is up to date in dvc.lock."""
     cfg = load_config(config_path, overrides)
+    reg = registry_ref(cfg)
     # 0. The registry must be reachable before hours of training are spent.
-    check_registry(cfg)
-    with write_lock(cfg, f"pipeline {config_path}"):
-        if cfg.schedule.skip_unchanged and not force:
-            same = unchanged_release(cfg)
-            if same is not None:
-                reason = (f"data, config and code are unchanged since release v{same['version']} "
-                          f"({same['role']}, gate {same['gate']}; inputs {same['inputs']}): "
-                          "nothing to train. Use --force to retrain anyway.")
-                log.info("pipeline skipped: %s", reason)
-                return {"skipped": True, "reason": reason, "release": same["version"]}
-        return run_stages(cfg)
+    check_registry(reg)
+    with write_lock(cfg.lock, f"pipeline {config_path}"):
+        inputs = release_inputs(cfg)
+        same = None if force or not cfg.schedule.skip_unchanged else unchanged_release(reg, inputs)
+        if same is not None:
+            reason = (f"data, config and code are unchanged since release v{same['version']} "
+                      f"({same['role']}, gate {same['gate']}; inputs {same['inputs']}): "
+                      "nothing to train. Use --force to retrain anyway.")
+            log.info("pipeline skipped: %s", reason)
+            return {"skipped": True, "reason": reason, "release": same["version"]}
+        plan = dvc_plan(config_path, overrides, force)
+        log.info("pipeline: %s", plan.reason)
+        return run_stages(cfg, plan, inputs)
 
 
-def run_stages(cfg: Any) -> dict[str, Any]:
+def run_stages(cfg: Any, plan: Any, inputs: str) -> dict[str, Any]:
     """Every stage in order inside one MLflow parent run (the write lock is held)."""
     with pipeline_run(cfg, run_name="pipeline") as run_id:
+        ctx = StageContext.of(cfg, run_id).under(run_id, plan)
         # 1. Validate the raw data (stops the run on any failed expectation).
-        report = validate(cfg, run_id)
+        validated = validate(cfg.validate_, ctx)
         # 2. Split, leakage-check and chunk.
-        prepared = prepare(cfg, run_id)
+        prepared = prepare(cfg.prepare, ctx, validated)
         # 3. LoRA-train the retriever on (question, relevant chunk) pairs.
-        retriever = train_retriever(cfg, run_id)
+        retriever = train_retriever(cfg.train_retriever, ctx, prepared)
         # 4. Embed chunks into LanceDB for the base and the candidate retriever.
-        tables = index(cfg, run_id)
+        tables = index(cfg.index, ctx, retriever)
         # 5. LoRA-train the generator; part of its examples carry retrieved context.
-        generator = train_generator(cfg, run_id)
+        generator = train_generator(cfg.train_generator, cfg.index, ctx, prepared, tables)
         # 6. Scoreboard: retrieval (BM25/base/LoRA/hybrid), answers (base/finetuned/rag/hybrid).
-        scoreboard = evaluate(cfg, run_id)
+        scoreboard = evaluate(cfg.evaluate, cfg.generate, cfg.index, ctx, prepared, tables,
+                              generator)
         # 7. Register the release; move `champion` only if the gate passes.
-        release = promote(cfg, run_id)
-    return {"skipped": False, "run_id": run_id, "validation": report.to_dict(),
-            "prepare": prepared, "train_retriever": retriever, "index": tables,
-            "train_generator": generator, "evaluate": scoreboard, "promote": release}
+        release = promote(cfg.promote, cfg.prepare, cfg.generate, ctx, inputs, scoreboard)
+    return {"skipped": False, "run_id": run_id, "incremental": plan.reason,
+            "validate": validated, "prepare": prepared, "train_retriever": retriever,
+            "index": tables, "train_generator": generator, "evaluate": scoreboard,
+            "promote": release}

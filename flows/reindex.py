@@ -13,10 +13,13 @@ from typing import Any
 
 from prefect import flow
 
-from tasks.config import DEFAULT_CONFIG_PATH, load_config
-from tasks.errors import ConfigError
-from tasks.lock import write_lock
-from tasks.registry import check_registry
+from tasks.lib.config import DEFAULT_CONFIG_PATH, load_config
+from tasks.lib.context import StageContext
+from tasks.lib.errors import ConfigError
+from tasks.lib.lock import write_lock
+from tasks.lib.registry import check_registry, registry_ref
+from tasks.lib.runtime import notify_failure
+from tasks.lib.tracking import pipeline_run
 from tasks.reindex import (
     evaluate_reindexed,
     pin_release,
@@ -24,8 +27,6 @@ from tasks.reindex import (
     retrieval_rules,
     validate_corpus,
 )
-from tasks.runtime import notify_failure
-from tasks.tracking import pipeline_run
 
 REINDEX_STEPS = ("validate_corpus", "reindex_table", "evaluate_reindexed", "pin_release")
 
@@ -36,17 +37,19 @@ def reindex(config_path: str = DEFAULT_CONFIG_PATH,
             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Re-index the corpus with the champion retriever; pin the new version if retrieval holds."""
     cfg = load_config(config_path, overrides)
-    check_registry(cfg)
+    check_registry(registry_ref(cfg))
     if not retrieval_rules(cfg.promote.gate):
         raise ConfigError("promote.gate has no rule on retrieval.bm25|lora|hybrid metrics: a "
                           "reindex would have nothing to check before pinning")
-    with write_lock(cfg, f"reindex {config_path}"), pipeline_run(cfg, run_name="reindex") as run_id:
+    with write_lock(cfg.lock, f"reindex {config_path}"), \
+            pipeline_run(cfg, run_name="reindex") as run_id:
+        ctx = StageContext.of(cfg, run_id)
         # 1. Corpus expectations only (the QA file is the pipeline's business).
-        corpus = validate_corpus(cfg, run_id)
+        corpus = validate_corpus(cfg.validate_, ctx)
         # 2. Chunk and embed what changed into the champion's table (one merge commit).
-        table = reindex_table(cfg, run_id)
+        table = reindex_table(cfg.prepare, cfg.index, cfg.promote, ctx, corpus)
         # 3. Retrieval metrics of the new version on the eval questions whose documents remain.
-        metrics = evaluate_reindexed(cfg, run_id, table)
+        metrics = evaluate_reindexed(cfg.evaluate, cfg.index, ctx, table)
         # 4. Move the champion's pin to the new version only if the retrieval rules pass.
-        pinned = pin_release(cfg, run_id, table, metrics)
+        pinned = pin_release(cfg.promote, ctx, table, metrics)
     return {"run_id": run_id, "corpus": corpus, "index": table, "metrics": metrics, "pin": pinned}

@@ -8,17 +8,23 @@ reindex.json, decision.md) and, when the rules pass, the champion version's inde
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from prefect import task
 
-from tasks.config import Config, GateRule
-from tasks.errors import ConfigError, DataError, ValidationFailed
-from tasks.runtime import IO_RETRIES
+from tasks.lib.config import (
+    EvaluateConfig,
+    GateRule,
+    IndexConfig,
+    PrepareConfig,
+    PromoteConfig,
+    ValidateConfig,
+)
+from tasks.lib.context import StageContext
+from tasks.lib.errors import ConfigError, DataError, ValidationFailed
+from tasks.lib.runtime import IO_RETRIES
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +41,12 @@ def retrieval_rules(rules: tuple[GateRule, ...]) -> tuple[GateRule, ...]:
                  if r.metric.split(".")[:2] in [["retrieval", m] for m in REINDEX_METHODS])
 
 
-def check_release_settings(release_tags: dict[str, str], cfg: Config) -> None:
+def check_release_settings(release_tags: dict[str, str], prepare: PrepareConfig) -> None:
     """Refuse to re-chunk with other settings than the release's (its metrics would not compare)."""
     for key in ("chunk_tokens", "chunk_overlap"):
         recorded = release_tags.get(f"prepare.{key}")
-        if recorded is not None and recorded != str(getattr(cfg.prepare, key)):
-            raise ConfigError(f"prepare.{key} is {getattr(cfg.prepare, key)} but the champion "
+        if recorded is not None and recorded != str(getattr(prepare, key)):
+            raise ConfigError(f"prepare.{key} is {getattr(prepare, key)} but the champion "
                               f"release was indexed with {recorded}: reindex with the release's "
                               "settings, or retrain (the pipeline) to change them")
 
@@ -50,63 +56,68 @@ def answerable(questions: list[dict[str, Any]], doc_ids: set[str]) -> list[dict[
     return [q for q in questions if set(q["doc_ids"]) <= doc_ids]
 
 
-def reindex_dir(cfg: Config) -> Path:
-    return Path(cfg.paths.reports_dir) / "reindex"
-
-
 # ---- effects ------------------------------------------------------------------------------------
 
 
-def validate_corpus_step(cfg: Config, parent_run_id: str) -> dict[str, Any]:
+def validate_corpus_step(section: ValidateConfig, ctx: StageContext) -> dict[str, Any]:
     """Run the corpus suite (GX) on the raw corpus; stop the flow on any failed expectation."""
     import mlflow
 
-    from tasks.data import load_corpus
-    from tasks.tracking import file_md5, log_dataset, stage_run
-    from tasks.validate import ValidationReport, corpus_expectations, failure_message, run_suites
+    from tasks.lib.data import load_corpus
+    from tasks.lib.expectations import (
+        ValidationReport,
+        corpus_expectations,
+        failure_message,
+        run_suites,
+    )
+    from tasks.lib.files import file_md5
+    from tasks.lib.tracking import log_dataset, stage_run
 
-    with stage_run(cfg, "validate_corpus", parent_run_id):
-        corpus = load_corpus(cfg.paths.corpus_path)
-        log_dataset(corpus, cfg.paths.corpus_path, "raw_corpus", "raw")
-        out = reindex_dir(cfg) / "validation"
+    corpus_path = str(ctx.catalog.corpus_path)
+    with stage_run(ctx, "validate_corpus", section):
+        corpus = load_corpus(corpus_path)
+        log_dataset(corpus, corpus_path, "raw_corpus", "raw")
+        out = ctx.catalog.reindex_dir / "validation"
         failures, checked = run_suites({"corpus": corpus.drop(columns=["metadata"])},
-                                       {"corpus": corpus_expectations(cfg.validate_)}, out,
-                                       cfg.validate_.examples)
+                                       {"corpus": corpus_expectations(section)}, out,
+                                       section.examples)
         mlflow.log_metrics({"expectations": checked, "failed_expectations": len(failures)})
         if failures:
             report = ValidationReport(False, {"corpus": len(corpus)}, checked, failures)
-            raise ValidationFailed(failure_message(report, {"corpus": cfg.paths.corpus_path}))
+            raise ValidationFailed(failure_message(report, {"corpus": corpus_path}))
         log.info("reindex: corpus valid (%d documents, %d expectations)", len(corpus), checked)
-    return {"documents": len(corpus), "expectations": checked,
-            "corpus_md5": file_md5(cfg.paths.corpus_path)}
+    return {"documents": len(corpus), "expectations": checked, "corpus_md5": file_md5(corpus_path)}
 
 
-def reindex_table_step(cfg: Config, parent_run_id: str) -> dict[str, Any]:
+def reindex_table_step(prepare: PrepareConfig, index: IndexConfig, promote: PromoteConfig,
+                       ctx: StageContext) -> dict[str, Any]:
     """Chunk the corpus and bring the champion's table up to date with the champion retriever."""
     import mlflow
 
-    from tasks.data import load_corpus
-    from tasks.index import update_table
-    from tasks.models import cached_retriever, load_tokenizer, resolve_model_dir
-    from tasks.prepare import chunk_corpus
-    from tasks.registry import CHAMPION, adapter_dir, resolve_release
-    from tasks.search import connect
-    from tasks.shards import sharded_encoder
-    from tasks.tracking import stage_run
+    from tasks.lib.chunking import chunk_corpus
+    from tasks.lib.data import load_corpus
+    from tasks.lib.models import cached_retriever, load_tokenizer, resolve_model_dir
+    from tasks.lib.registry import CHAMPION, RegistryRef, adapter_dir, resolve_release
+    from tasks.lib.search import connect
+    from tasks.lib.shards import sharded_encoder
+    from tasks.lib.tables import update_table
+    from tasks.lib.tracking import stage_run
 
-    with stage_run(cfg, "reindex_table", parent_run_id):
-        release = resolve_release(cfg, CHAMPION)
-        check_release_settings(release.tags, cfg)
-        base_dir = resolve_model_dir(release.retriever_base, cfg.models.allow_download,
-                                     cfg.paths.models_dir)
-        chunks = [c.__dict__ for c in chunk_corpus(load_corpus(cfg.paths.corpus_path),
-                                                   load_tokenizer(base_dir), cfg.prepare)]
+    cat = ctx.catalog
+    reg = RegistryRef.of(ctx.tracking, promote, cat, ctx.lock)
+    with stage_run(ctx, "reindex_table", prepare, index):
+        release = resolve_release(reg, CHAMPION)
+        check_release_settings(release.tags, prepare)
+        base_dir = resolve_model_dir(release.retriever_base, ctx.models.allow_download,
+                                     cat.models_dir)
+        chunks = [c.__dict__ for c in chunk_corpus(load_corpus(str(cat.corpus_path)),
+                                                   load_tokenizer(base_dir), prepare)]
         if not chunks:
-            raise DataError(cfg.paths.corpus_path, None, None, "no chunks to index")
-        adapter = adapter_dir(cfg, cfg.promote.retriever_model, release.retriever_version)
-        model = cached_retriever(str(base_dir), str(adapter), cfg.index.device)  # evaluate reuses it
-        stats = update_table(connect(release.index_uri), release.table, model, chunks, cfg.index,
-                             sharded_encoder(base_dir, adapter, cfg.index))
+            raise DataError(str(cat.corpus_path), None, None, "no chunks to index")
+        adapter = adapter_dir(reg, reg.retriever_model, release.retriever_version)
+        model = cached_retriever(str(base_dir), str(adapter), index.device)  # evaluate reuses it
+        stats = update_table(connect(release.index_uri), release.table, model, chunks, index,
+                             sharded_encoder(base_dir, adapter, index))
         mlflow.log_metrics({k: v for k, v in stats.items()
                             if isinstance(v, int | float) and k != "version"})
         mlflow.set_tags({"index.table": release.table, "index.version": str(stats["version"]),
@@ -119,34 +130,35 @@ def reindex_table_step(cfg: Config, parent_run_id: str) -> dict[str, Any]:
             "retriever": {"base_dir": str(base_dir), "adapter_dir": str(adapter)}}
 
 
-def evaluate_reindexed_step(cfg: Config, parent_run_id: str, table: dict[str, Any]) -> dict[str, Any]:
+def evaluate_reindexed_step(section: EvaluateConfig, index: IndexConfig, ctx: StageContext,
+                            table: dict[str, Any]) -> dict[str, Any]:
     """Retrieval metrics (bm25, lora, hybrid) of the new table version, as evaluate computes them."""
     import mlflow
 
-    from tasks.data import read_jsonl
-    from tasks.evaluate import METRICS, run_queries, summarize_method
-    from tasks.models import cached_retriever
-    from tasks.search import connect, open_pinned
-    from tasks.tracking import mlflow_key, stage_run
+    from tasks.lib.data import read_jsonl
+    from tasks.lib.models import cached_retriever
+    from tasks.lib.retrieval_eval import METRICS, run_queries, summarize_method
+    from tasks.lib.search import connect, open_pinned
+    from tasks.lib.tracking import mlflow_key, stage_run
 
-    eval_path = Path(cfg.paths.prepared_dir) / "eval_qa.jsonl"
+    eval_path = ctx.catalog.eval_qa_path
     if not eval_path.is_file():
         raise ConfigError(f"{eval_path} not found: run the pipeline once before reindexing")
-    with stage_run(cfg, "evaluate_reindexed", parent_run_id):
+    with stage_run(ctx, "evaluate_reindexed", section):
         questions = answerable(read_jsonl(eval_path), set(table["doc_ids"]))
-        if cfg.evaluate.max_questions:
-            questions = questions[: cfg.evaluate.max_questions]
+        if section.max_questions:
+            questions = questions[: section.max_questions]
         if not questions:
             raise DataError(str(eval_path), None, "doc_ids",
                             "no eval question refers only to documents still in the corpus")
         opened = open_pinned(connect(table["index_uri"], create=False),
                              {"table": table["table"], "version": table["version"]})
         retriever = table["retriever"]  # the model reindex_table embedded with (loaded once)
-        model = cached_retriever(retriever["base_dir"], retriever["adapter_dir"], cfg.index.device)
+        model = cached_retriever(retriever["base_dir"], retriever["adapter_dir"], index.device)
         metrics: dict[str, float] = {}
         for name, mode in zip(REINDEX_METHODS, ("bm25", "vector", "hybrid"), strict=True):
-            scores, seconds = run_queries(questions, opened, mode, model, cfg)
-            summary = summarize_method(scores, seconds, cfg.evaluate, cfg.project.seed)
+            scores, seconds = run_queries(questions, opened, mode, model, section, index)
+            summary = summarize_method(scores, seconds, section, ctx.seed)
             metrics |= {f"retrieval.{name}.{m}": round(summary[m]["mean"], 4) for m in METRICS}
             metrics[f"retrieval.{name}.p95_ms"] = round(summary["latency"]["p95_ms"], 2)
         mlflow.log_metrics({mlflow_key(k): v for k, v in metrics.items()})
@@ -154,23 +166,25 @@ def evaluate_reindexed_step(cfg: Config, parent_run_id: str, table: dict[str, An
     return {"questions": len(questions), "metrics": metrics}
 
 
-def pin_release_step(cfg: Config, parent_run_id: str, table: dict[str, Any],
+def pin_release_step(promote: PromoteConfig, ctx: StageContext, table: dict[str, Any],
                      evaluation: dict[str, Any]) -> dict[str, Any]:
     """Point the champion's index tags at the new version if the retrieval rules hold."""
     import mlflow
 
-    from tasks import registry
-    from tasks.promote import check_rule
-    from tasks.tracking import file_md5, stage_run
+    from tasks.lib import registry
+    from tasks.lib.files import file_md5, write_json
+    from tasks.lib.gate import check_rule
+    from tasks.lib.tracking import stage_run
 
-    with stage_run(cfg, "pin_release", parent_run_id):
-        c = registry.client(cfg)
-        champion = registry.alias_version(c, cfg.promote.retriever_model, registry.CHAMPION)
+    reg = registry.RegistryRef.of(ctx.tracking, promote, ctx.catalog, ctx.lock)
+    with stage_run(ctx, "pin_release", promote):
+        c = registry.client(reg)
+        champion = registry.alias_version(c, reg.retriever_model, registry.CHAMPION)
         if champion is None or int(champion.version) != table["release"]:
             raise ConfigError("the champion changed during the reindex run; not pinning")
         recorded = registry.version_metrics(c, champion)
         rows = [check_rule(rule, evaluation["metrics"][rule.metric], recorded.get(rule.metric))
-                for rule in retrieval_rules(cfg.promote.gate)]
+                for rule in retrieval_rules(promote.gate)]
         held = all(r["passed"] for r in rows)
         unchanged = table["version"] == table["pinned_version"]
         if held and not unchanged:
@@ -178,11 +192,11 @@ def pin_release_step(cfg: Config, parent_run_id: str, table: dict[str, Any],
             for key, value in {"index.previous_version": str(table["pinned_version"]),
                                "index.version": str(table["version"]),
                                "index.rows": str(table["rows"]),
-                               "data.corpus_md5": file_md5(cfg.paths.corpus_path) or "missing",
-                               "reindex.run_id": parent_run_id,
+                               "data.corpus_md5": file_md5(ctx.catalog.corpus_path) or "missing",
+                               "reindex.run_id": ctx.parent_run_id or "",
                                "reindex.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                                }.items():
-                c.set_model_version_tag(cfg.promote.retriever_model, version, key, value)
+                c.set_model_version_tag(reg.retriever_model, version, key, value)
         outcome = ("unchanged" if unchanged else "pinned" if held else "kept")
         summary = {
             "unchanged": f"nothing changed in the corpus: v{table['version']} stays pinned",
@@ -197,10 +211,8 @@ def pin_release_step(cfg: Config, parent_run_id: str, table: dict[str, Any],
                     "questions": evaluation["questions"], "table": {k: table[k] for k in (
                         "table", "version", "pinned_version", "rows", "embedded", "deleted",
                         "unchanged")}}
-        out = reindex_dir(cfg)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "reindex.json").write_text(json.dumps(decision, indent=2) + "\n")
-        mlflow.log_artifact(str(out / "reindex.json"), "reindex")
+        path = write_json(ctx.catalog.reindex_dir / "reindex.json", decision)
+        mlflow.log_artifact(str(path), "reindex")
         mlflow.set_tag("reindex.outcome", outcome)
         (log.info if held else log.warning)("reindex: %s", summary)
     return decision
@@ -210,21 +222,23 @@ def pin_release_step(cfg: Config, parent_run_id: str, table: dict[str, Any],
 
 
 @task(name="validate_corpus", **IO_RETRIES)
-def validate_corpus(cfg: Config, parent_run_id: str) -> dict[str, Any]:
-    return validate_corpus_step(cfg, parent_run_id)
+def validate_corpus(section: ValidateConfig, ctx: StageContext) -> dict[str, Any]:
+    return validate_corpus_step(section, ctx)
 
 
 @task(name="reindex_table", **IO_RETRIES)
-def reindex_table(cfg: Config, parent_run_id: str) -> dict[str, Any]:
-    return reindex_table_step(cfg, parent_run_id)
+def reindex_table(prepare: PrepareConfig, index: IndexConfig, promote: PromoteConfig,
+                  ctx: StageContext, corpus: dict[str, Any]) -> dict[str, Any]:
+    return reindex_table_step(prepare, index, promote, ctx)
 
 
 @task(name="evaluate_reindexed", **IO_RETRIES)
-def evaluate_reindexed(cfg: Config, parent_run_id: str, table: dict[str, Any]) -> dict[str, Any]:
-    return evaluate_reindexed_step(cfg, parent_run_id, table)
+def evaluate_reindexed(section: EvaluateConfig, index: IndexConfig, ctx: StageContext,
+                       table: dict[str, Any]) -> dict[str, Any]:
+    return evaluate_reindexed_step(section, index, ctx, table)
 
 
 @task(name="pin_release", **IO_RETRIES)
-def pin_release(cfg: Config, parent_run_id: str, table: dict[str, Any],
+def pin_release(promote: PromoteConfig, ctx: StageContext, table: dict[str, Any],
                 evaluation: dict[str, Any]) -> dict[str, Any]:
-    return pin_release_step(cfg, parent_run_id, table, evaluation)
+    return pin_release_step(promote, ctx, table, evaluation)

@@ -1,16 +1,14 @@
 """train_retriever: LoRA on the sentence-transformers retriever, in-batch-negatives contrastive loss.
 
-Reads data/prepared (train questions, chunks); writes the adapter only (plus resolved config and
-the base model it belongs to) to <adapters_dir>/retriever, and logs it with its loss curve to MLflow.
+Reads data/prepared (train questions, chunks); writes the adapter only (plus the config section
+it was trained with and the base model it belongs to) to <adapters_dir>/retriever, its costs to
+reports/train_retriever/metrics.json, and logs it with its loss curve to MLflow.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
-import resource
-import shutil
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -18,27 +16,22 @@ from typing import Any
 
 from prefect import task
 
-from tasks.config import Config, TrainRetrieverConfig
-from tasks.errors import DataError
+from tasks.lib.config import TrainRetrieverConfig
+from tasks.lib.context import StageContext
+from tasks.lib.errors import DataError
+from tasks.lib.text import passage_text, word_set
 
 log = logging.getLogger(__name__)
-
-_TOKEN = re.compile(r"\w+")
 
 # ---- pure: training pairs ---------------------------------------------------------------------
 
 
-def tokens(text: str) -> set[str]:
-    """Lowercased word tokens of a text."""
-    return set(_TOKEN.findall(text.lower()))
-
-
 def best_chunk(question: str, answer: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
     """The chunk of a document sharing most words with the answer (question breaks ties)."""
-    want_answer, want_question = tokens(answer), tokens(question)
+    want_answer, want_question = word_set(answer), word_set(question)
 
     def score(chunk: dict[str, Any]) -> tuple[int, int, int]:
-        words = tokens(chunk["text"])
+        words = word_set(chunk["text"])
         return len(words & want_answer), len(words & want_question), -chunk["chunk_index"]
 
     return max(chunks, key=score)
@@ -47,8 +40,6 @@ def best_chunk(question: str, answer: str, chunks: list[dict[str, Any]]) -> dict
 def training_pairs(train_qa: list[dict[str, Any]], chunks: list[dict[str, Any]],
                    qa_path: str) -> list[dict[str, Any]]:
     """(question, relevant chunk) pairs: one per supporting document of each train question."""
-    from tasks.prepare import passage_text
-
     if not chunks:
         raise DataError(qa_path, None, None, "the corpus has no chunks to train on")
     by_doc: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -74,22 +65,6 @@ def pick_negatives(ranked: list[list[int]], pair_docs: list[str], chunk_docs: li
                                                                                strict=True)]
 
 
-def trainable_parameters(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameter counts of a torch module."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-def dir_bytes(path: Path) -> int:
-    """Total size of the files in a directory."""
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far (MB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
 # ---- effects: models, training, files --------------------------------------------------------
 
 
@@ -97,8 +72,6 @@ def mine_hard_negatives(model: Any, pairs: list[dict[str, Any]], chunks: list[di
                         n: int, batch_size: int) -> list[dict[str, Any]]:
     """Add `negative_i` columns: top base-model chunks from other documents."""
     import numpy as np
-
-    from tasks.prepare import passage_text
 
     texts = [passage_text(c) for c in chunks]
     chunk_vecs = model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
@@ -173,63 +146,71 @@ def train_lora(model: Any, pairs: list[dict[str, Any]], cfg: TrainRetrieverConfi
     return [h for h in trainer.state.log_history if "loss" in h]
 
 
-def adapter_dir(cfg: Config) -> Path:
-    """Where the candidate retriever adapter lives."""
-    return Path(cfg.paths.adapters_dir) / "retriever"
+def pairs_per_second(pairs: int, steps: int, section: TrainRetrieverConfig, seconds: float) -> float:
+    """Training throughput: pairs seen per second (steps x batch when max_steps caps the run)."""
+    seen = pairs * section.epochs if section.max_steps < 0 else steps * section.batch_size
+    return round(seen / seconds, 2)
 
 
-def train_retriever_stage(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]:
+def train_retriever_stage(section: TrainRetrieverConfig, ctx: StageContext) -> dict[str, Any]:
     """Train the retriever adapter in its MLflow stage run (entry point for flow, CLI and DVC)."""
+    from tasks.lib.costs import dir_bytes, peak_rss_mb, trainable_parameters
+    from tasks.lib.data import read_jsonl
+    from tasks.lib.files import publish_dir
+    from tasks.lib.models import (
+        load_retriever,
+        make_adapter_portable,
+        pick_device,
+        retriever_base_dir,
+        write_adapter_meta,
+    )
+    from tasks.lib.tracking import record_training, section_dict, stage_run
 
-    from tasks.data import read_jsonl
-    from tasks.models import load_retriever, pick_device, retriever_base_dir, write_adapter_meta
-    from tasks.tracking import record_training, stage_run
-
-    tcfg = cfg.train_retriever
-    prepared = Path(cfg.paths.prepared_dir)
-    with stage_run(cfg, "train_retriever", parent_run_id):
-        chunks = read_jsonl(prepared / "chunks.jsonl")
-        pairs = training_pairs(read_jsonl(prepared / "train_qa.jsonl"), chunks, cfg.paths.qa_path)
-        base_dir = retriever_base_dir(cfg)
-        device = pick_device(tcfg.device)
-        model = load_retriever(base_dir, device=device, max_seq_length=tcfg.max_seq_length)
-        if tcfg.hard_negatives:
-            pairs = mine_hard_negatives(model, pairs, chunks,
-                                        tcfg.hard_negatives, tcfg.batch_size)
-        out_dir = adapter_dir(cfg)
-        work_dir = out_dir.with_name(out_dir.name + ".tmp")
-        shutil.rmtree(work_dir, ignore_errors=True)
+    cat = ctx.catalog
+    with stage_run(ctx, "train_retriever", section):
+        chunks = read_jsonl(cat.chunks_path)
+        pairs = training_pairs(read_jsonl(cat.train_qa_path), chunks, str(cat.qa_path))
+        base_dir = retriever_base_dir(ctx.models, cat.models_dir)
+        device = pick_device(section.device)
+        model = load_retriever(base_dir, device=device, max_seq_length=section.max_seq_length)
+        if section.hard_negatives:
+            pairs = mine_hard_negatives(model, pairs, chunks, section.hard_negatives,
+                                        section.batch_size)
         log.info("train_retriever: %d pairs, batch %d, %s epochs (max_steps %d) on %s",
-                 len(pairs), tcfg.batch_size, tcfg.epochs, tcfg.max_steps, device)
+                 len(pairs), section.batch_size, section.epochs, section.max_steps, device)
         started = time.perf_counter()
-        history = train_lora(model, pairs, tcfg, cfg.project.seed, work_dir / "trainer", device)
+        with tempfile.TemporaryDirectory() as work_dir:
+            history = train_lora(model, pairs, section, ctx.seed, Path(work_dir), device)
         seconds = time.perf_counter() - started
         trainable, total = trainable_parameters(model)
-        model.save_pretrained(str(work_dir / "adapter"))
-        adapter_path = work_dir / "adapter"
-        write_adapter_meta(adapter_path, cfg.models.retriever_id, base_dir,
-                           {"config": cfg.to_dict()["train_retriever"]})
-        (adapter_path / "resolved_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        shutil.rmtree(out_dir, ignore_errors=True)
-        adapter_path.rename(out_dir)  # swap in only a complete adapter
-        shutil.rmtree(work_dir, ignore_errors=True)
+
+        def build(tmp: Path) -> None:
+            model.save_pretrained(str(tmp))
+            make_adapter_portable(tmp, ctx.models.retriever_id)
+            write_adapter_meta(tmp, ctx.models.retriever_id, base_dir, {"config": {
+                "train_retriever": section_dict(section), "models": section_dict(ctx.models),
+                "seed": ctx.seed}})
+
+        out_dir = publish_dir(cat.retriever_adapter_dir, build)  # readers never see half an adapter
         stats = {"pairs": len(pairs), "steps": len(history), "train_seconds": round(seconds, 2),
-                 "pairs_per_second": round(len(pairs) * tcfg.epochs / seconds, 2)
-                 if tcfg.max_steps < 0 else round(len(history) * tcfg.batch_size / seconds, 2),
+                 "pairs_per_second": pairs_per_second(len(pairs), len(history), section, seconds),
                  "trainable_parameters": trainable, "total_parameters": total,
                  "adapter_bytes": dir_bytes(out_dir), "peak_rss_mb": round(peak_rss_mb(), 1),
                  "final_loss": history[-1]["loss"] if history else float("nan")}
-        record_training(cfg, "train_retriever", history, stats, out_dir, "retriever_adapter")
+        record_training(cat, "train_retriever", history, stats, out_dir, "retriever_adapter")
         log.info("train_retriever: %d steps in %.0f s, %d trainable params (%.2f%%), adapter %.1f MB"
                  " -> %s", len(history), seconds, trainable, 100 * trainable / total,
                  stats["adapter_bytes"] / 1e6, out_dir)
-    return stats
+    return {**stats, "adapter_dir": str(out_dir)}
 
 
 # ---- Prefect task ------------------------------------------------------------------------------
 
 
 @task(name="train_retriever")
-def train_retriever(cfg: Config, parent_run_id: str | None = None) -> dict[str, Any]:
-    """Train the LoRA retriever adapter (not retried: training is not an idempotent I/O step)."""
-    return train_retriever_stage(cfg, parent_run_id)
+def train_retriever(section: TrainRetrieverConfig, ctx: StageContext,
+                    prepared: dict[str, Any]) -> dict[str, Any]:
+    """Train the LoRA retriever adapter on `prepared` (not retried: training is not idempotent I/O)."""
+    from tasks.lib.incremental import run_or_reuse
+
+    return run_or_reuse(ctx, "train_retriever", lambda: train_retriever_stage(section, ctx))

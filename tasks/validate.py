@@ -1,288 +1,108 @@
 """validate: Great Expectations suites on the raw corpus and QA; any failure stops the run.
 
-Writes under <reports_dir>/validation/: summary.json and summary.md (each failed expectation with
-column, unexpected count, example values and source lines), metrics.json (for DVC), and GX Data
-Docs HTML (gx/uncommitted/data_docs/local_site/index.html).
+Reads the raw corpus and QA (catalog: corpus_path, qa_path). Writes reports/validation/:
+summary.json and summary.md (each failed expectation with column, unexpected count, example
+values and source lines), metrics.json (for DVC) and GX Data Docs HTML (gx/.../index.html).
 """
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from prefect import task
 
-from tasks.config import Config, ValidateConfig
-from tasks.data import LINE_COLUMN, load_corpus, load_qa
-from tasks.errors import DataError, ValidationFailed
-from tasks.runtime import IO_RETRIES
+from tasks.lib.config import ValidateConfig
+from tasks.lib.context import StageContext
+from tasks.lib.errors import DataError, ValidationFailed
+from tasks.lib.expectations import (
+    ValidationReport,
+    corpus_expectations,
+    failure_message,
+    qa_expectations,
+    qa_frame,
+    reference_expectations,
+    reference_frame,
+    run_suites,
+    write_report,
+)
+from tasks.lib.runtime import IO_RETRIES
 
 log = logging.getLogger(__name__)
 
-ALLOWED_SPLITS = ["train", "eval"]
-DATA_DOCS_INDEX = "gx/uncommitted/data_docs/local_site/index.html"
-NON_BLANK = r"\S"  # at least one non-whitespace character
+REPORT_FILES = ("summary.json", "summary.md", "metrics.json")
 
-# ---- pure: suites as data, frames to validate, summaries ------------------------------------
+# ---- pure ---------------------------------------------------------------------------------------
 
 
-def corpus_expectations(cfg: ValidateConfig) -> list[tuple[str, dict[str, Any]]]:
-    """The corpus suite as (GX expectation class name, kwargs) pairs."""
-    return [
-        ("ExpectTableRowCountToBeBetween",
-         {"min_value": cfg.min_documents, "max_value": cfg.max_documents}),
-        ("ExpectColumnValuesToNotBeNull", {"column": "doc_id"}),
-        ("ExpectColumnValuesToBeUnique", {"column": "doc_id"}),
-        ("ExpectColumnValuesToMatchRegex", {"column": "doc_id", "regex": NON_BLANK}),
-        ("ExpectColumnValuesToNotBeNull", {"column": "text"}),
-        ("ExpectColumnValuesToMatchRegex", {"column": "text", "regex": NON_BLANK}),
-        ("ExpectColumnValueLengthsToBeBetween",
-         {"column": "text", "min_value": cfg.min_text_chars, "max_value": cfg.max_text_chars}),
-    ]
-
-
-def qa_expectations(cfg: ValidateConfig) -> list[tuple[str, dict[str, Any]]]:
-    """The QA suite as (GX expectation class name, kwargs) pairs."""
-    return [
-        ("ExpectTableRowCountToBeBetween", {"min_value": cfg.min_questions}),
-        ("ExpectColumnValuesToNotBeNull", {"column": "qid"}),
-        ("ExpectColumnValuesToBeUnique", {"column": "qid"}),
-        ("ExpectColumnValuesToNotBeNull", {"column": "question"}),
-        ("ExpectColumnValuesToMatchRegex", {"column": "question", "regex": NON_BLANK}),
-        ("ExpectColumnValueLengthsToBeBetween",
-         {"column": "question", "max_value": cfg.max_question_chars}),
-        ("ExpectColumnValuesToNotBeNull", {"column": "answer"}),
-        ("ExpectColumnValuesToMatchRegex", {"column": "answer", "regex": NON_BLANK}),
-        ("ExpectColumnValuesToBeBetween", {"column": "n_doc_ids", "min_value": 1}),
-        ("ExpectColumnValuesToBeInSet", {"column": "split", "value_set": ALLOWED_SPLITS}),
-    ]
-
-
-def reference_expectations(corpus_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
-    """Referential integrity: every qa doc_ids entry names a corpus document."""
-    return [("ExpectColumnValuesToBeInSet", {"column": "doc_id", "value_set": corpus_ids})]
-
-
-def qa_frame(qa: pd.DataFrame) -> pd.DataFrame:
-    """The QA frame GX sees: contract columns plus the number of referenced documents."""
-    out = qa.drop(columns=["doc_ids", "metadata"])
-    out["n_doc_ids"] = [len(v) if isinstance(v, list) else 0 for v in qa["doc_ids"]]
-    return out
-
-
-def reference_frame(qa: pd.DataFrame) -> pd.DataFrame:
-    """One row per (qid, referenced doc_id), with the QA source line."""
-    rows = [{LINE_COLUMN: line, "qid": qid, "doc_id": doc_id}
-            for line, qid, ids in zip(qa[LINE_COLUMN], qa["qid"], qa["doc_ids"], strict=True)
-            if isinstance(ids, list) for doc_id in ids]
-    return pd.DataFrame(rows, columns=[LINE_COLUMN, "qid", "doc_id"])
-
-
-@dataclass(frozen=True)
-class Failure:
-    suite: str
-    expectation: str
-    column: str | None
-    unexpected_count: int | None
-    examples: list[Any]
-    lines: list[int]
-    observed: Any = None
-
-
-@dataclass(frozen=True)
-class ValidationReport:
-    success: bool
-    rows: dict[str, int]
-    checked: int
-    failures: list[Failure] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def _plain(value: Any) -> Any:
-    """JSON-friendly scalar (numpy ints, NaN -> None)."""
-    if value is None or (isinstance(value, float) and value != value):
-        return None
-    return value.item() if hasattr(value, "item") else value
-
-
-def summarize_result(suite: str, exp_type: str, column: str | None, result: dict[str, Any],
-                     limit: int) -> Failure:
-    """Turn one failed GX expectation result into a Failure with examples and source lines."""
-    examples = [_plain(v) for v in (result.get("partial_unexpected_list") or [])][:limit]
-    lines = [int(row[LINE_COLUMN]) for row in (result.get("unexpected_index_list") or [])
-             if isinstance(row, dict) and LINE_COLUMN in row][:limit]
-    return Failure(suite, exp_type, column, result.get("unexpected_count"), examples, lines,
-                   _plain(result.get("observed_value")))
-
-
-def format_summary(report: ValidationReport, paths: dict[str, str]) -> str:
-    """A short Markdown summary naming each failed expectation, column, count and examples."""
-    status = "PASSED" if report.success else "FAILED"
-    out = [f"# Validation {status}", "",
-           f"Checked {report.checked} expectations on "
-           + ", ".join(f"{name} ({n} rows)" for name, n in report.rows.items()) + ".", ""]
-    if report.failures:
-        out += ["| suite | expectation | column | unexpected | examples | lines |",
-                "|---|---|---|---|---|---|"]
-        for f in report.failures:
-            count = f.unexpected_count if f.unexpected_count is not None else f"observed {f.observed}"
-            out.append(f"| {f.suite} | {f.expectation} | {f.column or '-'} | {count} | "
-                       f"{', '.join(repr(e) for e in f.examples)} | "
-                       f"{', '.join(str(n) for n in f.lines)} |")
-        out.append("")
-    out += [f"- {name}: `{path}`" for name, path in paths.items()]
-    return "\n".join(out) + "\n"
-
-
-def failure_message(report: ValidationReport, sources: dict[str, str]) -> str:
-    """One error message for the CLI: each failure with its file and lines."""
-    parts = ["validation failed:"]
-    for f in report.failures:
-        where = sources.get(f.suite, f.suite)
-        lines = f" (lines {', '.join(map(str, f.lines))})" if f.lines else ""
-        count = (f"{f.unexpected_count} unexpected" if f.unexpected_count is not None
-                 else f"observed {f.observed}")
-        examples = f", e.g. {f.examples}" if f.examples else ""
-        parts.append(f"  {where}{lines}: {f.expectation} on column "
-                     f"'{f.column or '<table>'}': {count}{examples}")
-    return "\n".join(parts)
-
-
-# ---- effects: Great Expectations, files -----------------------------------------------------
-
-
-def run_suites(frames: dict[str, pd.DataFrame], suites: dict[str, list[tuple[str, dict]]],
-               gx_root: Path, limit: int) -> tuple[list[Failure], int]:
-    """Run each suite on its frame through a GX checkpoint (updating Data Docs)."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="file", project_root_dir=str(gx_root))
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)  # our logs say enough
-    source = context.data_sources.add_or_update_pandas("tunedex")
-    failures, checked = [], 0
-    for name, expectations in suites.items():
-        asset = next((a for a in source.assets if a.name == name), None) \
-            or source.add_dataframe_asset(name)
-        batch = next((b for b in asset.batch_definitions if b.name == "whole"), None) \
-            or asset.add_batch_definition_whole_dataframe("whole")
-        suite = gx.ExpectationSuite(name=name)
-        for cls_name, kwargs in expectations:
-            suite.add_expectation(getattr(gx.expectations, cls_name)(**kwargs))
-        suite = context.suites.add_or_update(suite)
-        definition = context.validation_definitions.add_or_update(
-            gx.ValidationDefinition(name=name, data=batch, suite=suite))
-        checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-            name=f"tunedex-{name}", validation_definitions=[definition],
-            actions=[gx.checkpoint.UpdateDataDocsAction(name="update_data_docs")],
-            result_format={"result_format": "COMPLETE",
-                           "unexpected_index_column_names": [LINE_COLUMN]}))
-        result = checkpoint.run(batch_parameters={"dataframe": frames[name]})
-        for run_result in result.run_results.values():
-            for r in run_result.results:
-                checked += 1
-                if not r.success:
-                    failures.append(summarize_result(
-                        name, r.expectation_config.type, r.expectation_config.kwargs.get("column"),
-                        r.result, limit))
-    return failures, checked
-
-
-def validate_frames(corpus: pd.DataFrame, qa: pd.DataFrame, cfg: Config,
-                    out_dir: Path) -> ValidationReport:
-    """Run the three suites; write summary.json/.md, metrics.json and Data Docs to `out_dir`."""
+def suites_for(corpus: pd.DataFrame, qa: pd.DataFrame, section: ValidateConfig
+               ) -> tuple[dict[str, pd.DataFrame], dict[str, list[tuple[str, dict[str, Any]]]]]:
+    """The frames GX validates and the suite for each: corpus, qa, qa_references."""
     frames = {"corpus": corpus.drop(columns=["metadata"]), "qa": qa_frame(qa),
               "qa_references": reference_frame(qa)}
-    suites = {"corpus": corpus_expectations(cfg.validate_), "qa": qa_expectations(cfg.validate_),
+    suites = {"corpus": corpus_expectations(section), "qa": qa_expectations(section),
               "qa_references": reference_expectations(corpus["doc_id"].dropna().tolist())}
-    failures, checked = run_suites(frames, suites, out_dir, cfg.validate_.examples)
-    report = ValidationReport(not failures, {k: len(v) for k, v in frames.items()}, checked,
-                              failures)
-    write_report(report, out_dir, data_md5s(cfg))
-    return report
+    return frames, suites
 
 
-def data_md5s(cfg: Config) -> dict[str, str | None]:
-    """MD5s of the raw files, recorded in the summary so prepare can tell stale validation."""
-    from tasks.tracking import file_md5
-
-    return {"corpus": file_md5(cfg.paths.corpus_path), "qa": file_md5(cfg.paths.qa_path)}
-
-
-def write_report(report: ValidationReport, out_dir: Path, md5s: dict[str, str | None],
-                 error: str | None = None) -> None:
-    """Write summary.json, summary.md and metrics.json for one validation outcome."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {"summary": str(out_dir / "summary.json"),
-             "data_docs": str(out_dir / DATA_DOCS_INDEX)}
-    summary = {**report.to_dict(), "data_md5": md5s, "error": error}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    text = format_summary(report, paths) + (f"\n**Error:** {error}\n" if error else "")
-    (out_dir / "summary.md").write_text(text, encoding="utf-8")
-    metrics = {"success": int(report.success), "expectations": report.checked,
-               "failed_expectations": len(report.failures),
-               **{f"rows_{k}": v for k, v in report.rows.items()}}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+def failure_sources(ctx: StageContext) -> dict[str, str]:
+    """Which file each suite checks (named in the error message)."""
+    cat = ctx.catalog
+    return {"corpus": str(cat.corpus_path), "qa": str(cat.qa_path),
+            "qa_references": f"{cat.qa_path} (doc_ids)"}
 
 
-def raise_on_failure(report: ValidationReport, cfg: Config) -> None:
-    """Raise ValidationFailed (naming files, lines, expectations) when the report failed."""
-    if not report.success:
-        sources = {"corpus": cfg.paths.corpus_path, "qa": cfg.paths.qa_path,
-                   "qa_references": f"{cfg.paths.qa_path} (doc_ids)"}
-        raise ValidationFailed(failure_message(report, sources))
+# ---- effects ------------------------------------------------------------------------------------
 
 
-def validation_dir(cfg: Config) -> Path:
-    """Where validation reports go."""
-    return Path(cfg.paths.reports_dir) / "validation"
-
-
-def validate_stage(cfg: Config, parent_run_id: str | None = None) -> ValidationReport:
-    """Run validate in its MLflow stage run: the one entry point for the flow, CLI and DVC."""
+def validate_stage(section: ValidateConfig, ctx: StageContext) -> dict[str, Any]:
+    """Validate the raw data in the stage's MLflow run; raise ValidationFailed on any failure."""
     import mlflow
 
-    from tasks.tracking import log_dataset, stage_run
+    from tasks.lib.data import load_corpus, load_qa
+    from tasks.lib.files import data_md5s
+    from tasks.lib.tracking import log_dataset, stage_run
 
-    out_dir = validation_dir(cfg)
-    with stage_run(cfg, "validate", parent_run_id):
+    cat, out_dir = ctx.catalog, ctx.catalog.validation_dir
+    md5s = data_md5s(cat.corpus_path, cat.qa_path)
+    with stage_run(ctx, "validate", section):
         try:
-            corpus = load_corpus(cfg.paths.corpus_path)
-            qa = load_qa(cfg.paths.qa_path)
+            corpus, qa = load_corpus(str(cat.corpus_path)), load_qa(str(cat.qa_path))
         except DataError as err:  # structural errors: still leave a report behind
-            write_report(ValidationReport(False, {}, 0), out_dir, data_md5s(cfg), str(err))
-            for name in ("summary.json", "summary.md", "metrics.json"):
+            write_report(ValidationReport(False, {}, 0), out_dir, md5s, str(err))
+            for name in REPORT_FILES:
                 mlflow.log_artifact(str(out_dir / name), "validation")
             raise
-        log_dataset(corpus, cfg.paths.corpus_path, "raw_corpus", "raw")
-        log_dataset(qa, cfg.paths.qa_path, "raw_qa", "raw")
-        report = validate_frames(corpus, qa, cfg, out_dir)
+        log_dataset(corpus, str(cat.corpus_path), "raw_corpus", "raw")
+        log_dataset(qa, str(cat.qa_path), "raw_qa", "raw")
+        frames, suites = suites_for(corpus, qa, section)
+        failures, checked = run_suites(frames, suites, out_dir, section.examples)
+        report = ValidationReport(not failures, {k: len(v) for k, v in frames.items()}, checked,
+                                  failures)
+        write_report(report, out_dir, md5s)
         mlflow.log_metrics({"failed_expectations": len(report.failures),
                             "expectations": report.checked,
                             **{f"rows_{k}": v for k, v in report.rows.items()}})
         mlflow.set_tag("validation.success", str(report.success).lower())
-        for name in ("summary.json", "summary.md", "metrics.json"):
+        for name in REPORT_FILES:
             mlflow.log_artifact(str(out_dir / name), "validation")
-        docs = (out_dir / DATA_DOCS_INDEX).parent
-        if docs.is_dir():
-            mlflow.log_artifacts(str(docs), "validation/data_docs")
+        if cat.data_docs_path.parent.is_dir():
+            mlflow.log_artifacts(str(cat.data_docs_path.parent), "validation/data_docs")
         log.info("validation %s: %d expectations, %d failed (report: %s)",
                  "passed" if report.success else "FAILED", report.checked,
                  len(report.failures), out_dir / "summary.md")
-        raise_on_failure(report, cfg)
-    return report
+        if not report.success:
+            raise ValidationFailed(failure_message(report, failure_sources(ctx)))
+    return {**report.to_dict(), "summary_path": str(cat.validation_summary_path)}
 
 
-# ---- Prefect task ------------------------------------------------------------------------------
+# ---- Prefect task -------------------------------------------------------------------------------
 
 
 @task(name="validate", **IO_RETRIES)
-def validate(cfg: Config, parent_run_id: str | None = None) -> ValidationReport:
+def validate(section: ValidateConfig, ctx: StageContext) -> dict[str, Any]:
     """Validate raw data with Great Expectations; fail the flow on any failed expectation."""
-    return validate_stage(cfg, parent_run_id)
+    from tasks.lib.incremental import run_or_reuse
+
+    return run_or_reuse(ctx, "validate", lambda: validate_stage(section, ctx))

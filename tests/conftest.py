@@ -95,7 +95,7 @@ def smoke_overrides(tmp_path: Path, tiny_data: dict[str, Path], monkeypatch) -> 
 @pytest.fixture
 def smoke_cfg(smoke_overrides):
     """The smoke profile with all paths in a temp dir."""
-    from tasks.config import load_config
+    from tasks.lib.config import load_config
 
     return load_config(SMOKE, smoke_overrides)
 

@@ -5,7 +5,7 @@ from collections import Counter
 
 import pytest
 
-from tasks.data import load_corpus, load_qa
+from tasks.lib.data import load_corpus, load_qa
 from tasks.prepare import normalize_question
 from tests.conftest import REPO
 

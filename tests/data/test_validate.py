@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from tasks.data import load_corpus, load_qa
-from tasks.errors import ValidationFailed
+from tasks.lib.data import load_corpus, load_qa
+from tasks.lib.errors import ValidationFailed
 from tasks.validate import (
     DATA_DOCS_INDEX,
     format_summary,

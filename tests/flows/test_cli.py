@@ -23,7 +23,7 @@ def sets(overrides: dict) -> list[str]:
 def test_help_lists_commands(tmp_path):
     done = tunedex("--help", cwd=tmp_path)
     assert done.returncode == 0
-    for command in ("pipeline", "stage", "config", "setup"):
+    for command in ("pipeline", "stage", "config", "setup", "schedule", "search", "ask"):
         assert command in done.stdout
     assert "--config" in tunedex("stage", "--help", cwd=tmp_path).stdout
 

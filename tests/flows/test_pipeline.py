@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from flows.pipeline import FLOW_STAGES, STAGES
-from tasks.errors import ValidationFailed
-from tasks.tracking import file_md5
+from tasks.lib.errors import ValidationFailed
+from tasks.lib.tracking import file_md5
 from tests.conftest import REPO, SMOKE, TINY_DOCS, write_jsonl_lines
 
 
@@ -224,7 +224,7 @@ def check_through_mlflow_server(store_uri: str, parent_id: str, tmp_path: Path) 
 @pytest.mark.parametrize("registry_uri", ["bogus://nowhere", "http://127.0.0.1:9"])
 def test_unreachable_registry_fails_before_training(prefect_harness, smoke_overrides, registry_uri):
     from flows.pipeline import pipeline
-    from tasks.errors import ConfigError
+    from tasks.lib.errors import ConfigError
 
     overrides = {**smoke_overrides, "tracking.registry_uri": registry_uri}
     with pytest.raises(ConfigError, match=f"MLflow model registry at '{registry_uri}' is "

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from flows.pipeline import STAGES
-from tasks.config import load_config
-from tasks.errors import ServingError
+from tasks.lib.config import load_config
+from tasks.lib.errors import ServingError
 from tests.conftest import SMOKE, tiny_release_dir
 from tests.flows.test_cli import sets, tunedex
 
@@ -44,7 +44,7 @@ def promote(overrides, **extra):
 
 
 def champion_versions(cfg) -> tuple[int, int]:
-    from tasks.registry import alias_version, client
+    from tasks.lib.registry import alias_version, client
 
     c = client(cfg)
     return (int(alias_version(c, RET, "champion").version),
@@ -52,7 +52,7 @@ def champion_versions(cfg) -> tuple[int, int]:
 
 
 def test_gate_rejects_then_promotes_then_rollback_restores(overrides, tmp_path):
-    from tasks.registry import client, resolve_release
+    from tasks.lib.registry import client, resolve_release
 
     cfg = load_config(SMOKE, overrides)
     first = promote(overrides)
@@ -110,7 +110,7 @@ def test_gate_rejects_then_promotes_then_rollback_restores(overrides, tmp_path):
 def test_crash_between_the_alias_moves_serves_one_whole_release(overrides, monkeypatch):
     from mlflow.tracking import MlflowClient
 
-    from tasks.registry import adapter_dir, client, repair_mirror, resolve_release
+    from tasks.lib.registry import adapter_dir, client, repair_mirror, resolve_release
 
     cfg = load_config(SMOKE, overrides)
     promote(overrides)
@@ -144,8 +144,8 @@ def test_crash_between_the_alias_moves_serves_one_whole_release(overrides, monke
 
 
 def test_gc_drops_unpinned_tables_and_serving_names_a_missing_one(overrides, tmp_path):
-    from tasks.registry import client, gc, gc_plan, rollback
-    from tasks.search import connect
+    from tasks.lib.registry import client, gc, gc_plan, rollback
+    from tasks.lib.search import connect
 
     cfg = load_config(SMOKE, {**overrides, "promote.keep_releases": 1})
     promote(overrides)
@@ -178,8 +178,8 @@ def test_gc_drops_unpinned_tables_and_serving_names_a_missing_one(overrides, tmp
     assert "run `tunedex rollback`" in done.stderr
 
     client(cfg).set_model_version_tag(RET, "3", "index.version", "999")
-    from tasks.registry import resolve_release
-    from tasks.search import open_pinned
+    from tasks.lib.registry import resolve_release
+    from tasks.lib.search import open_pinned
 
     release = resolve_release(cfg)
     with pytest.raises(ServingError, match=f"{pinned} has no version 999 \\(pinned by release v3\\)"):

@@ -68,12 +68,12 @@ def test_prefect_yaml_matches_the_deployments_in_code(monkeypatch):
 def test_io_tasks_retry_training_and_promotion_do_not():
     from prefect.states import Failed
 
-    from tasks.errors import DataError
+    from tasks.lib.errors import DataError
     from tasks.evaluate import evaluate
     from tasks.index import index
     from tasks.prepare import prepare
     from tasks.promote import promote
-    from tasks.runtime import retry_on_io
+    from tasks.lib.runtime import retry_on_io
     from tasks.train_generator import train_generator
     from tasks.train_retriever import train_retriever
     from tasks.validate import validate
@@ -111,7 +111,7 @@ def parent_runs(overrides) -> list:
 @pytest.mark.slow
 def test_unchanged_retrain_trains_nothing_and_says_why(released):
     from flows.pipeline import pipeline
-    from tasks.config import load_config
+    from tasks.lib.config import load_config
     from tasks.promote import unchanged_release
 
     before = len(parent_runs(released))
@@ -148,7 +148,7 @@ HOLD_LOCK = textwrap.dedent("""
 @pytest.mark.slow
 def test_a_second_writer_fails_or_waits_with_a_clear_message(released):
     from flows.pipeline import pipeline
-    from tasks.lock import LockBusy
+    from tasks.lib.lock import LockBusy
 
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, released["lock.path"]],
                               stdout=subprocess.PIPE, text=True)
@@ -172,7 +172,7 @@ def test_a_second_writer_fails_or_waits_with_a_clear_message(released):
 @pytest.mark.slow
 def test_failed_flow_calls_the_failure_hook(released, tmp_path, caplog):
     from flows.pipeline import pipeline
-    from tasks.errors import TunedexError
+    from tasks.lib.errors import TunedexError
 
     caplog.set_level("ERROR", logger="tunedex.notify")
     with pytest.raises(TunedexError, match="missing.jsonl"):
@@ -186,8 +186,8 @@ def test_failed_flow_calls_the_failure_hook(released, tmp_path, caplog):
 def test_reindex_reflects_added_changed_and_deleted_documents(released, tmp_path):
     """Runs last in this module: it changes the champion's table and tags."""
     from flows.reindex import reindex
-    from tasks.config import load_config
-    from tasks.registry import client, resolve_release
+    from tasks.lib.config import load_config
+    from tasks.lib.registry import client, resolve_release
 
     cfg = load_config(SMOKE, released)
     before = resolve_release(cfg)

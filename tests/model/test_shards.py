@@ -7,7 +7,7 @@ from tests.conftest import SMOKE
 
 
 def test_split_keeps_order_and_sizes():
-    from tasks.shards import split
+    from tasks.lib.shards import split
 
     parts = split(list(range(10)), 3)
     assert parts == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
@@ -22,9 +22,9 @@ def test_sharded_index_task_matches_single_encode(runner, prefect_harness, smoke
     from prefect import flow
 
     from flows.cli import stage_functions
-    from tasks.config import load_config
+    from tasks.lib.config import load_config
     from tasks.index import index
-    from tasks.search import connect
+    from tasks.lib.search import connect
 
     if runner == "dask":  # the dev extra installs it; a bare install may lack it
         pytest.importorskip("prefect_dask", reason="prefect-dask (extra `scale`) not installed")

@@ -1,6 +1,6 @@
 import pytest
 
-from tasks.answer_metrics import (
+from tasks.lib.answer_metrics import (
     content_tokens,
     exact_match,
     groundedness,

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.config import Config, apply_overrides, flatten, load_config, parse_override
-from tasks.errors import ConfigError
+from tasks.lib.config import Config, apply_overrides, flatten, load_config, parse_override
+from tasks.lib.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.convert import (
+from tasks.lib.convert import (
     ShapeError,
     clean_faq_answer,
     convert_covidfaq,
@@ -16,8 +16,8 @@ from tasks.convert import (
     convert_pubmedqa,
     question_key,
 )
-from tasks.data import load_corpus, load_qa
-from tasks.errors import DataError
+from tasks.lib.data import load_corpus, load_qa
+from tasks.lib.errors import DataError
 
 REPO = Path(__file__).resolve().parents[2]
 DATASETS = REPO.parent / "shared" / "datasets"

@@ -3,8 +3,8 @@ import json
 import pandas as pd
 import pytest
 
-from tasks.data import load_corpus, load_qa, read_jsonl, write_jsonl
-from tasks.errors import DataError
+from tasks.lib.data import load_corpus, load_qa, read_jsonl, write_jsonl
+from tasks.lib.errors import DataError
 from tests.conftest import TINY_DOCS, TINY_QA, write_jsonl_lines
 
 

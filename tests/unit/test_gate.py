@@ -2,8 +2,8 @@
 
 import pytest
 
-from tasks.config import GateRule, load_config
-from tasks.errors import ConfigError
+from tasks.lib.config import GateRule, load_config
+from tasks.lib.errors import ConfigError
 from tasks.promote import decision_markdown, evaluate_gate, summarize
 from tests.conftest import REPO
 
@@ -86,7 +86,7 @@ def test_only_not_found_errors_mean_no_release():
         TEMPORARILY_UNAVAILABLE,
     )
 
-    from tasks.registry import is_not_found
+    from tasks.lib.registry import is_not_found
 
     assert is_not_found(MlflowException("no model", error_code=RESOURCE_DOES_NOT_EXIST))
     assert is_not_found(MlflowException("Registered model alias champion not found.",

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from tasks.metrics import (
+from tasks.lib.metrics import (
     bootstrap_ci,
     latency_summary,
     mrr_at_k,

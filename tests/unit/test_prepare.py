@@ -1,9 +1,9 @@
 import pandas as pd
 import pytest
 
-from tasks.config import PrepareConfig
-from tasks.errors import ConfigError
-from tasks.models import load_tokenizer, resolve_model_dir, retriever_max_seq_length
+from tasks.lib.config import PrepareConfig
+from tasks.lib.errors import ConfigError
+from tasks.lib.models import load_tokenizer, resolve_model_dir, retriever_max_seq_length
 from tasks.prepare import (
     assign_splits,
     check_chunk_fits,

@@ -1,5 +1,5 @@
-from tasks.evaluate_answers import option_costs, score_answer
-from tasks.scoreboard import scoreboard_html, scoreboard_markdown, summarize_setups, verdict, winner
+from tasks.lib.answers import option_costs, score_answer
+from tasks.lib.scoreboard import scoreboard_html, scoreboard_markdown, summarize_setups, verdict, winner
 
 
 def rows(values, metric="token_f1"):

@@ -2,9 +2,9 @@
 
 import pytest
 
-from tasks.errors import DataError
-from tasks.index import plan_changes, sql_list, table_name
-from tasks.search import best_per_doc, collapse_to_docs, rrf_fuse
+from tasks.lib.errors import DataError
+from tasks.lib.tables import plan_changes, sql_list, table_name
+from tasks.lib.search import best_per_doc, collapse_to_docs, rrf_fuse
 from tasks.train_retriever import best_chunk, pick_negatives, training_pairs
 
 

@@ -10,7 +10,7 @@ import html
 import io
 from typing import Any
 
-from tasks.metrics import bootstrap_ci, paired_diff_ci
+from tasks.lib.metrics import bootstrap_ci, paired_diff_ci
 
 # setup -> (uses the LoRA generator, uses retrieved context); DESIGN.md's four setups
 SETUPS = {"base": (False, False), "finetuned": (True, False), "rag": (False, True),

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from tasks.errors import DataError
+from tasks.lib.errors import DataError
 
 LINE_COLUMN = "line"  # 1-based source line, kept so validation can point at rows
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +21,7 @@ from typing import Any
 
 import mlflow.pyfunc
 
-from tasks.errors import ConfigError, ServingError, first_line
+from tasks.lib.errors import ConfigError, ServingError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ class RetrieverModel(mlflow.pyfunc.PythonModel):
     unit-length embeddings from the base model with the registered LoRA adapter merged."""
 
     def load_context(self, context):
-        from tasks.models import load_retriever, resolve_model_dir
+        from tasks.lib.models import load_retriever, resolve_model_dir
 
         conf = context.model_config
         base = resolve_model_dir(conf["retriever_base_model_id"], False, conf["models_dir"])
@@ -56,19 +55,20 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     greedy answers from the base causal LM with the registered LoRA adapter merged."""
 
     def load_context(self, context):
-        from tasks.generator import load_generator, resolve_generator_dir
+        from tasks.lib.generator import load_generator
+        from tasks.lib.models import resolve_model_dir
 
         conf = context.model_config
         base_id = conf["generator_base_model_id"]
-        base = resolve_generator_dir(base_id, False, Path(conf["models_dir"]))
+        base = resolve_model_dir(base_id, False, Path(conf["models_dir"]))
         self.max_new_tokens = int(conf.get("max_new_tokens", 64))
         self.model, self.tokenizer = load_generator(base, Path(context.artifacts[ADAPTER_ARTIFACT]),
                                                     "auto", base_id)
 
     def predict(self, context, model_input: list[str], params=None) -> list[str]:
-        from tasks.generator import build_messages, generate_answers, render_prompt
+        from tasks.lib.generator import build_prompt, generate_answers
 
-        prompts = [render_prompt(self.tokenizer, build_messages(q)) for q in _texts(model_input)]
+        prompts = [build_prompt(self.tokenizer, q) for q in _texts(model_input)]
         answers = generate_answers(self.model, self.tokenizer, prompts, self.max_new_tokens, 8)
         return [a["text"] for a in answers]
 
@@ -80,17 +80,42 @@ def _texts(model_input: Any) -> list[str]:
     return [str(t) for t in list(model_input)]
 
 
+# ---- where the registry is ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RegistryRef:
+    """What registry functions need: the stores, the model names, the caches and the lock."""
+
+    tracking_uri: str
+    registry_uri: str
+    retriever_model: str  # the release record (its alias is the commit point)
+    generator_model: str  # mirrors the retriever's aliases
+    keep_releases: int  # gc keeps the tables of the newest N versions
+    catalog: Any  # tasks.lib.catalog.Catalog: registry download cache, index for gc
+    lock: Any  # the `lock` section: rollback and gc are writers
+
+    @classmethod
+    def of(cls, tracking: Any, promote: Any, catalog: Any, lock: Any) -> RegistryRef:
+        return cls(tracking.tracking_uri, tracking.registry_uri or tracking.tracking_uri,
+                   promote.retriever_model, promote.generator_model, promote.keep_releases,
+                   catalog, lock)
+
+
+def registry_ref(cfg: Any) -> RegistryRef:
+    """The registry of one whole config (CLI and flows; stages build it from their sections)."""
+    from tasks.lib.catalog import Catalog
+
+    return RegistryRef.of(cfg.tracking, cfg.promote, Catalog(cfg.paths), cfg.lock)
+
+
 # ---- client and reachability -------------------------------------------------------------------
 
 
-def registry_uri(cfg: Any) -> str:
-    return cfg.tracking.registry_uri or cfg.tracking.tracking_uri
-
-
-def client(cfg: Any):
+def client(reg: RegistryRef):
     from mlflow.tracking import MlflowClient
 
-    return MlflowClient(tracking_uri=cfg.tracking.tracking_uri, registry_uri=registry_uri(cfg))
+    return MlflowClient(tracking_uri=reg.tracking_uri, registry_uri=reg.registry_uri)
 
 
 @contextmanager
@@ -109,12 +134,12 @@ def _quick_http() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def check_registry(cfg: Any) -> None:
+def check_registry(reg: RegistryRef) -> None:
     """Touch the tracking store and the model registry; a clear error before any work is done."""
-    for what, uri in (("tracking store", cfg.tracking.tracking_uri), ("model registry", registry_uri(cfg))):
+    for what, uri in (("tracking store", reg.tracking_uri), ("model registry", reg.registry_uri)):
         try:
             with _quick_http():
-                c = client(cfg)
+                c = client(reg)
                 if what == "tracking store":
                     c.search_experiments(max_results=1)
                 else:
@@ -149,8 +174,8 @@ def is_not_found(err: Exception) -> bool:
         code == "INVALID_PARAMETER_VALUE" and "not found" in str(err).lower())
 
 
-def registry_failed(cfg: Any, err: Exception) -> ServingError:
-    return ServingError(f"MLflow registry at {registry_uri(cfg)} failed: {first_line(err)}")
+def registry_failed(reg: RegistryRef, err: Exception) -> ServingError:
+    return ServingError(f"MLflow registry at {reg.registry_uri} failed: {first_line(err)}")
 
 
 def alias_version(c: Any, name: str, alias: str) -> Any | None:
@@ -179,31 +204,31 @@ def release_from_version(version: Any) -> Release:
                            "not registered by the promote stage") from None
 
 
-def resolve_release(cfg: Any, ref: str = CHAMPION) -> Release:
+def resolve_release(reg: RegistryRef, ref: str = CHAMPION) -> Release:
     """The release behind an alias ("champion", "challenger") or a retriever version number."""
     from mlflow.exceptions import MlflowException
 
-    c, name = client(cfg), cfg.promote.retriever_model
+    c, name = client(reg), reg.retriever_model
     if ref.isdigit():
         try:
             version = c.get_model_version(name, ref)
         except MlflowException as err:
             if not is_not_found(err):
-                raise registry_failed(cfg, err) from None
+                raise registry_failed(reg, err) from None
             version = None
     else:
         version = alias_version(c, name, ref)
     if version is None:
-        raise ServingError(f"no release '{ref}' in registered model {name} at {registry_uri(cfg)}: "
+        raise ServingError(f"no release '{ref}' in registered model {name} at {reg.registry_uri}: "
                            "run the pipeline (its promote step), or use --release local for the "
                            "tables of the last index run")
     release = release_from_version(version)
     if ref == CHAMPION:
-        mirror = alias_version(c, cfg.promote.generator_model, CHAMPION)
+        mirror = alias_version(c, reg.generator_model, CHAMPION)
         if mirror is None or int(mirror.version) != release.generator_version:
             log.warning("%s@champion is v%s but the champion release pairs v%d (an interrupted "
                         "promotion?); serving the release recorded on %s v%d. The next promote "
-                        "repairs the alias.", cfg.promote.generator_model,
+                        "repairs the alias.", reg.generator_model,
                         None if mirror is None else mirror.version, release.generator_version,
                         name, release.retriever_version)
     return release
@@ -211,7 +236,7 @@ def resolve_release(cfg: Any, ref: str = CHAMPION) -> Release:
 
 def version_metrics(c: Any, version: Any) -> dict[str, float]:
     """The evaluation metrics logged by the run that registered a version, by metric name."""
-    from tasks.tracking import from_mlflow_key
+    from tasks.lib.tracking import from_mlflow_key
 
     run = c.get_run(version.run_id)
     return {from_mlflow_key(k[len("eval."):]): v for k, v in run.data.metrics.items()
@@ -226,27 +251,37 @@ def register(name: str, model_uri: str, tags: dict[str, str]) -> int:
     return int(version.version)
 
 
-def move_release(cfg: Any, alias: str, retriever_version: int, generator_version: int) -> None:
+def tag_release(reg: RegistryRef, retriever_version: int, generator_version: int,
+                tags: dict[str, str]) -> None:
+    """Set the same tags on both versions of a release."""
+    c = client(reg)
+    for name, version in ((reg.generator_model, generator_version),
+                          (reg.retriever_model, retriever_version)):
+        for key, value in tags.items():
+            c.set_model_version_tag(name, str(version), key, value)
+
+
+def move_release(reg: RegistryRef, alias: str, retriever_version: int, generator_version: int) -> None:
     """Point `alias` at a release: generator first (a mirror), retriever last (the commit point)."""
-    c = client(cfg)
-    c.set_registered_model_alias(cfg.promote.generator_model, alias, str(generator_version))
-    c.set_registered_model_alias(cfg.promote.retriever_model, alias, str(retriever_version))
+    c = client(reg)
+    c.set_registered_model_alias(reg.generator_model, alias, str(generator_version))
+    c.set_registered_model_alias(reg.retriever_model, alias, str(retriever_version))
 
 
-def repair_mirror(cfg: Any) -> bool:
+def repair_mirror(reg: RegistryRef) -> bool:
     """Re-point generator@champion at the champion release's generator (after a crash)."""
-    c = client(cfg)
-    champion = alias_version(c, cfg.promote.retriever_model, CHAMPION)
+    c = client(reg)
+    champion = alias_version(c, reg.retriever_model, CHAMPION)
     if champion is None:
         return False
     paired = release_from_version(champion).generator_version
-    mirror = alias_version(c, cfg.promote.generator_model, CHAMPION)
+    mirror = alias_version(c, reg.generator_model, CHAMPION)
     if mirror is not None and int(mirror.version) == paired:
         return False
-    c.set_registered_model_alias(cfg.promote.generator_model, CHAMPION, str(paired))
+    c.set_registered_model_alias(reg.generator_model, CHAMPION, str(paired))
     log.warning("repaired %s@champion: v%s -> v%d (paired with %s v%s)",
-                cfg.promote.generator_model, None if mirror is None else mirror.version, paired,
-                cfg.promote.retriever_model, champion.version)
+                reg.generator_model, None if mirror is None else mirror.version, paired,
+                reg.retriever_model, champion.version)
     return True
 
 
@@ -272,14 +307,14 @@ def aliases_by_version(c: Any, name: str) -> dict[int, list[str]]:
     return out
 
 
-def list_releases(cfg: Any) -> list[dict[str, Any]]:
+def list_releases(reg: RegistryRef) -> list[dict[str, Any]]:
     """One row per retriever version: aliases, paired generator, table, headline metrics, gate."""
-    from tasks.tracking import from_mlflow_key
+    from tasks.lib.tracking import from_mlflow_key
 
-    c = client(cfg)
-    aliases = aliases_by_version(c, cfg.promote.retriever_model)
+    c = client(reg)
+    aliases = aliases_by_version(c, reg.retriever_model)
     rows = []
-    for v in all_versions(c, cfg.promote.retriever_model):
+    for v in all_versions(c, reg.retriever_model):
         tags = dict(v.tags)
         rows.append({"version": int(v.version), "aliases": sorted(aliases.get(int(v.version), [])),
                      "generator_version": tags.get("release.generator_version"),
@@ -293,38 +328,38 @@ def list_releases(cfg: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def rollback(cfg: Any, to: int | None = None, wait: bool = False) -> tuple[Release, Release]:
+def rollback(reg: RegistryRef, to: int | None = None, wait: bool = False) -> tuple[Release, Release]:
     """Move champion back to the previous release (or version `to`); nothing is rebuilt.
     Fails at once (naming the holder) while another run writes, unless `wait`."""
-    from tasks.lock import write_lock
+    from tasks.lib.lock import write_lock
 
-    with write_lock(cfg, "rollback", None if wait else "fail"):
-        return _rollback(cfg, to)
+    with write_lock(reg.lock, "rollback", None if wait else "fail"):
+        return _rollback(reg, to)
 
 
-def _rollback(cfg: Any, to: int | None) -> tuple[Release, Release]:
-    current = resolve_release(cfg, CHAMPION)
+def _rollback(reg: RegistryRef, to: int | None) -> tuple[Release, Release]:
+    current = resolve_release(reg, CHAMPION)
     target_ref = str(to) if to is not None else current.tags.get("release.previous")
     if not target_ref:
-        raise ServingError(f"{cfg.promote.retriever_model} v{current.retriever_version} is the first "
+        raise ServingError(f"{reg.retriever_model} v{current.retriever_version} is the first "
                            "champion: there is no previous release to roll back to")
-    target = resolve_release(cfg, target_ref)
+    target = resolve_release(reg, target_ref)
     if target.retriever_version == current.retriever_version:
-        raise ServingError(f"{cfg.promote.retriever_model} v{target.retriever_version} is already "
+        raise ServingError(f"{reg.retriever_model} v{target.retriever_version} is already "
                            "the champion; nothing to roll back")
-    from tasks.search import connect, open_pinned
+    from tasks.lib.search import connect, open_pinned
 
     open_pinned(connect(target.index_uri, create=False),
                 {"table": target.table, "version": target.table_version},
                 release=target.retriever_version)  # refuse a target whose index is gone
-    move_release(cfg, CHAMPION, target.retriever_version, target.generator_version)
-    c = client(cfg)
-    c.set_model_version_tag(cfg.promote.retriever_model, str(current.retriever_version),
+    move_release(reg, CHAMPION, target.retriever_version, target.generator_version)
+    c = client(reg)
+    c.set_model_version_tag(reg.retriever_model, str(current.retriever_version),
                             "release.rolled_back", "true")
     if target.tags.get("release.rolled_back"):
-        c.delete_model_version_tag(cfg.promote.retriever_model, str(target.retriever_version),
+        c.delete_model_version_tag(reg.retriever_model, str(target.retriever_version),
                                    "release.rolled_back")
-    log.info("champion moved back: %s v%d -> v%d (generator v%d -> v%d)", cfg.promote.retriever_model,
+    log.info("champion moved back: %s v%d -> v%d (generator v%d -> v%d)", reg.retriever_model,
              current.retriever_version, target.retriever_version, current.generator_version,
              target.generator_version)
     return current, target
@@ -333,7 +368,7 @@ def _rollback(cfg: Any, to: int | None) -> tuple[Release, Release]:
 # ---- serving: adapters from the registry ------------------------------------------------------
 
 
-def adapter_dir(cfg: Any, name: str, version: int) -> Path:
+def adapter_dir(reg: RegistryRef, name: str, version: int) -> Path:
     """A registered version's adapter directory. The model is downloaded once into
     <models_dir>/registry/<name>-v<version>-<hash of its source>: versions are immutable, but a
     new store (or another registry) reuses version numbers."""
@@ -342,22 +377,21 @@ def adapter_dir(cfg: Any, name: str, version: int) -> Path:
     import mlflow
     import yaml
 
-    source = client(cfg).get_model_version(name, str(version)).source
-    digest = hashlib.sha256(f"{registry_uri(cfg)}|{source}".encode()).hexdigest()[:10]
-    out = Path(cfg.paths.models_dir) / "registry" / f"{name}-v{version}-{digest}"
-    if not (out / "MLmodel").is_file():
-        import tempfile
+    from tasks.lib.files import publish_dir
 
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=out.name + ".", dir=out.parent))  # private per caller
-        mlflow.set_registry_uri(registry_uri(cfg))
-        mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-        mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
-                                            dst_path=str(tmp))
-        try:
-            tmp.rename(out)  # atomic; fails if a concurrent download got there first
-        except OSError:
-            shutil.rmtree(tmp, ignore_errors=True)
+    source = client(reg).get_model_version(name, str(version)).source
+    digest = hashlib.sha256(f"{reg.registry_uri}|{source}".encode()).hexdigest()[:10]
+    out = reg.catalog.registry_cache_dir / f"{name}-v{version}-{digest}"
+    if not (out / "MLmodel").is_file():
+        mlflow.set_registry_uri(reg.registry_uri)
+        mlflow.set_tracking_uri(reg.tracking_uri)
+
+        def download(tmp: Path) -> None:
+            tmp.mkdir()
+            mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}",
+                                                dst_path=str(tmp))
+
+        publish_dir(out, download, replace=False)  # a concurrent download of the same version wins
     flavor = yaml.safe_load((out / "MLmodel").read_text())["flavors"]["python_function"]
     return out / flavor["artifacts"][ADAPTER_ARTIFACT]["path"]
 
@@ -365,35 +399,35 @@ def adapter_dir(cfg: Any, name: str, version: int) -> Path:
 # ---- gc: tables no kept release pins --------------------------------------------------------------
 
 
-def gc_plan(cfg: Any) -> dict[str, Any]:
+def gc_plan(reg: RegistryRef) -> dict[str, Any]:
     """Which LanceDB tables to drop: those no kept release (newest N, champion, challenger) and
     not the last index run pins."""
-    from tasks.search import connect, index_path
+    from tasks.lib.search import connect
 
-    c = client(cfg)
-    versions = all_versions(c, cfg.promote.retriever_model)
-    keep_versions = {int(v.version) for v in versions[: cfg.promote.keep_releases]}
-    aliased = {v for v, names in aliases_by_version(c, cfg.promote.retriever_model).items()
+    c = client(reg)
+    versions = all_versions(c, reg.retriever_model)
+    keep_versions = {int(v.version) for v in versions[: reg.keep_releases]}
+    aliased = {v for v, names in aliases_by_version(c, reg.retriever_model).items()
                if set(names) & {CHAMPION, CHALLENGER}}
     keep_versions |= aliased
     by_number = {int(v.version): v for v in versions}
     for start in aliased:  # rollback targets: the previous releases of champion and challenger
         step, seen = dict(by_number[start].tags).get("release.previous"), 0
-        while step and step.isdigit() and int(step) in by_number and seen < cfg.promote.keep_releases:
+        while step and step.isdigit() and int(step) in by_number and seen < reg.keep_releases:
             keep_versions.add(int(step))
             step, seen = dict(by_number[int(step)].tags).get("release.previous"), seen + 1
-    here = os.path.abspath(cfg.paths.index_uri)
+    here = os.path.abspath(reg.catalog.index_uri)
     kept: dict[str, list[int]] = {}
     for v in versions:
         tags = dict(v.tags)
         if int(v.version) in keep_versions and os.path.abspath(tags.get("index.uri", "")) == here:
             kept.setdefault(tags.get("index.table", ""), []).append(int(v.version))
     local = {}
-    if index_path(cfg).is_file():
-        local = json.loads(index_path(cfg).read_text()).get("tables", {})
+    if reg.catalog.index_info_path.is_file():
+        local = json.loads(reg.catalog.index_info_path.read_text()).get("tables", {})
     for role, info in local.items():
         kept.setdefault(info["table"], []).append(f"last index run ({role})")
-    tables = connect(cfg.paths.index_uri).list_tables().tables
+    tables = connect(reg.catalog.index_uri).list_tables().tables
     drop = [t for t in tables if t.startswith("chunks_") and t not in kept]
     dropped_versions = [int(v.version) for v in versions
                         if dict(v.tags).get("index.table") in drop
@@ -402,26 +436,26 @@ def gc_plan(cfg: Any) -> dict[str, Any]:
             "versions_losing_index": dropped_versions}
 
 
-def gc(cfg: Any, dry_run: bool = False, wait: bool = False) -> dict[str, Any]:
+def gc(reg: RegistryRef, dry_run: bool = False, wait: bool = False) -> dict[str, Any]:
     """Drop the tables gc_plan names; tag the versions that pinned them (index.gc=dropped)."""
-    from tasks.lock import write_lock
-    from tasks.search import connect
+    from tasks.lib.lock import write_lock
+    from tasks.lib.search import connect
 
     if dry_run:
-        return gc_plan(cfg)
-    with write_lock(cfg, "gc", None if wait else "fail"):
-        return _gc(cfg, connect)
+        return gc_plan(reg)
+    with write_lock(reg.lock, "gc", None if wait else "fail"):
+        return _gc(reg, connect)
 
 
-def _gc(cfg: Any, connect: Any) -> dict[str, Any]:
-    plan = gc_plan(cfg)
+def _gc(reg: RegistryRef, connect: Any) -> dict[str, Any]:
+    plan = gc_plan(reg)
     if not plan["drop"]:
         return plan
-    db = connect(cfg.paths.index_uri)
+    db = connect(reg.catalog.index_uri)
     for name in plan["drop"]:
         db.drop_table(name)
         log.info("gc: dropped LanceDB table %s", name)
-    c = client(cfg)
+    c = client(reg)
     for version in plan["versions_losing_index"]:
-        c.set_model_version_tag(cfg.promote.retriever_model, str(version), "index.gc", "dropped")
+        c.set_model_version_tag(reg.retriever_model, str(version), "index.gc", "dropped")
     return plan

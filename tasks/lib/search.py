@@ -1,6 +1,6 @@
 """Querying a chunk table: vector, full-text (BM25) and hybrid (reciprocal-rank fusion).
 
-Used by evaluate, train_generator (context) and `tunedex search`/`ask`.
+Used by evaluate, train_generator (context), reindex and serving.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def connect(index_uri: str, create: bool = True):
     """Connect to a LanceDB URI (local directory or object store). Readers pass create=False:
     a missing local directory is an error naming it, not a new empty index."""
     import lancedb
-    from tasks.errors import ServingError
+    from tasks.lib.errors import ServingError
 
     if "://" not in index_uri:
         if not create and not Path(index_uri).is_dir():
@@ -62,24 +62,16 @@ def connect(index_uri: str, create: bool = True):
     return lancedb.connect(index_uri)
 
 
-def index_path(cfg: Any) -> Path:
-    """reports/index/index.json: which table and version each retriever's vectors are in."""
-    return Path(cfg.paths.reports_dir) / "index" / "index.json"
-
-
-def load_index_info(cfg: Any) -> dict[str, Any]:
+def load_index_info(cat: Any) -> dict[str, Any]:
     """The tables recorded by the last index run (error naming the stage when absent)."""
-    from tasks.errors import ConfigError
+    from tasks.lib.files import read_json
 
-    path = index_path(cfg)
-    if not path.is_file():
-        raise ConfigError(f"{path} not found: run `tunedex stage index` (or the pipeline) first")
-    return json.loads(path.read_text())
+    return read_json(cat.index_info_path, "index")
 
 
 def open_pinned(db: Any, info: dict[str, Any], release: int | None = None):
     """Open a table at the version recorded for it (read-only), naming it when missing."""
-    from tasks.errors import ServingError, first_line
+    from tasks.lib.errors import ServingError, first_line
 
     where = f" (pinned by release v{release})" if release is not None else ""
     fix = ("run `tunedex rollback` to serve the previous release, or re-run the pipeline"
@@ -133,14 +125,15 @@ def search(table: Any, query: str, mode: str, k: int, model: Any = None, rrf_k: 
     raise ValueError(f"unknown search mode {mode!r}; expected one of {MODES}")
 
 
-def open_retriever(cfg: Any, info: dict[str, Any], role: str) -> tuple[Any, Any]:
+def open_retriever(info: dict[str, Any], role: str, base_dir: Path, device: str = "auto"
+                   ) -> tuple[Any, Any]:
     """(pinned table, retriever model) of one indexed role ("base" or "candidate")."""
-    from tasks.models import load_retriever, retriever_base_dir
+    from tasks.lib.models import cached_retriever
 
     table_info = info["tables"][role]
     table = open_pinned(connect(info["index_uri"], create=False), table_info)
-    adapter = Path(table_info["adapter_dir"]) if table_info["adapter_dir"] else None
-    return table, load_retriever(retriever_base_dir(cfg), adapter, cfg.index.device)
+    adapter = table_info["adapter_dir"]
+    return table, cached_retriever(str(base_dir), adapter, device)
 
 
 def retrieve_contexts(table: Any, model: Any, questions: list[str], k: int,

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from prefect import flow, task, unmapped
 
-from tasks.runtime import IO_RETRIES
+from tasks.lib.runtime import IO_RETRIES
 
 
 def split(items: list[Any], shards: int) -> list[list[Any]]:
@@ -32,8 +32,8 @@ def split(items: list[Any], shards: int) -> list[list[Any]]:
 def embed_shard(base_dir: str, adapter_dir: str | None, device: str, texts: list[str],
                 batch_size: int) -> np.ndarray:
     """Unit-length embeddings of one shard (the model is loaded once per worker process)."""
-    from tasks.index import encode
-    from tasks.models import cached_retriever
+    from tasks.lib.tables import encode
+    from tasks.lib.models import cached_retriever
 
     return encode(cached_retriever(base_dir, adapter_dir, device), texts, batch_size)
 
@@ -49,7 +49,7 @@ def embed_shards(base_dir: str, adapter_dir: str | None, device: str, texts: lis
 
 def task_runner(cfg: Any) -> Any:
     """ThreadPoolTaskRunner, or a DaskTaskRunner (needs the `scale` extra: prefect-dask)."""
-    from tasks.errors import ConfigError
+    from tasks.lib.errors import ConfigError
 
     if cfg.task_runner == "thread":
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -74,7 +74,7 @@ def sharded_encoder(base_dir: Any, adapter_dir: Any, cfg: Any):
 
     def encode_sharded(_model: Any, texts: list[str], batch_size: int) -> np.ndarray:
         if not texts:
-            from tasks.index import encode
+            from tasks.lib.tables import encode
 
             return encode(_model, texts, batch_size)
         run = embed_shards.with_options(task_runner=task_runner(cfg))

@@ -12,7 +12,7 @@ from typing import Any
 
 from prefect.tasks import exponential_backoff
 
-from tasks.errors import TunedexError
+from tasks.lib.errors import TunedexError
 
 log = logging.getLogger("tunedex.notify")
 

@@ -22,7 +22,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import TunedexError
+from tasks.lib.errors import TunedexError
 
 log = logging.getLogger(__name__)
 _LOCKS: dict[str, Any] = {}  # one FileLock per path; thread-local: each thread its own handle
@@ -44,19 +44,19 @@ def _holder(path: Path) -> str:
 
 
 @contextmanager
-def write_lock(cfg: Any, what: str, on_busy: str | None = None) -> Iterator[None]:
-    """Hold the write lock named in cfg.lock for the block; wait or fail as configured
-    (`on_busy` overrides cfg.lock.on_busy, e.g. "fail" for a rollback that must not queue)."""
+def write_lock(lock_cfg: Any, what: str, on_busy: str | None = None) -> Iterator[None]:
+    """Hold the write lock `lock_cfg` (the `lock` section) names for the block; wait or fail as
+    configured (`on_busy` overrides lock_cfg.on_busy, e.g. "fail" for a rollback that must not queue)."""
     from filelock import FileLock, Timeout
 
-    path = Path(cfg.lock.path).resolve()
+    path = Path(lock_cfg.path).resolve()
     if str(path) in _OWNED.get():  # this caller (or the flow it runs in) holds it already
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = _LOCKS.setdefault(str(path), FileLock(str(path), thread_local=True))
-    mode = on_busy or cfg.lock.on_busy
-    timeout = 0 if mode == "fail" else cfg.lock.wait_seconds
+    mode = on_busy or lock_cfg.on_busy
+    timeout = 0 if mode == "fail" else lock_cfg.wait_seconds
     if mode == "wait":
         try:
             lock.acquire(timeout=0)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -15,7 +14,8 @@ from typing import Any
 
 import yaml
 
-from tasks.config import Config, flatten
+from tasks.lib.config import Config, TrackingConfig, flatten, tracking_uri_source
+from tasks.lib.files import data_md5s
 
 log = logging.getLogger(__name__)
 
@@ -30,18 +30,6 @@ def mlflow_key(name: str) -> str:
 def from_mlflow_key(key: str) -> str:
     """The metric name behind mlflow_key."""
     return key.replace("_at_", "@")
-
-
-def file_md5(path: str | Path) -> str | None:
-    """MD5 of a file's bytes (what DVC records for a file), or None when it does not exist."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    h = hashlib.md5()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def git_state() -> dict[str, str]:
@@ -59,27 +47,23 @@ def git_state() -> dict[str, str]:
             "git.dirty": "unknown" if status is None else str(bool(status)).lower()}
 
 
-def data_tags(cfg: Config) -> dict[str, str]:
+def data_tags(cat: Any) -> dict[str, str]:
     """Data version tags: MD5s of the raw files (the values DVC records) plus the git state."""
-    tags = {
-        "data.corpus_path": cfg.paths.corpus_path,
-        "data.corpus_md5": file_md5(cfg.paths.corpus_path) or "missing",
-        "data.qa_path": cfg.paths.qa_path,
-        "data.qa_md5": file_md5(cfg.paths.qa_path) or "missing",
-    }
+    md5s = data_md5s(cat.corpus_path, cat.qa_path)
+    tags = {"data.corpus_path": str(cat.corpus_path), "data.corpus_md5": md5s["corpus"] or "missing",
+            "data.qa_path": str(cat.qa_path), "data.qa_md5": md5s["qa"] or "missing"}
     return {**tags, **git_state()}
 
 
-def configure_tracking(cfg: Config) -> str:
+def configure_tracking(tracking: TrackingConfig, experiment: str) -> str:
     """Point MLflow at the configured store and experiment; return the experiment id."""
     import mlflow
 
-    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
-    experiment = mlflow.get_experiment_by_name(cfg.project.name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return mlflow.create_experiment(cfg.project.name,
-                                    artifact_location=cfg.tracking.artifact_location)
+    mlflow.set_tracking_uri(tracking.tracking_uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        return found.experiment_id
+    return mlflow.create_experiment(experiment, artifact_location=tracking.artifact_location)
 
 
 def log_params_flat(data: dict[str, Any], prefix: str = "") -> None:
@@ -106,44 +90,52 @@ def pipeline_run(cfg: Config, run_name: str) -> Iterator[str]:
     """Start the parent run: resolved config as params and artifact, data and git tags."""
     import mlflow
 
-    experiment_id = configure_tracking(cfg)
+    from tasks.lib.catalog import Catalog
+
+    experiment_id = configure_tracking(cfg.tracking, cfg.project.name)
     with mlflow.start_run(run_name=run_name, experiment_id=experiment_id) as run:
         resolved = cfg.to_dict()
         log_params_flat(resolved)
-        mlflow.set_tags({"tunedex.profile": cfg.project.profile, **data_tags(cfg)})
+        mlflow.set_tags({"tunedex.profile": cfg.project.profile, **data_tags(Catalog(cfg.paths))})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "resolved_config.yaml"
             path.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
             mlflow.log_artifact(str(path))
-        log.info("MLflow parent run %s (%s) in %s", run.info.run_id, run_name,
-                 cfg.tracking.tracking_uri)
+        log.info("MLflow parent run %s (%s) in %s (%s)", run.info.run_id, run_name,
+                 cfg.tracking.tracking_uri, tracking_uri_source(cfg.tracking))
         yield run.info.run_id
 
 
 @contextmanager
-def stage_run(cfg: Config, stage: str, parent_run_id: str | None) -> Iterator[str]:
-    """Start the nested run of one stage, named after the stage, with its config section.
+def stage_run(ctx: Any, stage: str, *sections: Any) -> Iterator[str]:
+    """Start the run of one stage, named after the stage, with the config sections it reads.
 
-    Holds the write lock (tasks/lock.py) for the stage: free inside a flow that holds it, and
+    Nested under ctx.parent_run_id when set (the flow, `tunedex stage`); top-level otherwise.
+    Holds the write lock (tasks/lib/lock.py) for the stage: free inside a flow that holds it, and
     what keeps a manual `dvc repro`/`tunedex stage` from interleaving with a scheduled run."""
     import mlflow
 
-    from tasks.lock import write_lock
+    from tasks.lib.lock import write_lock
 
-    with write_lock(cfg, f"stage {stage}"):
-        experiment_id = configure_tracking(cfg)
-        if parent_run_id is None:  # a stage run on its own (DVC, `tunedex stage`): give it a parent
-            with pipeline_run(cfg, f"stage-{stage}") as parent_id, \
-                    stage_run(cfg, stage, parent_id) as run_id:
-                yield run_id
-            return
-        with mlflow.start_run(run_name=stage, experiment_id=experiment_id, nested=True,
-                              parent_run_id=parent_run_id) as run:
-            section = cfg.to_dict().get(stage)
-            if isinstance(section, dict):
-                log_params_flat(section, f"{stage}.")
+    with write_lock(ctx.lock, f"stage {stage}"):
+        experiment_id = configure_tracking(ctx.tracking, ctx.project.name)
+        nested = {"nested": True, "parent_run_id": ctx.parent_run_id} if ctx.parent_run_id else {}
+        with mlflow.start_run(run_name=stage, experiment_id=experiment_id, **nested) as run:
+            for section in sections:
+                log_params_flat(section_dict(section), f"{section_name(section)}.")
             mlflow.set_tag("tunedex.stage", stage)
             yield run.info.run_id
+
+
+def section_name(section: Any) -> str:
+    """The YAML key of a config section object (ValidateConfig -> validate)."""
+    from tasks.lib.config import SECTION_KEYS
+
+    return SECTION_KEYS[type(section)]
+
+
+def section_dict(section: Any) -> dict[str, Any]:
+    return section.model_dump(by_alias=True, mode="json")
 
 
 def log_dataset(df: Any, source: str, name: str, context: str) -> None:
@@ -160,16 +152,15 @@ def log_dataset(df: Any, source: str, name: str, context: str) -> None:
         mlflow.log_input(dataset, context=context)
 
 
-def record_training(cfg: Config, stage: str, history: list[dict[str, Any]],
+def record_training(cat: Any, stage: str, history: list[dict[str, Any]],
                     stats: dict[str, Any], adapter_dir: Path, artifact_path: str) -> Path:
     """Log a training stage: loss curve, numeric stats, the adapter; write its metrics.json."""
     import mlflow
+
+    from tasks.lib.files import write_json
 
     for entry in history:
         mlflow.log_metric("train_loss", entry["loss"], step=int(entry["step"]))
     mlflow.log_metrics({k: v for k, v in stats.items() if isinstance(v, int | float)})
     mlflow.log_artifacts(str(adapter_dir), artifact_path)
-    report = Path(cfg.paths.reports_dir) / stage / "metrics.json"
-    report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(stats, indent=2) + "\n")
-    return report
+    return write_json(cat.stage_metrics_path(stage), stats)

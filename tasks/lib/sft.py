@@ -5,7 +5,7 @@ Usage:
     contexts = [retrieve(r["question"]) if m else None for r, m in zip(rows, mask)]
     examples, counts = build_sft_examples(tokenizer, rows, contexts, cfg.max_seq_length)
     peft_model, history = train_lora_generator(model, tokenizer, examples, cfg, seed, "cpu")
-    save_adapter(peft_model, out_dir, base_id, base_dir, extra={...})   # tasks.generator
+    save_adapter(peft_model, out_dir, base_id, base_dir, extra={...})   # tasks.lib.generator
 
 Loss is on answer tokens + EOS only (labels are -100 on the prompt and on padding).
 """
@@ -17,8 +17,8 @@ import random
 import time
 from typing import Any
 
-from tasks.config import TrainGeneratorConfig
-from tasks.generator import build_messages, render_prompt
+from tasks.lib.config import TrainGeneratorConfig
+from tasks.lib.generator import build_messages, cut_chunks, render_prompt
 
 IGNORE = -100  # label value the loss skips (torch cross-entropy's ignore_index)
 
@@ -41,18 +41,6 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
 
 def _prompt_ids(tokenizer: Any, question: str, chunks: list[str] | None) -> list[int]:
     return _encode(tokenizer, render_prompt(tokenizer, build_messages(question, chunks)))
-
-
-def cut_chunks(tokenizer: Any, chunks: list[str], keep_tokens: int) -> list[str]:
-    """The first `keep_tokens` context tokens, in rank order: later chunks go first, then tails."""
-    kept: list[str] = []
-    for chunk in chunks:
-        if keep_tokens <= 0:
-            break
-        ids = _encode(tokenizer, chunk)
-        kept.append(chunk if len(ids) <= keep_tokens else tokenizer.decode(ids[:keep_tokens]))
-        keep_tokens -= len(ids)
-    return kept
 
 
 def fit_prompt(tokenizer: Any, question: str, chunks: list[str] | None,
@@ -206,7 +194,7 @@ def train_lora_generator(model: Any, tokenizer: Any, examples: list[dict[str, An
     import torch
     from tqdm.auto import tqdm
 
-    from tasks.models import pick_device
+    from tasks.lib.models import pick_device
 
     if not examples:
         raise ValueError("train_lora_generator: no training examples")

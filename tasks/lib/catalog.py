@@ -1,0 +1,123 @@
+"""The artifact catalog: every path a stage reads or writes, derived from `paths.*` in one place.
+
+Stages, flows and the CLI ask the catalog (`cat.chunks_path`, `cat.stage_metrics_path("index")`);
+nothing else joins artifact paths. Names say the state of what they hold (`train_qa`, `eval_qa`),
+`_path` for files, `_dir` for folders, `_uri` for LanceDB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from tasks.lib.config import PathsConfig
+
+DATA_DOCS_INDEX = "gx/uncommitted/data_docs/local_site/index.html"  # inside a GX project dir
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """Artifact locations for one config's `paths` section."""
+
+    paths: PathsConfig
+
+    # ---- raw data (the data contract; DVC-tracked) -----------------------------------------
+    @property
+    def corpus_path(self) -> Path:
+        return Path(self.paths.corpus_path)
+
+    @property
+    def qa_path(self) -> Path:
+        return Path(self.paths.qa_path)
+
+    # ---- reports (one folder per stage) ------------------------------------------------------
+    @property
+    def reports_dir(self) -> Path:
+        return Path(self.paths.reports_dir)
+
+    def stage_dir(self, stage: str) -> Path:
+        """reports/<stage>/: what a stage reports (metrics, summaries, decisions)."""
+        return self.reports_dir / stage
+
+    def stage_metrics_path(self, stage: str) -> Path:
+        """reports/<stage>/metrics.json: timings and sizes (a DVC metrics file, never a dep)."""
+        return self.stage_dir(stage) / "metrics.json"
+
+    @property
+    def validation_dir(self) -> Path:
+        return self.stage_dir("validation")
+
+    @property
+    def validation_summary_path(self) -> Path:
+        return self.validation_dir / "summary.json"
+
+    @property
+    def data_docs_path(self) -> Path:
+        return self.validation_dir / DATA_DOCS_INDEX
+
+    @property
+    def validation_metrics_path(self) -> Path:
+        return self.validation_dir / "metrics.json"
+
+    # ---- prepared data -----------------------------------------------------------------------
+    @property
+    def prepared_dir(self) -> Path:
+        return Path(self.paths.prepared_dir)
+
+    @property
+    def chunks_path(self) -> Path:
+        return self.prepared_dir / "chunks.jsonl"
+
+    @property
+    def train_qa_path(self) -> Path:
+        return self.prepared_dir / "train_qa.jsonl"
+
+    @property
+    def eval_qa_path(self) -> Path:
+        return self.prepared_dir / "eval_qa.jsonl"
+
+    # ---- models ------------------------------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        """Converted/built model copies and registry downloads (a cache, not versioned)."""
+        return Path(self.paths.models_dir)
+
+    @property
+    def registry_cache_dir(self) -> Path:
+        return self.models_dir / "registry"
+
+    @property
+    def retriever_adapter_dir(self) -> Path:
+        return Path(self.paths.adapters_dir) / "retriever"
+
+    @property
+    def generator_adapter_dir(self) -> Path:
+        return Path(self.paths.adapters_dir) / "generator"
+
+    # ---- index -------------------------------------------------------------------------------
+    @property
+    def index_uri(self) -> str:
+        return self.paths.index_uri
+
+    @property
+    def index_info_path(self) -> Path:
+        """reports/index/index.json: the table and version each retriever's vectors are in."""
+        return self.stage_dir("index") / "index.json"
+
+    # ---- evaluate, promote, reindex ----------------------------------------------------------
+    @property
+    def evaluate_dir(self) -> Path:
+        return self.stage_dir("evaluate")
+
+    @property
+    def evaluate_metrics_path(self) -> Path:
+        return self.stage_metrics_path("evaluate")
+
+    @property
+    def promote_dir(self) -> Path:
+        return self.stage_dir("promote")
+
+    @property
+    def reindex_dir(self) -> Path:
+        return self.stage_dir("reindex")
+

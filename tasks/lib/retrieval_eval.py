@@ -1,0 +1,82 @@
+"""Retrieval evaluation: run questions through a table, score them, aggregate with intervals.
+
+Used by evaluate (BM25, base, LoRA, hybrid on the candidate tables) and reindex (the champion's
+refreshed table).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tasks.lib.config import EvaluateConfig, IndexConfig
+from tasks.lib.metrics import bootstrap_ci, latency_summary, paired_diff_ci, retrieval_scores, separated
+
+METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
+# method -> (table role, search mode, model role)
+METHODS = {"bm25": ("base", "bm25", None), "base": ("base", "vector", "base"),
+           "lora": ("candidate", "vector", "candidate"),
+           "hybrid": ("candidate", "hybrid", "candidate")}
+COMPARISONS = (("lora", "base"), ("hybrid", "base"), ("hybrid", "lora"), ("base", "bm25"))
+
+# ---- pure: aggregation and the report ---------------------------------------------------------
+
+
+def summarize_method(per_query: list[dict[str, float]], seconds: list[float],
+                     cfg: EvaluateConfig, seed: int) -> dict[str, Any]:
+    """Mean and bootstrap interval of each metric, plus latency percentiles."""
+    out = {m: bootstrap_ci([q[m] for q in per_query], cfg.bootstrap, seed) for m in METRICS}
+    return {**out, "latency": latency_summary(seconds)}
+
+
+def compare(per_method: dict[str, list[dict[str, float]]], cfg: EvaluateConfig,
+            seed: int) -> dict[str, Any]:
+    """Paired nDCG@10 / Recall@10 differences between methods, with intervals and a verdict."""
+    out = {}
+    for a, b in COMPARISONS:
+        if a in per_method and b in per_method:
+            diffs = {m: paired_diff_ci([q[m] for q in per_method[a]],
+                                       [q[m] for q in per_method[b]], cfg.bootstrap, seed)
+                     for m in ("ndcg@10", "recall@10")}
+            out[f"{a}_vs_{b}"] = {**diffs, "verdict": separated(diffs["ndcg@10"])}
+    return out
+
+
+def fmt(ci: dict[str, float]) -> str:
+    return f"{ci['mean']:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}]"
+
+
+def retrieval_markdown(report: dict[str, Any]) -> str:
+    """The retrieval scoreboard as a Markdown table plus the paired comparisons."""
+    lines = [f"## Retrieval ({report['questions']} eval questions, document level)", "",
+             "| method | " + " | ".join(METRICS) + " | p50 ms | p95 ms |",
+             "|---|" + "---|" * (len(METRICS) + 2)]
+    for name, row in report["methods"].items():
+        lat = row["latency"]
+        lines.append(f"| {name} | " + " | ".join(fmt(row[m]) for m in METRICS)
+                     + f" | {lat['p50_ms']:.1f} | {lat['p95_ms']:.1f} |")
+    lines += ["", "Paired differences in nDCG@10 (bootstrap 95% interval):", ""]
+    words = {1: "better", -1: "worse", 0: "no separable difference"}
+    for key, diff in report["comparisons"].items():
+        a, b = key.split("_vs_")
+        lines.append(f"- {a} − {b}: {diff['ndcg@10']['mean']:+.3f} "
+                     f"[{diff['ndcg@10']['lo']:+.3f}, {diff['ndcg@10']['hi']:+.3f}] → "
+                     f"{a} {words[diff['verdict']]}")
+    return "\n".join(lines) + "\n"
+
+
+# ---- effects: queries ---------------------------------------------------------------------------
+
+
+def run_queries(questions: list[dict[str, Any]], table: Any, mode: str, model: Any,
+                section: EvaluateConfig, index: IndexConfig) -> tuple[list[dict[str, float]], list[float]]:
+    """Search every question one at a time (as serving would); score and time each."""
+    from tasks.lib.search import collapse_to_docs, search
+
+    scores, seconds = [], []
+    for q in questions:
+        started = time.perf_counter()
+        hits = search(table, q["question"], mode, section.chunk_k, model, section.rrf_k, index)
+        seconds.append(time.perf_counter() - started)
+        scores.append(retrieval_scores(collapse_to_docs(hits), set(q["doc_ids"])))
+    return scores, seconds

@@ -16,8 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tasks.lib.config import IndexConfig  # noqa: E402
-from tasks.lib.tables import ensure_indexes, schema  # noqa: E402
 from tasks.lib.search import connect, vector_hits  # noqa: E402
+from tasks.lib.tables import ensure_indexes, schema  # noqa: E402
 
 
 def unit(x: np.ndarray) -> np.ndarray:

@@ -16,18 +16,18 @@ from flows.env import set_offline_env  # noqa: E402
 
 set_offline_env()
 
+from tasks.lib.catalog import Catalog  # noqa: E402
 from tasks.lib.config import load_config  # noqa: E402
 from tasks.lib.data import read_jsonl  # noqa: E402
 from tasks.lib.generator import (  # noqa: E402
-    build_messages,
+    build_prompt,
     generate_answers,
     generation_throughput,
+    generator_base_dir,
     load_generator,
-    render_prompt,
     warm_up_generation,
 )
 from tasks.lib.sft import add_lora, batch_order, build_sft_examples, collate, train_lora_generator  # noqa: E402
-from tasks.train_generator import generator_base_dir  # noqa: E402
 
 
 def bare_loop(model, examples, cfg, seed: int, steps: int, pad_id: int) -> float:
@@ -58,9 +58,8 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_config(args.config)
     tcfg = cfg.train_generator.model_copy(update={"max_steps": args.steps})
-    base_dir = generator_base_dir(cfg)
-    prepared = Path(cfg.paths.prepared_dir)
-    rows = read_jsonl(prepared / "train_qa.jsonl")[: args.steps * tcfg.batch_size]
+    base_dir = generator_base_dir(cfg.models, cfg.paths.models_dir)
+    rows = read_jsonl(Catalog(cfg.paths).train_qa_path)[: args.steps * tcfg.batch_size]
     model, tok = load_generator(base_dir, None, "cpu")
     examples, _ = build_sft_examples(tok, rows, [None] * len(rows), tcfg.max_seq_length)
     bare = bare_loop(model, examples, tcfg, cfg.project.seed, args.steps, tok.pad_token_id)
@@ -73,8 +72,8 @@ def main() -> None:
 
     model, tok = load_generator(base_dir, None, "cpu")
     warm_up_generation(model, tok)
-    questions = read_jsonl(prepared / "eval_qa.jsonl")[: args.prompts]
-    prompts = [render_prompt(tok, build_messages(q["question"])) for q in questions]
+    questions = read_jsonl(Catalog(cfg.paths).eval_qa_path)[: args.prompts]
+    prompts = [build_prompt(tok, q["question"]) for q in questions]
     g = cfg.generate
     batched = generation_throughput(generate_answers(model, tok, prompts, g.max_new_tokens,
                                                      g.batch_size))

@@ -17,12 +17,13 @@ from flows.env import set_offline_env  # noqa: E402
 
 set_offline_env()
 
+from tasks.lib.catalog import Catalog  # noqa: E402
 from tasks.lib.config import load_config  # noqa: E402
 from tasks.lib.data import read_jsonl  # noqa: E402
-from tasks.lib.tables import encode, update_table  # noqa: E402
 from tasks.lib.models import load_retriever, retriever_base_dir  # noqa: E402
-from tasks.prepare import content_hash, passage_text  # noqa: E402
 from tasks.lib.search import connect  # noqa: E402
+from tasks.lib.tables import encode, update_table  # noqa: E402
+from tasks.lib.text import content_hash, passage_text  # noqa: E402
 
 
 def main() -> None:
@@ -31,8 +32,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="best of N for each side")
     args = parser.parse_args()
     cfg = load_config(args.config)
-    chunks = read_jsonl(Path(cfg.paths.prepared_dir) / "chunks.jsonl")
-    model = load_retriever(retriever_base_dir(cfg), device=cfg.index.device)
+    chunks = read_jsonl(Catalog(cfg.paths).chunks_path)
+    model = load_retriever(retriever_base_dir(cfg.models, cfg.paths.models_dir), device=cfg.index.device)
     texts = [passage_text(c) for c in chunks]
     encode(model, texts[:64], cfg.index.batch_size)  # warm-up
 

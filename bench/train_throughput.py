@@ -17,6 +17,7 @@ from flows.env import set_offline_env  # noqa: E402
 
 set_offline_env()
 
+from tasks.lib.catalog import Catalog  # noqa: E402
 from tasks.lib.config import load_config  # noqa: E402
 from tasks.lib.data import read_jsonl  # noqa: E402
 from tasks.lib.models import load_retriever, retriever_base_dir  # noqa: E402
@@ -31,7 +32,8 @@ def plain_loop(cfg, pairs, steps: int) -> float:
 
     t = cfg.train_retriever
     torch.manual_seed(cfg.project.seed)
-    model = load_retriever(retriever_base_dir(cfg), device="cpu", max_seq_length=t.max_seq_length)
+    model = load_retriever(retriever_base_dir(cfg.models, cfg.paths.models_dir), device="cpu",
+                           max_seq_length=t.max_seq_length)
     model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=t.lora_r,
                                  lora_alpha=t.lora_alpha, lora_dropout=t.lora_dropout,
                                  target_modules=list(t.target_modules)))
@@ -54,7 +56,8 @@ def plain_loop(cfg, pairs, steps: int) -> float:
 def pipeline_trainer(cfg, pairs, steps: int) -> float:
     """Seconds for `steps` optimizer steps of train_retriever's trainer (set-up included)."""
     t = cfg.train_retriever.model_copy(update={"max_steps": steps})
-    model = load_retriever(retriever_base_dir(cfg), device="cpu", max_seq_length=t.max_seq_length)
+    model = load_retriever(retriever_base_dir(cfg.models, cfg.paths.models_dir), device="cpu",
+                           max_seq_length=t.max_seq_length)
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
         train_lora(model, pairs, t, cfg.project.seed, Path(tmp), "cpu")
@@ -67,9 +70,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=6)
     args = parser.parse_args()
     cfg = load_config(args.config)
-    prepared = Path(cfg.paths.prepared_dir)
-    pairs = training_pairs(read_jsonl(prepared / "train_qa.jsonl"),
-                           read_jsonl(prepared / "chunks.jsonl"), cfg.paths.qa_path)
+    cat = Catalog(cfg.paths)
+    pairs = training_pairs(read_jsonl(cat.train_qa_path), read_jsonl(cat.chunks_path),
+                           str(cat.qa_path))
     need = args.steps * cfg.train_retriever.batch_size
     pairs = (pairs * (need // len(pairs) + 1))[:need]
     plain = plain_loop(cfg, pairs, args.steps)

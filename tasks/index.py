@@ -23,13 +23,16 @@ from tasks.lib.tables import table_name, update_table
 
 log = logging.getLogger(__name__)
 
-TIMINGS = ("seconds", "encode_seconds", "chunks_per_second", "bytes")  # -> metrics.json, not index.json
+# What this run did and what it took -> reports/index/metrics.json; index.json holds only the state
+# later stages read (table, version, rows), so a rerun that changes nothing rewrites the same bytes.
+RUN_STATS = ("embedded", "deleted", "unchanged", "seconds", "encode_seconds", "chunks_per_second",
+             "bytes")
 
 
-def split_timings(stats: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(what readers depend on: table, version, counts; timings and sizes, for the metrics file)."""
-    return ({k: v for k, v in stats.items() if k not in TIMINGS},
-            {k: v for k, v in stats.items() if k in TIMINGS})
+def split_run_stats(stats: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the table's state, for index.json; this run's counts, timings and sizes, for metrics)."""
+    return ({k: v for k, v in stats.items() if k not in RUN_STATS},
+            {k: v for k, v in stats.items() if k in RUN_STATS})
 
 
 @dataclass(frozen=True)
@@ -76,7 +79,7 @@ def index_role(db: Any, r: Retriever, chunks: list[dict[str, Any]], section: Ind
                      f"index.{r.role}.version": str(stats["version"])})
     mlflow.log_metrics({f"{r.role}_{k}": v for k, v in stats.items()
                         if isinstance(v, int | float) and k != "version"})
-    info, timings = split_timings(stats)
+    info, timings = split_run_stats(stats)
     return ({**info, "fingerprint": r.fingerprint,
              "adapter_dir": str(r.adapter_dir) if r.adapter_dir else None}, timings)
 

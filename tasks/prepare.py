@@ -114,7 +114,8 @@ def prepare_data(section: PrepareConfig, ctx: StageContext
     """Split, leakage-check and chunk the validated raw data (no files written)."""
     from tasks.lib.chunking import check_chunk_fits, chunk_corpus
     from tasks.lib.data import load_corpus, load_qa
-    from tasks.lib.models import load_tokenizer, retriever_base_dir, retriever_max_seq_length
+    from tasks.lib.models import retriever_base_dir, retriever_max_seq_length
+    from tasks.lib.resolve import load_tokenizer
 
     cat = ctx.catalog
     corpus = load_corpus(str(cat.corpus_path))

@@ -96,8 +96,9 @@ def reindex_table_step(prepare: PrepareConfig, index: IndexConfig, promote: Prom
 
     from tasks.lib.chunking import chunk_corpus
     from tasks.lib.data import load_corpus
-    from tasks.lib.models import cached_retriever, load_tokenizer, resolve_model_dir
+    from tasks.lib.models import cached_retriever
     from tasks.lib.registry import CHAMPION, RegistryRef, adapter_dir, resolve_release
+    from tasks.lib.resolve import load_tokenizer, resolve_model_dir
     from tasks.lib.search import connect
     from tasks.lib.shards import sharded_encoder
     from tasks.lib.tables import update_table

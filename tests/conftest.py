@@ -1,9 +1,17 @@
-"""Shared fixtures: tiny contract-conforming data, a smoke config in a temp dir, one Prefect harness."""
+"""Shared fixtures: tiny contract-conforming data, a smoke config in a temp dir, one Prefect
+harness, the tiny models, the `tunedex` command, and the two expensive runs several test modules
+share (the DVC stages once, a released pipeline flow once)."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,6 +54,28 @@ TINY_QA = [
     {"qid": "q8", "question": "Is chat support part of the cheap plan?",
      "answer": "No, priority chat support comes with Pro.", "doc_ids": ["plan-01"]},
 ]
+
+
+MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@contextmanager
+def clean_mlflow_env() -> Iterator[None]:
+    """No MLflow URI in the environment for the block (restored afterwards).
+
+    mlflow.set_tracking_uri / set_registry_uri export these variables into os.environ, and
+    load_config fills unset tracking URIs from them: without this, one test's store or registry
+    would become the next test's."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name in MLFLOW_URI_VARS:
+            mp.delenv(name, raising=False)
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _isolated_mlflow_env() -> Iterator[None]:
+    with clean_mlflow_env():
+        yield
 
 
 def write_jsonl_lines(path: Path, rows: list) -> Path:
@@ -107,3 +137,164 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+# ---- the `tunedex` command -------------------------------------------------------------------
+
+
+def tunedex(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run the CLI as a user does (a fresh process, the repository on PYTHONPATH)."""
+    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def sets(overrides: dict) -> list[str]:
+    """Config overrides as repeated `--set key=value` arguments."""
+    return [arg for k, v in overrides.items() for arg in ("--set", f"{k}={v}")]
+
+
+# ---- stages without Prefect ------------------------------------------------------------------
+
+
+def run_stages(cfg: Any, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """Call the DVC stages' functions in order, each with its sections (what `tunedex stage` does)."""
+    from tasks.evaluate import evaluate_stage
+    from tasks.index import index_stage
+    from tasks.lib.context import StageContext
+    from tasks.lib.stages import DVC_STAGES
+    from tasks.prepare import prepare_stage
+    from tasks.train_generator import train_generator_stage
+    from tasks.train_retriever import train_retriever_stage
+    from tasks.validate import validate_stage
+
+    ctx = StageContext.of(cfg)
+    calls = {"validate": lambda: validate_stage(cfg.validate_, ctx),
+             "prepare": lambda: prepare_stage(cfg.prepare, ctx),
+             "train_retriever": lambda: train_retriever_stage(cfg.train_retriever, ctx),
+             "index": lambda: index_stage(cfg.index, ctx),
+             "train_generator": lambda: train_generator_stage(cfg.train_generator, cfg.index, ctx),
+             "evaluate": lambda: evaluate_stage(cfg.evaluate, cfg.generate, cfg.index, ctx)}
+    return {name: calls[name]() for name in (names or DVC_STAGES)}
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory) -> dict[str, str]:
+    """Overrides of a smoke run through every DVC stage (validate .. evaluate), done once."""
+    from tasks.lib.config import load_config
+
+    overrides = tiny_release_dir(tmp_path_factory.mktemp("built"))
+    with clean_mlflow_env():
+        run_stages(load_config(SMOKE, overrides))
+    return overrides
+
+
+@pytest.fixture
+def registry_overrides(built, tmp_path, monkeypatch) -> dict[str, str]:
+    """The built run, with a fresh, empty MLflow store and registry for this test (cwd: tmp_path)."""
+    monkeypatch.chdir(tmp_path)
+    return {**built, "tracking.tracking_uri": f"sqlite:///{tmp_path / 'registry.db'}",
+            "tracking.artifact_location": str(tmp_path / "artifacts")}
+
+
+def promote_release(overrides: dict[str, str], **extra: Any) -> dict[str, Any]:
+    """The promote stage alone (no parent run), as `tunedex stage promote` runs it."""
+    from tasks.lib.config import load_config
+    from tasks.lib.context import StageContext
+    from tasks.lib.release_skip import release_inputs
+    from tasks.promote import promote_stage
+
+    cfg = load_config(SMOKE, {**overrides, **extra})
+    return promote_stage(cfg.promote, cfg.prepare, cfg.generate, StageContext.of(cfg),
+                         release_inputs(cfg))
+
+
+def champion_versions(reg: Any) -> tuple[int, int]:
+    """(retriever, generator) versions the two `champion` aliases point at."""
+    from tasks.lib.registry import alias_version, client
+
+    c = client(reg)
+    return (int(alias_version(c, reg.retriever_model, "champion").version),
+            int(alias_version(c, reg.generator_model, "champion").version))
+
+
+@pytest.fixture(scope="session")
+def released(tmp_path_factory, prefect_harness) -> dict[str, str]:
+    """A smoke pipeline flow run whose release is champion, in its own directory, done once."""
+    from flows.pipeline import pipeline
+
+    overrides = tiny_release_dir(tmp_path_factory.mktemp("released"))
+    with clean_mlflow_env():
+        result = pipeline(config_path=str(SMOKE), overrides=overrides)
+    assert result["promote"]["promoted"]
+    return overrides
+
+
+# ---- tiny models (random weights, real tokenizers) -------------------------------------------
+
+
+def retriever_chunk(cid: str, text: str) -> dict:
+    """One prepared chunk (as chunks.jsonl holds it) for table and retriever tests."""
+    from tasks.lib.text import content_hash
+
+    doc = cid.split("#")[0]
+    return {"chunk_id": cid, "doc_id": doc, "chunk_index": 0, "title": None, "text": text,
+            "content_hash": content_hash(None, text)}
+
+
+RETRIEVER_CHUNKS = [
+    retriever_chunk("meter#0", "Submit a meter reading in the app before the 5th of the month."),
+    retriever_chunk("battery#0", "Error E07 on the battery means the inverter lost contact."),
+    retriever_chunk("tariff#0", "Night Owl is cheap between 00:30 and 05:30.")]
+
+
+@pytest.fixture(scope="session")
+def tiny_retriever(tmp_path_factory):
+    """(model dir, loaded model) of the tiny 32-d retriever."""
+    from tasks.lib.models import load_retriever
+    from tasks.lib.resolve import TINY_RETRIEVER_ID, resolve_model_dir
+
+    model_dir = resolve_model_dir(TINY_RETRIEVER_ID, cache_dir=tmp_path_factory.mktemp("m"))
+    return model_dir, load_retriever(model_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_generator_dir(tmp_path_factory) -> Path:
+    from tasks.lib.resolve import TINY_GENERATOR_ID, resolve_model_dir
+
+    return resolve_model_dir(TINY_GENERATOR_ID, cache_dir=tmp_path_factory.mktemp("gen"))
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tiny_generator_dir):
+    """(model, tokenizer) of the tiny random Llama with SmolLM2's tokenizer."""
+    from tasks.lib.generator import load_generator
+
+    return load_generator(tiny_generator_dir, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def generator_tokenizer(tiny_generator):
+    return tiny_generator[1]
+
+
+@pytest.fixture(scope="session")
+def trained_generator(tiny_generator_dir, generator_tokenizer, tmp_path_factory) -> dict[str, Any]:
+    """Two LoRA steps on the tiny generator, the adapter saved: base weights, model, history, dir."""
+    from transformers import AutoModelForCausalLM
+
+    from tasks.lib.config import TrainGeneratorConfig
+    from tasks.lib.generator import save_adapter
+    from tasks.lib.resolve import TINY_GENERATOR_ID
+    from tasks.lib.sft import build_sft_example, train_lora_generator
+
+    tok = generator_tokenizer
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+    base = {k: v.clone() for k, v in model.state_dict().items()}
+    rows = [("How much is Basic?", "4 euros a month."), ("When is my card charged?", "On the 1st.")] * 2
+    examples = [build_sft_example(tok, q, a, None, 64) for q, a in rows]
+    cfg = TrainGeneratorConfig(batch_size=2, max_steps=2, learning_rate=1e-2, warmup_ratio=0.0)
+    peft_model, history = train_lora_generator(model, tok, examples, cfg, seed=0, device="cpu")
+    out = save_adapter(peft_model, tmp_path_factory.mktemp("adapters") / "generator",
+                       TINY_GENERATOR_ID, tiny_generator_dir, {"steps": len(history)})
+    return {"base": base, "peft": peft_model, "history": history, "adapter_dir": out}

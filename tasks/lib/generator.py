@@ -1,7 +1,7 @@
-"""The causal-LM side: GGUF conversion, the tiny model, prompts, adapters, generation.
+"""The causal-LM side: prompts, adapters, generation (GGUF conversion: tasks/lib/resolve.py).
 
 Usage:
-    base_dir = resolve_model_dir("HuggingFaceTB/SmolLM2-135M-Instruct")  # tasks.lib.models
+    base_dir = resolve_model_dir("HuggingFaceTB/SmolLM2-135M-Instruct")  # tasks.lib.resolve
     model, tokenizer = load_generator(base_dir, adapter_dir=None, device="cpu")
     prompts = [render_prompt(tokenizer, build_messages(q, chunks)) for q, chunks in items]
     answers = generate_answers(model, tokenizer, prompts, max_new_tokens=48, batch_size=8)
@@ -11,30 +11,17 @@ Pure functions (prompts) need only a tokenizer; nothing heavy is imported at mod
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tasks.lib.errors import ModelNotAvailable
 from tasks.lib.files import publish_dir
-from tasks.lib.models import (
-    bundled_path,
-    cached_model_dir,
-    check_adapter_base,
-    make_adapter_portable,
-    model_cache_dir,
-    pick_device,
-    resolve_model_dir,
-    write_adapter_meta,
-)
+from tasks.lib.models import check_adapter_base, make_adapter_portable, pick_device, write_adapter_meta
+from tasks.lib.resolve import resolve_model_dir
 
 log = logging.getLogger(__name__)
 
-TOKENIZER_SOURCE_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # the tiny model's real tokenizer
-SOURCE_META = "tunedex_source.json"  # provenance of a converted or built model directory
 
 # ---- pure: prompts ---------------------------------------------------------------------------
 
@@ -93,75 +80,6 @@ def build_prompt(tokenizer: Any, question: str, context_chunks: list[str] | None
 def generator_base_dir(models: Any, cache_dir: str | Path) -> Path:
     """The configured generator's base model directory (the `models` section; offline first)."""
     return resolve_model_dir(models.generator_id, models.allow_download, cache_dir)
-
-
-def convert_gguf(gguf_path: Path, out: Path, fix: str = "reinstall the package shipping it") -> Path:
-    """Dequantise a GGUF once into a plain float32 safetensors model + tokenizer at `out`."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    log.info("generator: converting %s to safetensors (once) -> %s", gguf_path.name, out)
-    started = time.perf_counter()
-    try:
-        where, name = str(gguf_path.parent), gguf_path.name
-        tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=name)
-        quantized = AutoModelForCausalLM.from_pretrained(where, gguf_file=name, dtype=torch.float32)
-    except Exception as err:  # noqa: BLE001 - gguf/transformers raise many types on a bad file
-        raise ModelNotAvailable(f"{gguf_path}: GGUF file is corrupt or unreadable ({err}); {fix} "
-                                "(make setup)") from err
-    config = quantized.config
-    del config.quantization_config  # a GgufConfig makes save_pretrained/Trainer refuse the model
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(quantized.state_dict())
-    model.generation_config = quantized.generation_config
-    source = {"gguf": gguf_path.name, "package_version": _dist_version(gguf_path.parent.name),
-              "seconds": round(time.perf_counter() - started, 1)}
-    # replace=False: a concurrent conversion of the same file is as good; keep the first.
-    return publish_dir(out, lambda tmp: _write_model_dir(tmp, model, tokenizer, source), replace=False)
-
-
-def _write_model_dir(out: Path, model: Any, tokenizer: Any, source: dict[str, Any]) -> None:
-    model.save_pretrained(str(out))
-    tokenizer.save_pretrained(str(out))
-    (out / SOURCE_META).write_text(json.dumps(source, indent=2) + "\n")
-
-
-def _dist_version(import_name: str) -> str | None:
-    try:
-        return metadata.version(import_name.replace("_", "-"))
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def source_tokenizer(cache_dir: str | Path, package_dir: Path | None = None):
-    """The SmolLM2 tokenizer from the fastest offline place: converted copy, HF cache, GGUF."""
-    from transformers import AutoTokenizer
-
-    for found in (model_cache_dir(cache_dir, TOKENIZER_SOURCE_ID), cached_model_dir(TOKENIZER_SOURCE_ID)):
-        if found is not None and (found / "tokenizer_config.json").is_file():
-            return AutoTokenizer.from_pretrained(str(found), local_files_only=True)
-    gguf = bundled_path(TOKENIZER_SOURCE_ID, package_dir)
-    return AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-
-
-def _pad_id(tokenizer: Any) -> int:
-    return tokenizer.eos_token_id if tokenizer.pad_token_id is None else tokenizer.pad_token_id
-
-
-def write_tiny_generator(out: Path, cache_dir: str | Path, package_dir: Path | None = None) -> None:
-    """Write a random-init 2-layer Llama with SmolLM2's real tokenizer to `out`; smoke tests only."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = source_tokenizer(cache_dir, package_dir)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=2048, tie_word_embeddings=True,
-                         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=_pad_id(tokenizer))
-    _write_model_dir(out, LlamaForCausalLM(config), tokenizer,
-                     {"tiny": True, "tokenizer": TOKENIZER_SOURCE_ID})
 
 
 # ---- effects: adapters -------------------------------------------------------------------------

@@ -85,8 +85,8 @@ def stage_status(root: str, stage: str) -> dict[str, Any]:
         return repo.status(targets=[stage])
 
 
-def describe_status(status: dict[str, Any]) -> str:
-    """A short reason a stage reruns: which deps, params or outs changed."""
+def describe_status(status: dict[str, Any], shown: int = 3) -> str:
+    """A short reason a stage reruns: which deps, params or outs changed (a few names each)."""
     parts = []
     for entries in status.values():
         for entry in entries if isinstance(entries, list) else [entries]:
@@ -94,10 +94,11 @@ def describe_status(status: dict[str, Any]) -> str:
                 parts.append(entry)
                 continue
             for kind, changed in entry.items():
-                names = ", ".join(f"{k} ({v})" for k, v in changed.items()) if isinstance(
-                    changed, dict) else str(changed)
-                parts.append(f"{kind}: {names}")
-    return "; ".join(parts)[:500] or "not in dvc.lock"
+                names = list(changed.items()) if isinstance(changed, dict) else [(changed, "")]
+                listed = ", ".join(f"{k} ({v})" if v else str(k) for k, v in names[:shown])
+                more = f" and {len(names) - shown} more" if len(names) > shown else ""
+                parts.append(f"{kind}: {listed}{more}")
+    return "; ".join(parts) or "not in dvc.lock"
 
 
 def commit_stage(root: str, stage: str) -> None:

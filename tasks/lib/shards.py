@@ -32,8 +32,8 @@ def split(items: list[Any], shards: int) -> list[list[Any]]:
 def embed_shard(base_dir: str, adapter_dir: str | None, device: str, texts: list[str],
                 batch_size: int) -> np.ndarray:
     """Unit-length embeddings of one shard (the model is loaded once per worker process)."""
-    from tasks.lib.tables import encode
     from tasks.lib.models import cached_retriever
+    from tasks.lib.tables import encode
 
     return encode(cached_retriever(base_dir, adapter_dir, device), texts, batch_size)
 

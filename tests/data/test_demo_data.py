@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from tasks.lib.data import load_corpus, load_qa
-from tasks.prepare import normalize_question
+from tasks.lib.text import normalize_question
 from tests.conftest import REPO
 
 DEMO = REPO / "data" / "demo"

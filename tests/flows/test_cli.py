@@ -1,31 +1,47 @@
-"""The `tunedex` command as a user runs it: exit codes and the messages on stderr."""
+"""The `tunedex` command as a user runs it (flows/cli.py): exit codes and the messages on
+stderr; `convert`; `dvc-yaml`; and `dvc repro`, which runs `tunedex stage <name>` per stage."""
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import SMOKE, TINY_QA, write_jsonl_lines
-
-
-def tunedex(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=300,
-                          env={**__import__("os").environ, "PYTHONPATH": str(SMOKE.parents[1])})
-
-
-def sets(overrides: dict) -> list[str]:
-    return [arg for k, v in overrides.items() for arg in ("--set", f"{k}={v}")]
+from tasks.lib.data import load_qa
+from tests.conftest import REPO, SMOKE, TINY_QA, sets, tunedex, write_jsonl_lines
+from tests.lib.test_convert import COVID_RAW
 
 
 def test_help_lists_commands(tmp_path):
     done = tunedex("--help", cwd=tmp_path)
     assert done.returncode == 0
-    for command in ("pipeline", "stage", "config", "setup", "schedule", "search", "ask"):
+    for command in ("pipeline", "reindex", "stage", "config", "setup", "schedule", "search", "ask",
+                    "releases", "rollback", "gc", "convert", "dvc-yaml"):
         assert command in done.stdout
+    assert "serve" not in done.stdout.split()  # renamed to `schedule`
     assert "--config" in tunedex("stage", "--help", cwd=tmp_path).stdout
+
+
+def plain(text: str) -> str:
+    """Rich's boxed, wrapped error text as one line."""
+    return " ".join(text.replace("│", " ").split())
+
+
+def test_stage_names_the_flow_steps_and_refuses_others(tmp_path):
+    done = tunedex("stage", "reindex", "-c", str(SMOKE), cwd=tmp_path)
+    assert done.returncode == 2
+    assert ("Invalid value for 'name': Value error, 'reindex' is not one of 'validate', 'prepare', "
+            "'train_retriever', 'index', 'train_generator', 'evaluate', 'promote'.") in plain(done.stderr)
+
+
+def test_dvc_yaml_is_current_for_the_cpu_profile():
+    """dvc.yaml is rendered from the stage table (tasks/lib/stages.py) for configs/cpu.yaml."""
+    done = tunedex("dvc-yaml", "--config", "configs/cpu.yaml", "--check", cwd=REPO)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().endswith("dvc.yaml: current")
 
 
 def test_unknown_config_key_exits_non_zero_and_writes_nothing(tmp_path):
@@ -77,3 +93,79 @@ def test_prepare_refuses_data_changed_since_validation(smoke_overrides, tmp_path
     done = tunedex("stage", "prepare", *args, cwd=tmp_path)
     assert done.returncode == 3
     assert "raw data changed since it was validated" in done.stderr
+
+
+# ---- convert ---------------------------------------------------------------------------------
+
+
+def test_cli_convert(tmp_path):
+    source = tmp_path / "pairs.json"
+    source.write_text(json.dumps(COVID_RAW))
+    done = tunedex("convert", "covidfaq", str(source), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert '"multi_doc_questions": 1' in done.stdout
+    assert len(load_qa(tmp_path / "out" / "qa.jsonl")) == 3
+
+    default = tunedex("convert", "covidfaq", str(source), cwd=tmp_path)  # --out defaults to data/<name>
+    assert default.returncode == 0, default.stderr
+    assert (tmp_path / "data" / "covidfaq" / "corpus.jsonl").is_file()
+
+
+def test_cli_convert_bad_file_exits_2_with_message(tmp_path):
+    source = tmp_path / "pqal_dev.json"
+    source.write_text("{")
+    done = tunedex("convert", "pubmedqa", str(source), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert done.returncode == 2
+    assert f"error: {source}, line 1: not valid JSON" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# ---- dvc repro: the DVC stages are `tunedex stage <name>` ----------------------------------------
+
+BIN = Path(sys.executable).parent
+
+
+def sh(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+           "DVC_SITE_CACHE_DIR": str(cwd.parent / "dvc-site"), "PYTHONPATH": str(cwd)}
+    done = subprocess.run(args, cwd=cwd, env=env, text=True, capture_output=True, timeout=600)
+    if check and done.returncode != 0:
+        raise AssertionError(f"{args} failed:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@pytest.fixture
+def fresh_clone(tmp_path: Path) -> Path:
+    """A git repo holding exactly the files git tracks here (what a fresh clone has)."""
+    clone = tmp_path / "clone"
+    files = sh("git", "ls-files", cwd=REPO).stdout.splitlines()
+    for name in files:
+        src = REPO / name
+        if src.is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, clone / name)
+    sh("git", "init", "-q", cwd=clone)
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "add", "-A", cwd=clone)
+    sh("git", "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "clone", cwd=clone)
+    return clone
+
+
+@pytest.mark.slow
+def test_dvc_repro_on_fresh_clone_then_corrupted_data_fails(fresh_clone):
+    # validate + prepare only: the training stages take minutes on the cpu profile and run
+    # under the flow test with the smoke profile (same stage functions).
+    sh("dvc", "repro", "prepare", cwd=fresh_clone)
+    assert (fresh_clone / "data" / "prepared" / "chunks.jsonl").is_file()
+    assert "up to date" in sh("dvc", "status", "prepare", cwd=fresh_clone).stdout.lower()
+    metrics = sh("dvc", "metrics", "show", cwd=fresh_clone).stdout
+    assert "failed_expectations" in metrics
+
+    corpus = fresh_clone / "data" / "demo" / "corpus.jsonl"
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    corpus.write_text("\n".join([*lines, lines[0]]) + "\n", encoding="utf-8")  # duplicate doc
+    done = sh("dvc", "repro", "prepare", cwd=fresh_clone, check=False)
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "expect_column_values_to_be_unique on column 'doc_id'" in output
+    assert f"lines 1, {len(lines) + 1}" in output

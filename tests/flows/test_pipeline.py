@@ -1,20 +1,41 @@
-"""The real Prefect flow against a real MLflow store (sqlite) and real GX validation."""
+"""The retrain flow (flows/pipeline.py) for real: Prefect (test harness API), a sqlite MLflow
+store, GX validation, tiny models; its retry policy, skip-if-unchanged, the write lock and the
+failure hook."""
 
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
 import yaml
 
-from flows.pipeline import FLOW_STAGES, STAGES
+from flows.pipeline import DVC_STAGES, FLOW_STAGES
 from tasks.lib.errors import ValidationFailed
-from tasks.lib.tracking import file_md5
-from tests.conftest import REPO, SMOKE, TINY_DOCS, write_jsonl_lines
+from tasks.lib.files import file_md5
+from tests.conftest import REPO, SMOKE, TINY_DOCS, sets, tunedex, write_jsonl_lines
 
 
 def test_flow_stages_match_dvc_yaml():
     dvc_stages = list(yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"])
-    assert list(STAGES) == dvc_stages
+    assert list(DVC_STAGES) == dvc_stages
     assert list(FLOW_STAGES) == [*dvc_stages, "promote"]  # promote moves aliases, not files
+
+
+def test_io_tasks_retry_training_and_promotion_do_not():
+    from tasks.evaluate import evaluate
+    from tasks.index import index
+    from tasks.prepare import prepare
+    from tasks.promote import promote
+    from tasks.train_generator import train_generator
+    from tasks.train_retriever import train_retriever
+    from tasks.validate import validate
+
+    steps = (validate, prepare, train_retriever, index, train_generator, evaluate, promote)
+    assert [t.name for t in steps] == list(FLOW_STAGES)  # task name = stage name
+    assert [t.retries for t in (validate, prepare, index, evaluate)] == [3, 3, 3, 3]
+    assert [t.retries for t in (train_retriever, train_generator, promote)] == [0, 0, 0]
 
 
 def runs_of(uri: str, parent_id: str):
@@ -94,8 +115,6 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
     metrics = __import__("json").loads((reports / "metrics.json").read_text())
     assert set(metrics) == {"retrieval", "answers"}
 
-    from tests.flows.test_cli import sets, tunedex
-
     done = tunedex("search", "How much is the Basic plan?", "-k", "2", "-c", str(SMOKE),
                    *sets(smoke_overrides), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -138,7 +157,6 @@ def test_failed_validation_stops_before_prepare(prefect_harness, smoke_overrides
     assert by_name["pipeline"].info.status == "FAILED"
     artifacts = {a.path for a in client.list_artifacts(by_name["validate"].info.run_id, "validation")}
     assert "validation/summary.md" in artifacts
-
 
 
 def free_port() -> int:
@@ -233,3 +251,91 @@ def test_unreachable_registry_fails_before_training(prefect_harness, smoke_overr
     assert not Path(smoke_overrides["paths.prepared_dir"]).exists()
     assert not Path(smoke_overrides["paths.adapters_dir"]).exists()
     assert not Path(smoke_overrides["paths.reports_dir"]).exists()
+
+
+# ---- on a released smoke run (one pipeline flow run per session) ----------------------------
+
+
+def parent_runs(overrides) -> list:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=overrides["tracking.tracking_uri"])
+    experiment = client.get_experiment_by_name("tunedex-smoke")
+    return client.search_runs([experiment.experiment_id], "tags.mlflow.runName = 'pipeline'")
+
+
+@pytest.mark.slow
+def test_unchanged_retrain_trains_nothing_and_says_why(released):
+    from flows.pipeline import pipeline
+    from tasks.lib.config import load_config
+    from tasks.lib.registry import registry_ref
+    from tasks.lib.release_skip import release_inputs, unchanged_release
+
+    def unchanged(cfg):
+        return unchanged_release(registry_ref(cfg), release_inputs(cfg))
+
+    before = len(parent_runs(released))
+    result = pipeline(config_path=str(SMOKE), overrides=released)
+    assert result["skipped"] and result["release"] == 1
+    assert "unchanged since release v1 (champion" in result["reason"]
+    assert len(parent_runs(released)) == before  # no run, nothing trained or registered
+
+    changed = load_config(SMOKE, {**released, "train_retriever.learning_rate": 1e-4})
+    assert unchanged(changed) is None  # a param change retrains
+    corpus = Path(released["paths.corpus_path"])
+    other = write_jsonl_lines(corpus.with_name("corpus-edited.jsonl"),
+                              [*TINY_DOCS[:2], {**TINY_DOCS[2], "text": TINY_DOCS[2]["text"] + "!"}])
+    assert unchanged(load_config(SMOKE, {**released, "paths.corpus_path": str(other)})) is None
+    same_content = corpus.with_name("corpus-copy.jsonl")
+    same_content.write_bytes(corpus.read_bytes())  # another path, same bytes: still unchanged
+    assert unchanged(load_config(SMOKE, {**released, "paths.corpus_path": str(same_content)}))
+
+
+HOLD_LOCK = textwrap.dedent("""
+    import json, os, sys, time
+    from filelock import FileLock
+    path = sys.argv[1]
+    lock = FileLock(path)
+    lock.acquire()  # keep the reference: a collected FileLock releases
+    with open(path + ".holder", "w") as f:
+        json.dump({"what": "scheduled retrain", "pid": os.getpid(), "host": "box", "since": "now"}, f)
+    print("held", flush=True)
+    time.sleep(120)
+""")
+
+
+@pytest.mark.slow
+def test_a_second_writer_fails_or_waits_with_a_clear_message(released):
+    from flows.pipeline import pipeline
+    from tasks.lib.lock import LockBusy
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, released["lock.path"]],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(LockBusy, match=r"another tunedex run holds the write lock .*"
+                                           r"scheduled retrain \(pid \d+ on box"):
+            pipeline(config_path=str(SMOKE), overrides={**released, "lock.on_busy": "fail"},
+                     force=True)
+        started = time.monotonic()
+        with pytest.raises(LockBusy, match="gave up after 2 s waiting for the write lock"):
+            pipeline(config_path=str(SMOKE), force=True,
+                     overrides={**released, "lock.on_busy": "wait", "lock.wait_seconds": 2})
+        assert time.monotonic() - started >= 2  # it did wait
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(parent_runs(released)) == 1  # neither run started
+
+
+@pytest.mark.slow
+def test_failed_flow_calls_the_failure_hook(released, tmp_path, caplog):
+    from flows.pipeline import pipeline
+    from tasks.lib.errors import TunedexError
+
+    caplog.set_level("ERROR", logger="tunedex.notify")
+    with pytest.raises(TunedexError, match="missing.jsonl"):
+        pipeline(config_path=str(SMOKE), force=True,
+                 overrides={**released, "paths.corpus_path": str(tmp_path / "missing.jsonl")})
+    notes = [r.getMessage() for r in caplog.records if r.name == "tunedex.notify"]
+    assert notes and "tunedex flow 'tunedex-pipeline'" in notes[0] and "ended FAILED" in notes[0]

@@ -1,9 +1,6 @@
 """Converters from PubMedQA and CovidFAQ to the data contract: exact outputs, errors, real data."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,12 +11,12 @@ from tasks.lib.convert import (
     convert_covidfaq,
     convert_dataset,
     convert_pubmedqa,
-    question_key,
 )
 from tasks.lib.data import load_corpus, load_qa
 from tasks.lib.errors import DataError
+from tasks.lib.text import normalize_question
+from tests.conftest import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 DATASETS = REPO.parent / "shared" / "datasets"
 
 COVID_A = "COVID-19 is a new coronavirus."
@@ -68,12 +65,14 @@ def test_clean_faq_answer(raw, clean):
     assert clean_faq_answer(raw) == clean
 
 
-def test_question_key_matches_the_leakage_check():
-    from tasks.prepare import normalize_question
-
-    samples = ["What is COVID-19 ?", "what is covid 19", "  Ｃａｆé\tOK?! ", "", "why_not"]
-    assert [question_key(s) for s in samples] == [normalize_question(s) for s in samples]
-    assert question_key("What is COVID-19 ?") == question_key("what is covid 19") == "what is covid 19"
+def test_covid_questions_are_merged_by_the_leakage_key():
+    """Two spellings prepare's leakage check would call the same question become one question."""
+    assert normalize_question("What is COVID-19?") == normalize_question("what is covid 19")
+    _, qa, stats = convert_covidfaq([covid_row(1, "faq", "Q?", COVID_A),
+                                     covid_row(2, "user_query", "What is COVID-19?", COVID_A),
+                                     covid_row(3, "user_query", "what is covid 19", COVID_A)])
+    assert [q["question"] for q in qa] == ["What is COVID-19?"]
+    assert stats["duplicate_questions_merged"] == 1
 
 
 def test_convert_pubmedqa_exact():
@@ -231,7 +230,7 @@ def load_converted(out_dir: Path):
     known = set(corpus["doc_id"])
     assert all(ids and set(ids) <= known for ids in qa["doc_ids"])
     # prepare fails when a normalised eval question also appears in train: none may repeat.
-    assert qa["question"].map(question_key).is_unique
+    assert qa["question"].map(normalize_question).is_unique
     return corpus, qa
 
 
@@ -257,35 +256,3 @@ def test_real_covidfaq(tmp_path):
     assert (len(corpus), len(qa)) == (67, 955)
     assert not corpus["text"].str.contains(r"\[\[", regex=True).any()
     assert corpus["metadata"].map(lambda m: "faq_question" in m).all()  # each answer has its faq
-
-
-# ---- the CLI --------------------------------------------------------------------------------
-
-
-def tunedex(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=cwd, text=True,
-                          capture_output=True, timeout=120,
-                          env={**os.environ, "PYTHONPATH": str(REPO)})
-
-
-def test_cli_convert(tmp_path):
-    source = tmp_path / "pairs.json"
-    source.write_text(json.dumps(COVID_RAW))
-    done = tunedex("convert", "covidfaq", str(source), "--out", str(tmp_path / "out"), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert '"multi_doc_questions": 1' in done.stdout
-    assert len(load_qa(tmp_path / "out" / "qa.jsonl")) == 3
-
-    default = tunedex("convert", "covidfaq", str(source), cwd=tmp_path)  # --out defaults to data/<name>
-    assert default.returncode == 0, default.stderr
-    assert (tmp_path / "data" / "covidfaq" / "corpus.jsonl").is_file()
-
-
-def test_cli_convert_bad_file_exits_2_with_message(tmp_path):
-    source = tmp_path / "pqal_dev.json"
-    source.write_text("{")
-    done = tunedex("convert", "pubmedqa", str(source), "--out", str(tmp_path / "out"), cwd=tmp_path)
-    assert done.returncode == 2
-    assert f"error: {source}, line 1: not valid JSON" in done.stderr
-    assert "Traceback" not in done.stderr
-    assert not (tmp_path / "out").exists()

@@ -1,4 +1,4 @@
-from tasks.lib.answers import option_costs, score_answer
+from tasks.lib.answers import option_costs
 from tasks.lib.scoreboard import scoreboard_html, scoreboard_markdown, summarize_setups, verdict, winner
 
 
@@ -37,20 +37,3 @@ def test_markdown_and_html_render_every_setup():
     assert "token_f1: rag" in md
     html = scoreboard_html(md, {"plot": b"\x89PNG"}, "t")
     assert "data:image/png;base64,iVBORw==" in html and "&lt;" not in html.split("<pre>")[0]
-
-
-def test_option_costs_add_up_for_hybrid():
-    costs = option_costs({"train_generator": {"train_seconds": 10, "adapter_bytes": 5},
-                          "train_retriever": {"train_seconds": 3, "adapter_bytes": 2},
-                          "index": {"tables": {"candidate": {"seconds": 1, "bytes": 7}}}})
-    assert costs["hybrid"] == {"train_seconds": 13, "index_seconds": 1, "adapter_bytes": 7,
-                               "index_bytes": 7}
-    assert costs["base"]["train_seconds"] == 0
-
-
-def test_score_answer_grounding_and_accuracy():
-    row = score_answer("Yes, the fee is 30 pounds.", "Yes, 30 pounds.", ["The exit fee is 30 pounds."],
-                       "yes")
-    assert row["accuracy"] == 1.0 and row["groundedness"] > 0.5 and row["token_f1"] > 0.5
-    assert score_answer("x", "y", None, None)["groundedness"] is None
-    assert "accuracy" not in score_answer("x", "y", None, None)

@@ -1,62 +1,31 @@
+"""Chunking (tasks/lib/chunking.py): token windows with overlap, original characters kept, and
+chunks that fit the retriever."""
+
 import pandas as pd
 import pytest
 
-from tasks.lib.config import PrepareConfig
-from tasks.lib.errors import ConfigError
-from tasks.lib.models import load_tokenizer, resolve_model_dir, retriever_max_seq_length
-from tasks.prepare import (
-    assign_splits,
+from tasks.lib.chunking import (
+    Chunk,
     check_chunk_fits,
+    chunk_corpus,
     chunk_document,
     chunk_spans,
-    content_hash,
-    describe_leaks,
-    find_leaks,
-    hash_split,
-    normalize_question,
     token_offsets,
 )
+from tasks.lib.config import PrepareConfig
+from tasks.lib.errors import ConfigError
+from tasks.lib.models import retriever_max_seq_length
+from tasks.lib.resolve import load_tokenizer, resolve_model_dir
+from tasks.lib.text import content_hash
 
 RETRIEVER = "sentence-transformers/all-MiniLM-L6-v2"
-
-
-def test_normalize_question():
-    assert normalize_question("  What's the  PRICE of Pro?! ") == "what s the price of pro"
-    assert normalize_question("Ｃafé\u00a0plan") == "café plan"
-
-
-def test_hash_split_is_stable_and_seeded():
-    assert hash_split("q1", 13, 0.5) == hash_split("q1", 13, 0.5)
-    splits = [hash_split(f"q{i}", 13, 0.2) for i in range(10_000)]
-    assert 0.18 < splits.count("eval") / len(splits) < 0.22
-    other = [hash_split(f"q{i}", 14, 0.2) for i in range(10_000)]
-    assert splits != other
-
-
-def test_assign_splits_keeps_given_split_and_does_not_mutate():
-    qa = pd.DataFrame({"qid": ["a", "b"], "split": ["eval", None]})
-    out = assign_splits(qa, 13, 0.2)
-    assert out.loc[0, "split"] == "eval"
-    assert out.loc[1, "split"] == hash_split("b", 13, 0.2)
-    assert pd.isna(qa.loc[1, "split"])
-
-
-def test_find_leaks_normalises():
-    qa = pd.DataFrame({
-        "qid": ["t1", "t2", "e1", "e2"], "line": [1, 2, 3, 4],
-        "question": ["How do I pay?", "Where is it?", "how do i pay", "How can I pay?"],
-        "split": ["train", "train", "eval", "eval"]})
-    leaks = find_leaks(qa)
-    assert leaks["qid"].tolist() == ["e1"]
-    msg = describe_leaks(leaks, "qa.jsonl")
-    assert msg.startswith("qa.jsonl: 1 eval question(s) also appear in train")
-    assert "e1 (line 3)" in msg
 
 
 def test_chunk_spans_windows_with_overlap():
     offsets = [(i * 2, i * 2 + 1) for i in range(10)]  # 10 one-char tokens, one space apart
     assert chunk_spans(offsets, 4, 1) == [(0, 7), (6, 13), (12, 19)]
     assert chunk_spans(offsets, 10, 2) == [(0, 19)]
+    assert chunk_spans(offsets, 5, 0) == [(0, 9), (10, 19)]  # no overlap: disjoint windows
     assert chunk_spans([], 4, 1) == []
 
 
@@ -66,13 +35,23 @@ def test_chunk_document_keeps_original_text():
     chunks = chunk_document("d", "T", text, offsets, size=3, overlap=1)
     assert [c.text for c in chunks] == ["one two three", "three four five"]
     assert [c.chunk_id for c in chunks] == ["d#0", "d#1"]
+    assert [c.chunk_index for c in chunks] == [0, 1]
     assert chunks[0].content_hash == content_hash("T", "one two three")
-    assert content_hash("T", "x") != content_hash(None, "x")
+
+
+def test_a_document_without_tokens_is_one_chunk():
+    assert chunk_document("d", None, "  ", [], 3, 1) == [Chunk("d#0", "d", 0, None, "",
+                                                               content_hash(None, ""))]
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
     return load_tokenizer(resolve_model_dir(RETRIEVER))
+
+
+def test_token_offsets_point_at_the_characters(tokenizer):
+    [offsets] = token_offsets(tokenizer, ["Pro plan"])
+    assert offsets == [(0, 3), (4, 8)]
 
 
 def test_real_tokenizer_chunks_fit_and_cover(tokenizer):
@@ -86,9 +65,20 @@ def test_real_tokenizer_chunks_fit_and_cover(tokenizer):
     assert chunks[-1].text.endswith("meter readings.")
 
 
+def test_chunk_corpus_keeps_titles_and_drops_missing_ones(tokenizer):
+    corpus = pd.DataFrame({"doc_id": ["a", "b"], "title": ["Plans", float("nan")],
+                           "text": ["Basic costs four euros.", "Cards are charged monthly."]})
+    chunks = chunk_corpus(corpus, tokenizer, PrepareConfig(chunk_tokens=32, chunk_overlap=4))
+    assert [(c.chunk_id, c.title, c.text) for c in chunks] == [
+        ("a#0", "Plans", "Basic costs four euros."), ("b#0", None, "Cards are charged monthly.")]
+
+
 def test_chunk_size_must_fit_the_retriever():
     max_len = retriever_max_seq_length(resolve_model_dir(RETRIEVER))
     assert max_len == 256
     check_chunk_fits(PrepareConfig(chunk_tokens=254, chunk_overlap=0), max_len, RETRIEVER)
+    with pytest.raises(ConfigError, match="chunk_tokens=255 does not fit the retriever "
+                                          f"{RETRIEVER}: its max_seq_length is 256"):
+        check_chunk_fits(PrepareConfig(chunk_tokens=255, chunk_overlap=0), max_len, RETRIEVER)
     with pytest.raises(ConfigError, match="chunk_tokens=300 does not fit the retriever"):
         check_chunk_fits(PrepareConfig(chunk_tokens=300, chunk_overlap=0), max_len, RETRIEVER)

@@ -3,10 +3,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.lib.config import Config, apply_overrides, flatten, load_config, parse_override
+from tasks.lib.config import (
+    SECTION_KEYS,
+    Config,
+    apply_overrides,
+    flatten,
+    load_config,
+    parse_override,
+    tracking_uri_source,
+)
 from tasks.lib.errors import ConfigError
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.conftest import REPO
 
 
 @pytest.mark.parametrize("profile", ["cpu", "smoke", "gpu"])
@@ -89,3 +96,36 @@ def test_flatten_and_yaml_names():
     data = Config().to_dict()
     assert "validate" in data and "validate_" not in data
     assert flatten({"a": {"b": 1, "c": {"d": 2}}, "e": 3}) == {"a.b": 1, "a.c.d": 2, "e": 3}
+
+
+def test_rule_without_any_check_is_refused_in_the_config():
+    with pytest.raises(ConfigError, match="sets none of min_improvement"):
+        load_config(REPO / "configs" / "smoke.yaml",
+                    {"promote.gate": [{"metric": "answers.hybrid.token_f1"}]})
+
+
+def test_section_by_yaml_key():
+    cfg = Config()
+    assert cfg.section("validate") is cfg.validate_
+    assert cfg.section("prepare") is cfg.prepare and cfg.section("index") is cfg.index
+    assert SECTION_KEYS[type(cfg.validate_)] == "validate"
+    assert SECTION_KEYS[type(cfg.train_generator)] == "train_generator"
+
+
+def test_unset_tracking_uris_come_from_the_environment(tmp_path, monkeypatch):
+    path = write(tmp_path, {"tracking": {"tracking_uri": "sqlite:///from-config.db"}})
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "http://registry:5000")
+    cfg = load_config(path)
+    assert cfg.tracking.tracking_uri == "sqlite:///from-config.db"  # the config wins
+    assert cfg.tracking.registry_uri == "http://registry:5000"  # unset in the config: the env
+    assert tracking_uri_source(cfg.tracking) == "from the config"
+    from_env = load_config(write(tmp_path, {}))
+    assert from_env.tracking.tracking_uri == "http://env:5000"
+    assert tracking_uri_source(from_env.tracking) == "from MLFLOW_TRACKING_URI"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI")
+    default = load_config(write(tmp_path, {}))
+    assert (default.tracking.tracking_uri, default.tracking.registry_uri) == ("sqlite:///mlflow.db",
+                                                                              None)
+    assert tracking_uri_source(default.tracking) == "the default"

@@ -1,0 +1,127 @@
+"""Supervised fine-tuning of the generator (tasks/lib/sft.py) on the tiny random Llama with the
+real SmolLM2 tokenizer: label masking, context cutting, the schedule, what training changes."""
+
+import pytest
+
+from tasks.lib.config import TrainGeneratorConfig
+from tasks.lib.generator import build_messages, render_prompt
+from tasks.lib.sft import (
+    IGNORE,
+    SequenceTooLong,
+    batch_order,
+    build_sft_example,
+    build_sft_examples,
+    collate,
+    context_mask,
+    lr_factor,
+    plan_steps,
+    train_lora_generator,
+)
+
+CHUNKS = ["The Basic plan costs 4 euros a month and includes 10 GB of storage.",
+          "Cards are charged on the first working day of each month."]
+
+
+def ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+# ---- examples -------------------------------------------------------------------------------------
+
+
+def test_sft_labels_mask_prompt_and_padding(generator_tokenizer):
+    tokenizer = generator_tokenizer
+    example = build_sft_example(tokenizer, "How much is Basic?", "4 euros.", None, 128)
+    prompt = ids(tokenizer, render_prompt(tokenizer, build_messages("How much is Basic?")))
+    answer = ids(tokenizer, "4 euros.") + [tokenizer.eos_token_id]
+    assert example["input_ids"] == prompt + answer
+    assert example["labels"] == [IGNORE] * len(prompt) + answer
+    assert not example["truncated_context"] and not example["truncated_answer"]
+
+    short = {"input_ids": [5, 6], "labels": [IGNORE, 6]}
+    batch = collate([example, short], pad_id=2)
+    width = len(example["input_ids"])
+    assert batch["input_ids"][1] == [5, 6] + [2] * (width - 2)
+    assert batch["attention_mask"][1] == [1, 1] + [0] * (width - 2)
+    assert batch["labels"][1] == [IGNORE, 6] + [IGNORE] * (width - 2)
+    assert batch["labels"][0] == example["labels"]
+
+
+def test_context_is_cut_before_the_answer(generator_tokenizer):
+    tokenizer = generator_tokenizer
+    answer = "It is charged on the first working day of each month."
+    answer_ids = ids(tokenizer, answer) + [tokenizer.eos_token_id]
+    long_chunks = [" ".join([CHUNKS[1]] * 8), CHUNKS[0]]
+    full = build_sft_example(tokenizer, "When?", answer, long_chunks, 4096)
+    assert not full["truncated_context"]
+    cut = build_sft_example(tokenizer, "When?", answer, long_chunks, 160)
+    assert cut["truncated_context"] and not cut["truncated_answer"]
+    assert len(cut["input_ids"]) <= 160 and len(cut["input_ids"]) >= 150  # room used, not wasted
+    assert cut["input_ids"][-len(answer_ids):] == answer_ids  # the answer is whole
+    prompt_text = tokenizer.decode(cut["input_ids"][:-len(answer_ids)])
+    assert "Context:\n[1] Cards are charged" in prompt_text and "[2]" not in prompt_text
+
+    no_room = build_sft_example(tokenizer, "When?", answer, long_chunks, 50)  # context dropped
+    assert no_room["truncated_context"] and "Context:" not in tokenizer.decode(no_room["input_ids"])
+    assert no_room["input_ids"][-len(answer_ids):] == answer_ids
+
+
+def test_answer_tail_cut_only_as_last_resort(generator_tokenizer):
+    tokenizer = generator_tokenizer
+    prompt_len = len(ids(tokenizer, render_prompt(tokenizer, build_messages("When?"))))
+    answer_ids = ids(tokenizer, "On the first working day of each month.")
+    example = build_sft_example(tokenizer, "When?", "On the first working day of each month.", None,
+                                prompt_len + 3)
+    assert example["truncated_answer"] and example["input_ids"][prompt_len:] == answer_ids[:3]
+    with pytest.raises(SequenceTooLong, match="raise train_generator.max_seq_length"):
+        build_sft_example(tokenizer, "When?", "Soon.", None, prompt_len)
+    rows = [{"question": "When?", "answer": "Soon."}] * 2
+    examples, counts = build_sft_examples(tokenizer, rows, [None, CHUNKS], prompt_len)
+    assert examples == [] and counts["skipped_too_long"] == 2
+
+
+def test_context_mask_is_seeded_and_exact():
+    first = context_mask(20, 0.5, seed=13)
+    assert first == context_mask(20, 0.5, seed=13) and sum(first) == 10
+    assert first != context_mask(20, 0.5, seed=14)
+    assert context_mask(5, 0.0, 1) == [False] * 5 and context_mask(5, 1.0, 1) == [True] * 5
+    assert sum(context_mask(7, 0.5, 3)) == 4  # round(3.5) -> 4 (banker's rounding)
+
+
+def test_schedule_and_batches():
+    cfg = TrainGeneratorConfig(batch_size=4, epochs=2.0)
+    assert plan_steps(10, cfg) == 6 and plan_steps(10, cfg.model_copy(update={"max_steps": 4})) == 4
+    assert [round(lr_factor(s, 10, 2), 3) for s in (0, 1, 2, 6, 9)] == [0.5, 1.0, 1.0, 0.5, 0.125]
+    batches = batch_order(5, 2, 5, seed=0)
+    assert [len(b) for b in batches] == [2, 2, 1, 2, 2]
+    assert sorted(sum(batches[:3], [])) == [0, 1, 2, 3, 4] and batches == batch_order(5, 2, 5, 0)
+
+
+# ---- training ---------------------------------------------------------------------------------------
+
+
+def test_lora_training_changes_only_adapter_weights(trained_generator):
+    history = trained_generator["history"]
+    assert [h["step"] for h in history] == [1, 2] and all(h["loss"] > 0 for h in history)
+    assert all(h["tokens"] > 0 and h["tokens_per_second"] > 0 for h in history)
+    after = trained_generator["peft"].state_dict()
+    lora_b = [k for k in after if "lora_B" in k]
+    assert lora_b and any(after[k].abs().sum() > 0 for k in lora_b)  # B starts at zero
+    for name, before in trained_generator["base"].items():
+        key = next(k for k in after if k.endswith(name.replace(".weight", ".base_layer.weight"))
+                   or k.endswith(name))
+        assert after[key].equal(before), name
+
+
+def test_gradient_checkpointing_does_not_change_the_losses(tiny_generator_dir, generator_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = generator_tokenizer
+    examples = [build_sft_example(tokenizer, "How much is Basic?", "4 euros a month.", CHUNKS, 96)] * 4
+    cfg = TrainGeneratorConfig(batch_size=2, max_steps=2, learning_rate=1e-2, warmup_ratio=0.0)
+    losses = []
+    for checkpointing in (False, True):
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+        _, history = train_lora_generator(model, tokenizer, examples, cfg, 0, "cpu", checkpointing)
+        losses.append([h["loss"] for h in history])
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5)

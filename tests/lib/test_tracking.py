@@ -1,0 +1,27 @@
+"""MLflow helpers (tasks/lib/tracking.py) that need no tracking store."""
+
+from tasks.lib.catalog import Catalog
+from tasks.lib.config import IndexConfig, PathsConfig, ValidateConfig
+from tasks.lib.files import file_md5
+from tasks.lib.tracking import data_tags, from_mlflow_key, mlflow_key, section_dict, section_name
+
+
+def test_metric_keys_round_trip():
+    assert mlflow_key("retrieval.hybrid.ndcg@10") == "retrieval.hybrid.ndcg_at_10"
+    assert from_mlflow_key("retrieval.hybrid.ndcg_at_10") == "retrieval.hybrid.ndcg@10"
+    assert mlflow_key("answers.base.token_f1") == "answers.base.token_f1"
+
+
+def test_sections_are_logged_under_their_yaml_key():
+    assert section_name(ValidateConfig()) == "validate"
+    assert section_name(IndexConfig()) == "index"
+    assert section_dict(IndexConfig(shards=2))["shards"] == 2
+
+
+def test_data_tags_record_the_raw_files_md5(tmp_path):
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("{}\n")
+    tags = data_tags(Catalog(PathsConfig(corpus_path=str(corpus), qa_path=str(tmp_path / "no.jsonl"))))
+    assert tags["data.corpus_md5"] == file_md5(corpus) and tags["data.qa_md5"] == "missing"
+    assert tags["data.corpus_path"] == str(corpus)
+    assert {"git.commit", "git.dirty"} <= set(tags)

@@ -1,0 +1,45 @@
+"""evaluate (tasks/evaluate.py): the reports it writes from the retrieval and answer results (no
+models); the full stage runs under the pipeline flow test."""
+
+import json
+
+from tasks.evaluate import write_reports
+from tasks.lib.retrieval_eval import METRICS
+
+
+def ci(mean: float) -> dict[str, float]:
+    return {"mean": mean, "lo": mean - 0.1, "hi": mean + 0.1}
+
+
+RETRIEVAL = {
+    "questions": 2,
+    "methods": {name: {**{m: ci(v) for m in METRICS}, "latency": {"p50_ms": 1.0, "p95_ms": p95}}
+                for name, v, p95 in (("bm25", 0.51234, 2.345), ("hybrid", 0.8, 9.876))},
+    "comparisons": {"hybrid_vs_bm25": {"ndcg@10": ci(0.3), "recall@10": ci(0.2), "verdict": 1}},
+    "tables": {"base": {"table": "chunks_a", "version": 1}}}
+ANSWERS = {
+    "questions": 2, "verdict": "On this data, embeddings (rag) answers best.",
+    "summary": {"base": {"token_f1": ci(0.21234)}, "rag": {"token_f1": ci(0.4)}},
+    "winners": {"token_f1": "rag"},
+    "speed": {"base": {"latency_ms": 10.0, "tokens_per_s": 5.0},
+              "rag": {"latency_ms": 20.0, "tokens_per_s": 4.0}},
+    "costs": {"base": {"train_seconds": 0.0}, "rag": {"train_seconds": 3.0}},
+    "answers": {"base": [], "rag": []}}
+
+
+def test_write_reports_writes_every_report_and_rounded_metrics(tmp_path):
+    out = write_reports(tmp_path / "evaluate", RETRIEVAL, ANSWERS)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "answers.json", "metrics.json", "retrieval.json", "retrieval.md", "scoreboard.html",
+        "scoreboard.md"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics == {
+        "retrieval": {"bm25": {**dict.fromkeys(METRICS, 0.5123), "p95_ms": 2.35},
+                      "hybrid": {**dict.fromkeys(METRICS, 0.8), "p95_ms": 9.88}},
+        "answers": {"base": {"token_f1": 0.2123}, "rag": {"token_f1": 0.4}}}
+    assert json.loads((out / "retrieval.json").read_text()) == RETRIEVAL
+    md = (out / "scoreboard.md").read_text()
+    assert md.startswith("# tunedex scoreboard\n\n## Answers (2 eval questions)")
+    assert "| hybrid |" in (out / "retrieval.md").read_text() and "## Retrieval" in md
+    assert "- hybrid − bm25: +0.300 [+0.200, +0.400] → hybrid better" in md
+    assert (out / "scoreboard.html").read_text().count("data:image/png;base64,") == 2

@@ -1,0 +1,140 @@
+"""promote (tasks/promote.py): the gate's inputs and the release tags (pure), then releases on a
+real MLflow registry (sqlite) and real LanceDB tables: the gate rejecting and promoting, both
+aliases moving as one release, serving from @champion, rollback, and a crash between the moves."""
+
+from pathlib import Path
+
+import pytest
+
+from tasks.lib.config import PromoteConfig, load_config
+from tasks.lib.errors import ConfigError
+from tasks.lib.registry import registry_ref
+from tasks.promote import gate_metrics, local_abspath
+from tests.conftest import SMOKE, champion_versions, sets, tunedex
+from tests.conftest import promote_release as promote
+
+RET, GEN = "tunedex-retriever", "tunedex-generator"
+FLOOR_ONLY = [{"metric": "retrieval.hybrid.ndcg@10", "floor": 0.0}]  # passes whatever changed
+
+
+# ---- pure ---------------------------------------------------------------------------------------
+
+
+def test_local_abspath_leaves_remote_uris_alone(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert local_abspath("lancedb") == str(tmp_path / "lancedb")
+    assert local_abspath("s3://bucket/lancedb") == "s3://bucket/lancedb"
+
+
+def test_gate_metrics_flatten_and_refuse_unknown_ones():
+    metrics = {"answers": {"hybrid": {"token_f1": 0.25}}, "retrieval": {"hybrid": {"ndcg@10": 1}}}
+    section = PromoteConfig(gate=({"metric": "answers.hybrid.token_f1", "floor": 0.0},))
+    assert gate_metrics(section, metrics, Path("m.json")) == {"answers.hybrid.token_f1": 0.25,
+                                                              "retrieval.hybrid.ndcg@10": 1.0}
+    bad = PromoteConfig(gate=({"metric": "answers.hybrid.f1", "floor": 0.0},
+                              {"metric": "retrieval.bm25.ndcg@10", "floor": 0.0}))
+    with pytest.raises(ConfigError) as err:
+        gate_metrics(bad, metrics, Path("reports/evaluate/metrics.json"))
+    assert str(err.value) == ("promote.gate: metric(s) answers.hybrid.f1, retrieval.bm25.ndcg@10 not "
+                              "in reports/evaluate/metrics.json; known: answers.hybrid.token_f1, "
+                              "retrieval.hybrid.ndcg@10")
+
+
+# ---- releases on a real registry (slow: the DVC stages run once per session) ----------------------
+
+
+@pytest.mark.slow
+def test_gate_rejects_then_promotes_then_rollback_restores(registry_overrides, tmp_path):
+    from tasks.lib.registry import client, resolve_release
+
+    overrides = registry_overrides
+    reg = registry_ref(load_config(SMOKE, overrides))
+    first = promote(overrides)
+    assert first["promoted"] and first["first_release"]
+    assert champion_versions(reg) == (1, 1)
+    version = client(reg).get_model_version(RET, "1")
+    tags = version.tags
+    index = __import__("json").loads((Path(overrides["paths.reports_dir"]) / "index" /
+                                      "index.json").read_text())["tables"]["candidate"]
+    assert (tags["index.table"], tags["index.version"]) == (index["table"], str(index["version"]))
+    assert tags["release.generator_version"] == "1" and tags["validation.success"] == "true"
+    assert tags["data.qa_md5"] != "missing" and tags["git.commit"]
+    assert set(tags) >= {"pipeline.run_id", "metric.answers.hybrid.token_f1",
+                         "metric.retrieval.hybrid.ndcg_at_10", "metric.retrieval.hybrid.p95_ms",
+                         "release.inputs"}
+    assert client(reg).get_run(version.run_id).data.metrics["gate.promoted"] == 1.0
+
+    second = promote(overrides)  # same adapters and metrics: no token-F1 improvement
+    assert not second["promoted"]
+    assert champion_versions(reg) == (1, 1)  # untouched
+    c = client(reg)
+    assert int(c.get_model_version_by_alias(RET, "challenger").version) == 2
+    assert int(c.get_model_version_by_alias(GEN, "challenger").version) == 2
+    failed = [r["metric"] for r in second["rules"] if not r["passed"]]
+    assert failed == ["answers.hybrid.token_f1"]
+    decision = (Path(overrides["paths.reports_dir"]) / "promote" / "decision.md").read_text()
+    assert "NOT PROMOTED" in decision and "champion unchanged" in decision
+
+    third = promote(overrides, **{"promote.gate": FLOOR_ONLY})
+    assert third["promoted"] and champion_versions(reg) == (3, 3)
+    assert resolve_release(reg).tags["release.previous"] == "1"
+
+    listed = tunedex("releases", "-c", str(SMOKE), *sets(overrides), cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = listed.stdout.splitlines()
+    assert "champion" in rows[1] and rows[1].split()[0] == "3"
+    assert "challenger" in rows[2] and "rejected" in rows[2]
+
+    done = tunedex("rollback", "-c", str(SMOKE), *sets(overrides), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "retriever v3 -> v1, generator v3 -> v1" in done.stdout
+    assert champion_versions(reg) == (1, 1)
+    assert client(reg).get_model_version(RET, "3").tags["release.rolled_back"] == "true"
+
+    done = tunedex("search", "Which cards do you take?", "-k", "2", "-c", str(SMOKE),
+                   *sets(overrides), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (
+        f"hybrid search, release champion (tunedex-retriever v1, generator v1), "
+        f"table {index['table']} v{index['version']}")
+
+    done = tunedex("rollback", "-c", str(SMOKE), *sets(overrides), cwd=tmp_path)
+    assert done.returncode == 2 and "no previous release" in done.stderr
+
+
+@pytest.mark.slow
+def test_crash_between_the_alias_moves_serves_one_whole_release(registry_overrides, monkeypatch):
+    from mlflow.tracking import MlflowClient
+
+    from tasks.lib.registry import adapter_dir, client, repair_mirror, resolve_release
+
+    overrides = registry_overrides
+    reg = registry_ref(load_config(SMOKE, overrides))
+    promote(overrides)
+    real_move = MlflowClient.set_registered_model_alias
+    moves: list[str] = []
+
+    def crash_on_second_champion_move(self, name, alias, version):
+        if alias == "champion":
+            moves.append(name)
+            if len(moves) == 2:
+                raise RuntimeError("killed between the two alias moves")
+        return real_move(self, name, alias, version)
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", crash_on_second_champion_move)
+    with pytest.raises(RuntimeError, match="killed between"):
+        promote(overrides, **{"promote.gate": FLOOR_ONLY})
+    monkeypatch.undo()
+
+    c = client(reg)
+    mirrors = {name: int(c.get_model_version_by_alias(name, "champion").version) for name in (RET, GEN)}
+    assert mirrors != {RET: 1, GEN: 1} and mirrors != {RET: 2, GEN: 2}  # the aliases disagree
+    release = resolve_release(reg)  # ... but what is served is one promotion's pair
+    assert (release.retriever_version, release.generator_version) == (1, 1)
+    served = adapter_dir(reg, GEN, release.generator_version)
+    assert served.parent.parent.name.startswith(f"{GEN}-v1-")
+
+    assert "release.inputs" not in c.get_model_version(RET, "2").tags  # the next retrain runs
+    assert repair_mirror(reg) and champion_versions(reg) == (1, 1)
+    assert promote(overrides, **{"promote.gate": FLOOR_ONLY})["promoted"]
+    assert champion_versions(reg) == (3, 3)

@@ -1,0 +1,58 @@
+"""The reindex steps (tasks/reindex.py), pure parts: which gate rules a refresh must hold, the
+chunking settings it must keep, the eval questions it can still ask. The flow: tests/flows."""
+
+import pytest
+
+from tasks.lib.config import DEFAULT_GATE, GateRule, PrepareConfig
+from tasks.lib.errors import ConfigError
+from tasks.reindex import REINDEX_METHODS, answerable, check_release_settings, retrieval_rules
+
+
+def test_retrieval_rules_keep_the_methods_reindex_measures_without_min_improvement():
+    rules = (GateRule(metric="answers.hybrid.token_f1", min_improvement=0.01, floor=0.02),
+             GateRule(metric="retrieval.hybrid.ndcg@10", min_improvement=0.01, max_regression=0.01),
+             GateRule(metric="retrieval.base.ndcg@10", floor=0.1),  # base: not re-measured
+             GateRule(metric="retrieval.bm25.recall@10", floor=0.3),
+             GateRule(metric="retrieval.lora.p95_ms", higher_is_better=False, max_regression=0.5,
+                      relative=True))
+    kept = retrieval_rules(rules)
+    assert [r.metric for r in kept] == ["retrieval.hybrid.ndcg@10", "retrieval.bm25.recall@10",
+                                        "retrieval.lora.p95_ms"]
+    assert [r.min_improvement for r in kept] == [None, None, None]  # hold, not improve
+    assert kept[0].max_regression == 0.01 and kept[1].floor == 0.3 and kept[2].relative
+    assert rules[1].min_improvement == 0.01  # the config's rules are not changed
+    assert REINDEX_METHODS == ("bm25", "lora", "hybrid")
+
+
+def test_the_default_gate_leaves_two_retrieval_rules():
+    assert [r.metric for r in retrieval_rules(DEFAULT_GATE)] == ["retrieval.hybrid.ndcg@10",
+                                                                 "retrieval.hybrid.p95_ms"]
+    assert retrieval_rules((GateRule(metric="answers.hybrid.token_f1", floor=0.0),)) == ()
+
+
+def test_a_rule_left_with_nothing_to_check_still_applies_its_floor():
+    [rule] = retrieval_rules((GateRule(metric="retrieval.hybrid.ndcg@10", min_improvement=0.0,
+                                       floor=0.5),))
+    assert (rule.min_improvement, rule.floor) == (None, 0.5)
+
+
+def test_check_release_settings_names_the_key():
+    prepare = PrepareConfig(chunk_tokens=64, chunk_overlap=8)
+    check_release_settings({"prepare.chunk_tokens": "64", "prepare.chunk_overlap": "8"}, prepare)
+    check_release_settings({}, prepare)  # an older release without the tags: nothing to compare
+    with pytest.raises(ConfigError) as err:
+        check_release_settings({"prepare.chunk_tokens": "64", "prepare.chunk_overlap": "16"}, prepare)
+    assert str(err.value) == ("prepare.chunk_overlap is 8 but the champion release was indexed with "
+                              "16: reindex with the release's settings, or retrain (the pipeline) "
+                              "to change them")
+    with pytest.raises(ConfigError, match="^prepare.chunk_tokens is 64 but the champion release "
+                                          "was indexed with 128"):
+        check_release_settings({"prepare.chunk_tokens": "128"}, prepare)
+
+
+def test_answerable_drops_questions_about_deleted_documents():
+    questions = [{"qid": "a", "doc_ids": ["d1"]}, {"qid": "b", "doc_ids": ["d1", "gone"]},
+                 {"qid": "c", "doc_ids": ["d2", "d1"]}, {"qid": "d", "doc_ids": ["gone"]}]
+    assert [q["qid"] for q in answerable(questions, {"d1", "d2"})] == ["a", "c"]
+    assert answerable(questions, set()) == []
+    assert answerable([], {"d1"}) == []

@@ -20,7 +20,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help setup pipeline reindex schedule test test-fast lint ui repro bench clean
+.PHONY: help setup pipeline reindex serve schedule test test-fast lint ui repro bench clean
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -43,6 +43,9 @@ pipeline: setup  ## run the whole pipeline on $(CONFIG) (default: cpu profile, d
 
 reindex: setup  ## refresh the champion's index from the corpus (no training)
 	$(TUNEDEX) reindex --config $(CONFIG)
+
+serve: setup  ## serve the champion release over HTTP on http://127.0.0.1:8000 (page at /, docs at /docs)
+	$(TUNEDEX) serve --config $(CONFIG)
 
 schedule: setup  ## run the retrain (nightly) and reindex deployments on their schedules
 	$(TUNEDEX) schedule --config $(CONFIG)

@@ -41,7 +41,8 @@ def run_one_stage(cfg: Any, name: str, parent_run_id: str) -> Any:
         from tasks.lib.release_skip import release_inputs
         from tasks.promote import promote_stage
 
-        return promote_stage(cfg.promote, cfg.prepare, cfg.generate, ctx, release_inputs(cfg))
+        return promote_stage(cfg.promote, cfg.prepare, cfg.generate, cfg.index, ctx,
+                             release_inputs(cfg))
     from tasks.lib.stages import BY_NAME
 
     fn = getattr(importlib.import_module(BY_NAME[name].module), f"{name}_stage")
@@ -113,6 +114,25 @@ def schedule(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
     from flows.deployments import serve_deployments
 
     _run(serve_deployments, config, _overrides(set_))
+
+
+@app.command()
+def serve(config: str = ConfigOpt, set_: list[str] = SetOpt,
+          host: str | None = typer.Option(None, "--host", help="Address to bind (default "
+                                           "serve.host, 127.0.0.1); off loopback a token is needed."),
+          port: int | None = typer.Option(None, "--port", "-p", help="Port (default serve.port, 8000)."),
+          release: str = typer.Option("champion", "--release", "-r", help="What to serve: an "
+                                      "alias (followed as it moves), a version number, or 'local'.")
+          ) -> None:
+    """Serve the release over HTTP: /search, /ask, /feedback, /release, /health, a page at /.
+
+    Loads the release once, follows @champion (swapping releases whole, in the background),
+    batches concurrent /ask requests and logs every request (OpenAPI docs at /docs)."""
+    from flows.serve import serve as serve_http
+    from tasks.lib.config import load_config
+
+    cfg = _run(load_config, config, _overrides(set_))
+    _run(serve_http, cfg, host or cfg.serve.host, port or cfg.serve.port, release)
 
 
 @app.command()
@@ -221,6 +241,15 @@ ReleaseOpt = typer.Option("champion", "--release", "-r",
                                "adapters of the last pipeline run (before promotion).")
 
 
+def _nonblank(text: str, what: str) -> str:
+    from tasks.lib.errors import ConfigError
+
+    if not text.strip():
+        raise ConfigError(f"the {what} is empty (or only whitespace): nothing to "
+                          f"{'search for' if what == 'query' else 'answer'}")
+    return text
+
+
 def _open_release(cfg, release: str, role: str = "candidate"):
     """The release to query (the one place search/ask take the config apart)."""
     from tasks.lib.catalog import Catalog
@@ -244,6 +273,7 @@ def search_cmd(query: str = typer.Argument(..., help="The question or keywords."
     from tasks.lib.config import load_config
 
     cfg = _run(load_config, config, _overrides(set_))
+    _run(_nonblank, query, "query")
     loaded = _open_release(cfg, release, retriever.value)
     hits = _run(loaded.search, query, mode.value, k)
     served = loaded.served
@@ -270,6 +300,7 @@ def ask(question: str = typer.Argument(..., help="The question to answer."),
     from tasks.lib.config import load_config
 
     cfg = _run(load_config, config, _overrides(set_))
+    _run(_nonblank, question, "question")
     loaded = _open_release(cfg, release)
     typer.echo(f"{setup.value} answer, {loaded.served.label}", err=True)
     answer = _run(loaded.ask, question, setup.value)

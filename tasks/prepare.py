@@ -156,7 +156,7 @@ def prepare_stage(section: PrepareConfig, ctx: StageContext) -> dict[str, Any]:
         log.info("prepare: %d documents -> %d chunks; %d train / %d eval questions -> %s",
                  stats["documents"], stats["chunks"], stats["train_questions"],
                  stats["eval_questions"], cat.prepared_dir)
-    return {**stats, **{k: str(v) for k, v in outputs.items()}}
+    return {**stats, **{f"{k}_path": str(v) for k, v in outputs.items()}}
 
 
 # ---- Prefect task ------------------------------------------------------------------------------

@@ -17,10 +17,10 @@ from typing import Any
 
 from prefect import task
 
-from tasks.lib.config import GenerateConfig, PrepareConfig, PromoteConfig, flatten
+from tasks.lib.config import GenerateConfig, IndexConfig, PrepareConfig, PromoteConfig, flatten
 from tasks.lib.context import StageContext
 from tasks.lib.errors import ConfigError
-from tasks.lib.gate import decision_markdown, evaluate_gate, summarize
+from tasks.lib.gate import decision_markdown, evaluate_gate, judged, summarize
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,13 @@ def log_adapter_model(ctx: StageContext, generate: GenerateConfig, role: str, ad
     """Log one adapter as a pyfunc model (adapter + base id + the settings it loads with)."""
     import mlflow
 
-    from tasks.lib.registry import ADAPTER_ARTIFACT, PIP_REQUIREMENTS, GeneratorModel, RetrieverModel
+    from tasks.lib.registry import (
+        ADAPTER_ARTIFACT,
+        GeneratorModel,
+        RetrieverModel,
+        code_paths,
+        pip_requirements,
+    )
     from tasks.lib.tracking import section_dict
 
     python_model = RetrieverModel() if role == "retriever" else GeneratorModel()
@@ -115,12 +121,42 @@ def log_adapter_model(ctx: StageContext, generate: GenerateConfig, role: str, ad
             name=f"{role}_model", python_model=python_model,
             artifacts={ADAPTER_ARTIFACT: str(adapter)},
             model_config={f"{role}_base_model_id": base,  # role-named: logged as run params too
-                          "models_dir": str(ctx.catalog.models_dir.resolve()),
+                          "models_dir": str(ctx.catalog.models_dir),  # relative: portable
                           "max_new_tokens": generate.max_new_tokens},
-            pip_requirements=PIP_REQUIREMENTS,
+            pip_requirements=pip_requirements(), code_paths=code_paths(),
             metadata={"models": section_dict(ctx.models), "generate": section_dict(generate)})
     finally:
         pyfunc_log.setLevel(level)
+    return info.model_uri
+
+
+def rag_model_config(ctx: StageContext, sections: dict[str, Any], cand: dict[str, Any],
+                     versions: tuple[int, int], setup: str) -> dict[str, Any]:
+    """The release as tunedex-rag's model_config: base ids, table + pinned version, settings.
+    Paths stay as configured (relative), so the model loads from another checkout."""
+    from tasks.lib.tracking import section_dict
+
+    return {"retriever_version": versions[0], "generator_version": versions[1],
+            "retriever_base_model_id": ctx.models.retriever_id,
+            "generator_base_model_id": ctx.models.generator_id,
+            "index_uri": ctx.catalog.index_uri, "table": cand["table"]["table"],
+            "table_version": int(cand["table"]["version"]), "setup": setup,
+            "models_dir": str(ctx.catalog.models_dir),
+            **{name: section_dict(section) for name, section in sections.items()}}
+
+
+def log_rag_model(config: dict[str, Any], adapters: dict[str, Path]) -> str:
+    """Log tunedex-rag from code (tasks/lib/rag_model.py: nothing pickled); return its URI."""
+    import mlflow
+
+    from tasks.lib import rag_model
+    from tasks.lib.registry import code_paths, pip_requirements
+
+    info = mlflow.pyfunc.log_model(
+        name="rag_model", python_model=rag_model.__file__, model_config=config,
+        artifacts={rag_model.RETRIEVER_ADAPTER: str(adapters["retriever"]),
+                   rag_model.GENERATOR_ADAPTER: str(adapters["generator"])},
+        code_paths=code_paths(), pip_requirements=pip_requirements())
     return info.model_uri
 
 
@@ -161,8 +197,22 @@ def register_release(reg: Any, tags: dict[str, str], uris: dict[str, str]) -> tu
     return ret_version, gen_version
 
 
+def register_rag(reg: Any, ctx: StageContext, sections: dict[str, Any], cand: dict[str, Any],
+                 versions: tuple[int, int], tags: dict[str, str], setup: str) -> int:
+    """Register the release as one tunedex-rag version and name it on the retriever version."""
+    from tasks.lib import registry
+
+    uri = log_rag_model(rag_model_config(ctx, sections, cand, versions, setup), cand["adapters"])
+    version = registry.register(reg.rag_model, uri, {
+        **tags, "release.retriever_version": str(versions[0]),
+        "release.generator_version": str(versions[1])})
+    registry.client(reg).set_model_version_tag(reg.retriever_model, str(versions[0]),
+                                               "release.rag_version", str(version))
+    return version
+
+
 def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: GenerateConfig,
-                  ctx: StageContext, inputs: str) -> dict[str, Any]:
+                  index: IndexConfig, ctx: StageContext, inputs: str) -> dict[str, Any]:
     """Register the candidate release; move `champion` if the gate passes, else set `challenger`.
     `inputs` is the release-inputs digest (tasks/lib/incremental.py) recorded for skip-if-unchanged."""
     import mlflow
@@ -188,9 +238,13 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
         uris = {role: log_adapter_model(ctx, generate, role, path)
                 for role, path in cand["adapters"].items()}
         ret_version, gen_version = register_release(reg, tags, uris)
+        rag_version = register_rag(reg, ctx, {"generate": generate, "index": index}, cand,
+                                   (ret_version, gen_version), tags,
+                                   judged(section.gate, "answers", "hybrid"))
 
         decision = evaluate_gate(section.gate, cand["metrics"], champion_metrics)
-        decision["candidate_version"] = {"retriever": ret_version, "generator": gen_version}
+        decision["candidate_version"] = {"retriever": ret_version, "generator": gen_version,
+                                         "rag": rag_version}
         decision["champion_version"] = None if champion_release is None else {
             "retriever": champion_release.retriever_version,
             "generator": champion_release.generator_version}
@@ -201,9 +255,9 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
             if champion_release is not None:
                 c.set_model_version_tag(reg.retriever_model, str(ret_version), "release.previous",
                                         str(champion_release.retriever_version))
-            registry.move_release(reg, registry.CHAMPION, ret_version, gen_version)
+            registry.move_release(reg, registry.CHAMPION, ret_version, gen_version, rag_version)
         else:
-            registry.move_release(reg, registry.CHALLENGER, ret_version, gen_version)
+            registry.move_release(reg, registry.CHALLENGER, ret_version, gen_version, rag_version)
         # Last: what the skip-if-unchanged check reads. A promote that died before this point
         # leaves no inputs tag, so the next scheduled retrain runs (and repairs) instead of skipping.
         registry.tag_release(reg, ret_version, gen_version, {"release.inputs": inputs})
@@ -223,7 +277,8 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
 
 @task(name="promote")
 def promote(section: PromoteConfig, prepare: PrepareConfig, generate: GenerateConfig,
-            ctx: StageContext, inputs: str, scoreboard: dict[str, Any]) -> dict[str, Any]:
+            index: IndexConfig, ctx: StageContext, inputs: str,
+            scoreboard: dict[str, Any]) -> dict[str, Any]:
     """Register the release and apply the gate to `scoreboard` (evaluate's result). Not
     retried: it moves registry aliases."""
-    return promote_stage(section, prepare, generate, ctx, inputs)
+    return promote_stage(section, prepare, generate, index, ctx, inputs)

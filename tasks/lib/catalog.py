@@ -121,3 +121,9 @@ class Catalog:
     def reindex_dir(self) -> Path:
         return self.stage_dir("reindex")
 
+    # ---- serving -----------------------------------------------------------------------------
+    @property
+    def query_log_dir(self) -> Path:
+        """The query log of `tunedex serve`: queries-YYYY-MM-DD.jsonl, append-only."""
+        return Path(self.paths.logs_dir) / "queries"
+

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,7 @@ class PathsConfig(Section):
     models_dir: str = ".models"  # converted / built model copies (cache, not versioned)
     adapters_dir: str = "models"  # trained LoRA adapters (DVC outputs): <dir>/retriever, ...
     index_uri: str = "lancedb"  # LanceDB URI: a local directory or s3://bucket/path
+    logs_dir: str = "logs"  # what serving writes: the query log (<logs_dir>/queries/*.jsonl)
 
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -169,6 +171,7 @@ DEFAULT_GATE = (
 class PromoteConfig(Section):
     retriever_model: str = "tunedex-retriever"  # registered model names
     generator_model: str = "tunedex-generator"
+    rag_model: str = "tunedex-rag"  # the whole release as one models-from-code pyfunc
     keep_releases: int = Field(3, ge=1)  # `tunedex gc` keeps the tables of the newest N versions
     gate: tuple[GateRule, ...] = DEFAULT_GATE  # every rule must pass to move `champion`
 
@@ -187,6 +190,21 @@ class LockConfig(Section):
     wait_seconds: float = Field(6 * 3600, ge=0)  # longest wait before giving up (on_busy: wait)
 
 
+class ServeConfig(Section):
+    host: str = "127.0.0.1"  # `tunedex serve` binds here; another address needs a token
+    port: int = Field(8000, ge=1, le=65535)
+    token: str | None = None  # bearer token required on every request (also $TUNEDEX_SERVE_TOKEN)
+    poll_seconds: float = Field(30.0, ge=0)  # check @champion this often; 0: never swap
+    batch_window_ms: float = Field(20.0, ge=0)  # /ask requests arriving within this share a batch
+    max_batch: int = Field(8, ge=1)  # answers generated per batch at most
+    max_question_chars: int = Field(2000, ge=1)  # longer questions/queries get a 422
+    max_body_bytes: int = Field(65_536, ge=1024)  # larger request bodies get a 413
+    query_log: bool = True  # append every request to <logs_dir>/queries/ (off: nothing kept)
+    retention_days: int = Field(30, ge=0)  # delete query-log days older than this; 0: keep all
+    traces: bool = True  # also record a sample of /ask requests as MLflow traces
+    trace_sample: float = Field(0.1, ge=0, le=1)  # share of /ask requests traced
+
+
 class Config(Section):
     project: ProjectConfig = ProjectConfig()
     paths: PathsConfig = PathsConfig()
@@ -202,6 +220,7 @@ class Config(Section):
     promote: PromoteConfig = PromoteConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     lock: LockConfig = LockConfig()
+    serve: ServeConfig = ServeConfig()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -254,10 +273,16 @@ def parse_config(raw: Any, source: str = "<config>") -> Config:
     return cfg
 
 
+# The user's MLflow URIs, read when this module is first imported: mlflow.set_tracking_uri()
+# writes MLFLOW_TRACKING_URI into os.environ, so reading it later would pick up whatever store
+# an earlier run in this process used instead of what the user set.
+USER_URIS = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+
+
 def with_tracking_env(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """Fill tracking URIs the config leaves unset from MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI;
-    return the data and where tracking_uri comes from (config, env or default)."""
-    import os
+    """Fill tracking URIs the config leaves unset from MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI
+    (as set when the process started); return the data and where tracking_uri comes from
+    (config, env or default)."""
 
     if "tracking" in raw and raw["tracking"] is None:  # a section with only comments
         raw = {k: v for k, v in raw.items() if k != "tracking"}
@@ -268,8 +293,8 @@ def with_tracking_env(raw: dict[str, Any]) -> tuple[dict[str, Any], str]:
     tracking = tracking or {}
     source = "config" if tracking.get("tracking_uri") else "default"
     for key, env in (("tracking_uri", "MLFLOW_TRACKING_URI"), ("registry_uri", "MLFLOW_REGISTRY_URI")):
-        if not tracking.get(key) and os.environ.get(env):
-            tracking[key] = os.environ[env]
+        if not tracking.get(key) and USER_URIS.get(env):
+            tracking[key] = USER_URIS[env]
             source = "env" if key == "tracking_uri" else source
     return ({**raw, "tracking": tracking} if tracking else raw), source
 

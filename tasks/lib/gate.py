@@ -11,6 +11,16 @@ from typing import Any
 from tasks.lib.config import GateRule
 
 
+def judged(gate: tuple[GateRule, ...], prefix: str, default: str) -> str:
+    """What the gate judges: the setup (prefix "answers") or retrieval method ("retrieval") of
+    the first rule on such a metric, e.g. answers.hybrid.token_f1 -> hybrid."""
+    for rule in gate:
+        parts = rule.metric.split(".")
+        if len(parts) >= 3 and parts[0] == prefix:
+            return parts[1]
+    return default
+
+
 def check_rule(rule: GateRule, candidate: float, champion: float | None) -> dict[str, Any]:
     """One rule's verdict with every number it used; `change` is positive when the candidate is better."""
     sign = 1.0 if rule.higher_is_better else -1.0
@@ -88,6 +98,7 @@ def decision_markdown(decision: dict[str, Any]) -> str:
 
 
 def summarize(decision: dict[str, Any]) -> str:
+    """The gate's outcome in one sentence (which release is champion, what failed)."""
     cand = decision["candidate_version"]["retriever"]
     if decision["promoted"]:
         return f"release v{cand} is the new champion" + (

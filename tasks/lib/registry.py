@@ -27,7 +27,27 @@ log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 ADAPTER_ARTIFACT = "adapter"  # the LoRA adapter directory inside each registered model
-PIP_REQUIREMENTS = ["tunedex", "torch", "transformers", "peft", "sentence-transformers"]
+# What a registered model needs, all on the package index (tunedex itself ships as code_paths).
+REQUIREMENTS = ("mlflow", "transformers", "peft", "sentence-transformers", "lancedb", "pyarrow",
+                "pydantic", "pyyaml", "gguf", "accelerate", "pandas", "numpy")
+
+
+def pip_requirements() -> list[str]:
+    """Pinned to what this environment runs; torch as a range (a GPU box picks its own build)."""
+    from importlib import metadata
+
+    pins = []
+    for name in REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pins.append(name)
+    return ["torch>=2.4", *pins]
+
+
+def code_paths() -> list[str]:
+    """The tunedex package a registered model loads its code from (copied into the model)."""
+    return [str(Path(__file__).resolve().parents[1])]
 
 
 # ---- registered models: loadable with one call -------------------------------------------------
@@ -92,6 +112,7 @@ class RegistryRef:
     registry_uri: str
     retriever_model: str  # the release record (its alias is the commit point)
     generator_model: str  # mirrors the retriever's aliases
+    rag_model: str  # the whole release as one pyfunc; mirrors the retriever's aliases too
     keep_releases: int  # gc keeps the tables of the newest N versions
     catalog: Any  # tasks.lib.catalog.Catalog: registry download cache, index for gc
     lock: Any  # the `lock` section: rollback and gc are writers
@@ -99,8 +120,8 @@ class RegistryRef:
     @classmethod
     def of(cls, tracking: Any, promote: Any, catalog: Any, lock: Any) -> RegistryRef:
         return cls(tracking.tracking_uri, tracking.registry_uri or tracking.tracking_uri,
-                   promote.retriever_model, promote.generator_model, promote.keep_releases,
-                   catalog, lock)
+                   promote.retriever_model, promote.generator_model, promote.rag_model,
+                   promote.keep_releases, catalog, lock)
 
 
 def registry_ref(cfg: Any) -> RegistryRef:
@@ -262,10 +283,14 @@ def tag_release(reg: RegistryRef, retriever_version: int, generator_version: int
             c.set_model_version_tag(name, str(version), key, value)
 
 
-def move_release(reg: RegistryRef, alias: str, retriever_version: int, generator_version: int) -> None:
-    """Point `alias` at a release: generator first (a mirror), retriever last (the commit point)."""
+def move_release(reg: RegistryRef, alias: str, retriever_version: int, generator_version: int,
+                 rag_version: int | str | None = None) -> None:
+    """Point `alias` at a release: generator and rag first (mirrors), retriever last (the commit
+    point)."""
     c = client(reg)
     c.set_registered_model_alias(reg.generator_model, alias, str(generator_version))
+    if rag_version is not None:
+        c.set_registered_model_alias(reg.rag_model, alias, str(rag_version))
     c.set_registered_model_alias(reg.retriever_model, alias, str(retriever_version))
 
 
@@ -353,7 +378,8 @@ def _rollback(reg: RegistryRef, to: int | None) -> tuple[Release, Release]:
     open_pinned(connect(target.index_uri, create=False),
                 {"table": target.table, "version": target.table_version},
                 release=target.retriever_version)  # refuse a target whose index is gone
-    move_release(reg, CHAMPION, target.retriever_version, target.generator_version)
+    move_release(reg, CHAMPION, target.retriever_version, target.generator_version,
+                 target.tags.get("release.rag_version"))
     c = client(reg)
     c.set_model_version_tag(reg.retriever_model, str(current.retriever_version),
                             "release.rolled_back", "true")

@@ -114,6 +114,8 @@ def encode_query(model: Any, query: str) -> Any:
 def search(table: Any, query: str, mode: str, k: int, model: Any = None, rrf_k: int = 60,
            index_cfg: Any = None) -> list[dict[str, Any]]:
     """Top-k chunk hits for a query: vector (needs model), bm25, or hybrid (RRF of both)."""
+    if mode not in MODES:
+        raise ValueError(f"unknown search mode {mode!r}; expected one of {MODES}")
     if mode == "bm25":
         return text_hits(table, query, k)
     vector = encode_query(model, query)

@@ -16,6 +16,7 @@ on first use and then stay loaded.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ class ServedRelease:
     retriever_adapter: Path | None  # None: the base retriever
     generator_base: str
     generator_adapter: Path  # may not exist for "local" (checked by the setups that use it)
+    tags: dict[str, str] = field(default_factory=dict, compare=False, hash=False)  # registry tags
 
     @property
     def pinned(self) -> dict[str, Any]:
@@ -69,6 +71,8 @@ class Answer:
     sources: tuple[str, ...]  # doc_ids of the context, in rank order, once each
     hits: tuple[dict[str, Any], ...]  # the context chunks (empty for base/finetuned)
     new_tokens: int
+    retrieve_ms: float = 0.0  # wall time of its batch's retrieval (shared by the batch)
+    generate_ms: float = 0.0  # wall time of its batch's generation
 
 
 # ---- pure -------------------------------------------------------------------------------------
@@ -93,7 +97,7 @@ def served_from_release(release: Any, ref: str, retriever_model: str, retriever_
              f"generator v{release.generator_version})")
     return ServedRelease(label, release.retriever_version, release.index_uri, release.table,
                          release.table_version, release.retriever_base, retriever_adapter,
-                         release.generator_base, generator_adapter)
+                         release.generator_base, generator_adapter, dict(release.tags))
 
 
 def served_from_index(info: dict[str, Any], role: str, models: Any, cat: Any) -> ServedRelease:
@@ -249,12 +253,15 @@ class LoadedRelease:
 
         uses_lora, uses_context = setup_parts(setup)
         model, tok = self.generator(uses_lora)  # first: a missing adapter fails before retrieval
+        started = time.perf_counter()
         hits = self.contexts(questions) if uses_context else [[] for _ in questions]
+        retrieved = time.perf_counter()
         gen = self.sections.generate
         prompts = [build_prompt(tok, q, [h["text"] for h in hs] or None, gen.max_context_tokens)
                    for q, hs in zip(questions, hits, strict=True)]
         outs = generate_answers(model, tok, prompts, gen.max_new_tokens, gen.batch_size)
-        return [Answer(q, setup, out["text"], cited_sources(hs), tuple(hs), out["new_tokens"])
+        ms = (1000 * (retrieved - started), 1000 * (time.perf_counter() - retrieved))
+        return [Answer(q, setup, out["text"], cited_sources(hs), tuple(hs), out["new_tokens"], *ms)
                 for q, hs, out in zip(questions, hits, outs, strict=True)]
 
     def ask(self, question: str, setup: str = "hybrid") -> Answer:

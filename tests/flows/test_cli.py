@@ -21,7 +21,6 @@ def test_help_lists_commands(tmp_path):
     for command in ("pipeline", "reindex", "stage", "config", "setup", "schedule", "search", "ask",
                     "releases", "rollback", "gc", "convert", "dvc-yaml"):
         assert command in done.stdout
-    assert "serve" not in done.stdout.split()  # renamed to `schedule`
     assert "--config" in tunedex("stage", "--help", cwd=tmp_path).stdout
 
 

@@ -113,9 +113,11 @@ def test_section_by_yaml_key():
 
 
 def test_unset_tracking_uris_come_from_the_environment(tmp_path, monkeypatch):
+    from tasks.lib import config
+
     path = write(tmp_path, {"tracking": {"tracking_uri": "sqlite:///from-config.db"}})
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", "http://registry:5000")
+    monkeypatch.setitem(config.USER_URIS, "MLFLOW_TRACKING_URI", "http://env:5000")
+    monkeypatch.setitem(config.USER_URIS, "MLFLOW_REGISTRY_URI", "http://registry:5000")
     cfg = load_config(path)
     assert cfg.tracking.tracking_uri == "sqlite:///from-config.db"  # the config wins
     assert cfg.tracking.registry_uri == "http://registry:5000"  # unset in the config: the env
@@ -123,9 +125,19 @@ def test_unset_tracking_uris_come_from_the_environment(tmp_path, monkeypatch):
     from_env = load_config(write(tmp_path, {}))
     assert from_env.tracking.tracking_uri == "http://env:5000"
     assert tracking_uri_source(from_env.tracking) == "from MLFLOW_TRACKING_URI"
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI")
+    monkeypatch.setitem(config.USER_URIS, "MLFLOW_TRACKING_URI", None)
+    monkeypatch.setitem(config.USER_URIS, "MLFLOW_REGISTRY_URI", None)
     default = load_config(write(tmp_path, {}))
     assert (default.tracking.tracking_uri, default.tracking.registry_uri) == ("sqlite:///mlflow.db",
                                                                               None)
     assert tracking_uri_source(default.tracking) == "the default"
+
+
+def test_a_store_set_by_an_earlier_run_does_not_leak_into_the_next_config(tmp_path, monkeypatch):
+    """mlflow.set_tracking_uri writes MLFLOW_TRACKING_URI into os.environ; only what the user set
+    when the process started counts."""
+    from tasks.lib import config
+
+    monkeypatch.setitem(config.USER_URIS, "MLFLOW_TRACKING_URI", None)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///an-earlier-run.db")
+    assert load_config(write(tmp_path, {})).tracking.tracking_uri == "sqlite:///mlflow.db"

@@ -18,7 +18,7 @@ def test_a_local_directory_is_used_as_is(tmp_path):
     assert resolve_model_dir(str(tmp_path)) == tmp_path.resolve()
 
 
-def test_tiny_models_are_built_once(tiny_retriever, tmp_path):
+def test_tiny_models_are_built_once(tiny_retriever):
     model_dir, _ = tiny_retriever
     assert (model_dir / "modules.json").is_file()
     assert resolve_model_dir(TINY_RETRIEVER_ID, cache_dir=model_dir.parent) == model_dir

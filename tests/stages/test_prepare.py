@@ -60,8 +60,8 @@ def test_records_and_counts():
         {"qid": "b", "question": "Q2?", "answer": "A2", "doc_ids": ["d", "e"], "split": "eval",
          "metadata": {"k": 1}, "line": 2}]
     assert split_counts(qa) == {"train": 1, "eval": 1}
-    chunks = [Chunk(f"d#{i}", "d", i, None, "t", "h") for i in range(3)] + [Chunk("e#0", "e", 0, None,
-                                                                                  "t", "h")]
+    chunks = [Chunk(f"d#{i}", "d", i, None, "t", "h") for i in range(3)]
+    chunks.append(Chunk("e#0", "e", 0, None, "t", "h"))
     corpus = pd.DataFrame({"doc_id": ["d", "e"]})
     raw = qa.assign(split=["train", None])
     assert prepare_stats(corpus, raw, qa, chunks) == {

@@ -84,9 +84,22 @@ def pipeline(config: str = ConfigOpt, set_: list[str] = SetOpt,
 
     One MLflow parent run with a nested run per stage. Skipped, in seconds, when data, config
     and code are those of a registered release (--force retrains)."""
+    from tasks.lib.config import load_config
+    from tasks.lib.registry import check_registry, registry_ref
+    from tasks.lib.release_skip import skip_reason
+
+    overrides = _overrides(set_)
+    cfg = _run(load_config, config, overrides)
+    _run(check_registry, registry_ref(cfg))  # an unreachable registry: named before any work
+    # Read-only, so it is decided here: nothing to train needs no Prefect server (~7 s saved).
+    # The flow decides again under the write lock (deployments run it without this command).
+    reason = _run(skip_reason, cfg, force)
+    if reason is not None:
+        typer.echo(f"pipeline skipped: {reason}")
+        return
     from flows.pipeline import pipeline as pipeline_flow
 
-    result = _run(pipeline_flow, config_path=config, overrides=_overrides(set_), force=force)
+    result = _run(pipeline_flow, config_path=config, overrides=overrides, force=force)
     if result["skipped"]:
         typer.echo(f"pipeline skipped: {result['reason']}")
         return

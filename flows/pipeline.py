@@ -23,7 +23,7 @@ from tasks.lib.context import StageContext
 from tasks.lib.incremental import dvc_plan
 from tasks.lib.lock import write_lock
 from tasks.lib.registry import check_registry, registry_ref
-from tasks.lib.release_skip import release_inputs, unchanged_release
+from tasks.lib.release_skip import release_inputs, skip_reason
 from tasks.lib.runtime import notify_failure
 from tasks.lib.stages import DVC_STAGES, FLOW_STAGES  # noqa: F401 - the step lists, re-exported
 from tasks.lib.tracking import pipeline_run
@@ -50,14 +50,11 @@ def pipeline(config_path: str = DEFAULT_CONFIG_PATH, overrides: dict[str, Any] |
     # 0. The registry must be reachable before hours of training are spent.
     check_registry(reg)
     with write_lock(cfg.lock, f"pipeline {config_path}"):
-        inputs = release_inputs(cfg)
-        same = None if force or not cfg.schedule.skip_unchanged else unchanged_release(reg, inputs)
-        if same is not None:
-            reason = (f"data, config and code are unchanged since release v{same['version']} "
-                      f"({same['role']}, gate {same['gate']}; inputs {same['inputs']}): "
-                      "nothing to train. Use --force to retrain anyway.")
+        reason = skip_reason(cfg, force)
+        if reason is not None:
             log.info("pipeline skipped: %s", reason)
-            return {"skipped": True, "reason": reason, "release": same["version"]}
+            return {"skipped": True, "reason": reason}
+        inputs = release_inputs(cfg)
         plan = dvc_plan(config_path, overrides, force)
         log.info("pipeline: %s", plan.reason)
         return run_stages(cfg, plan, inputs)

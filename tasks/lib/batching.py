@@ -59,6 +59,8 @@ class DynamicBatcher:
         try:
             results = await loop.run_in_executor(self._executor, self.run_batch, key,
                                                  [item for item, _ in batch])
+            if len(results) != len(batch):
+                raise ValueError(f"a batch of {len(batch)} returned {len(results)} results")
         except Exception as err:  # noqa: BLE001 - every caller of the batch gets the error
             for _, future in batch:
                 if not future.done():

@@ -38,6 +38,21 @@ def release_inputs(cfg: Any) -> str:
     return inputs_digest(md5s, cfg.to_dict(), code_digest())
 
 
+def skip_reason(cfg: Any, force: bool = False) -> str | None:
+    """Why a retrain with this config has nothing to do (a release has exactly its inputs), or
+    None when it must run (`force`, `schedule.skip_unchanged: false`, or something changed)."""
+    from tasks.lib.registry import registry_ref
+
+    if force or not cfg.schedule.skip_unchanged:
+        return None
+    same = unchanged_release(registry_ref(cfg), release_inputs(cfg))
+    if same is None:
+        return None
+    return (f"data, config and code are unchanged since release v{same['version']} "
+            f"({same['role']}, gate {same['gate']}; inputs {same['inputs']}): nothing to train. "
+            "Use --force to retrain anyway.")
+
+
 def unchanged_release(reg: Any, digest: str) -> dict[str, Any] | None:
     """The registered release built from exactly these inputs (the champion, or the newest
     version when the gate rejected it), or None when something changed or nothing is registered."""

@@ -1,6 +1,7 @@
 """The answer scoreboard: aggregate per-setup answer metrics, name winners, render MD/HTML.
 
-Pure functions (plots return PNG bytes); the evaluate stage writes the files.
+Pure functions (plots return PNG bytes); the evaluate stage (tasks/evaluate.py) writes the
+files, and is the only stage that imports this module: editing it reruns evaluate alone.
 """
 
 from __future__ import annotations

@@ -205,7 +205,7 @@ def promote_release(overrides: dict[str, str], **extra: Any) -> dict[str, Any]:
     from tasks.promote import promote_stage
 
     cfg = load_config(SMOKE, {**overrides, **extra})
-    return promote_stage(cfg.promote, cfg.prepare, cfg.generate, StageContext.of(cfg),
+    return promote_stage(cfg.promote, cfg.prepare, cfg.generate, cfg.index, StageContext.of(cfg),
                          release_inputs(cfg))
 
 

@@ -168,3 +168,10 @@ def test_dvc_repro_on_fresh_clone_then_corrupted_data_fails(fresh_clone):
     output = done.stdout + done.stderr
     assert "expect_column_values_to_be_unique on column 'doc_id'" in output
     assert f"lines 1, {len(lines) + 1}" in output
+
+
+def test_empty_questions_and_queries_are_refused_before_loading_anything(tmp_path):
+    for command in (["ask", ""], ["search", "   "]):
+        done = tunedex(*command, "-c", str(SMOKE), cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert "is empty (or only whitespace)" in done.stderr

@@ -1,0 +1,132 @@
+"""The page at / in a real browser: headless Chromium (Debian's, driven by Playwright) against the
+real app, served by uvicorn on a free loopback port over the released smoke pipeline."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import SMOKE
+
+CHROMIUM = shutil.which("chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOT_PATH = Path("/tmp/tunedex-page.png")  # for a person to look at after the run
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH: the page test drives "
+                       "Debian's chromium (apt-get install chromium; .ci/run installs it)"),
+]
+sync_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="playwright is not installed (pip install -e '.[dev]'; no browser download needed)")
+
+
+@contextmanager
+def running(app: Any) -> Iterator[str]:
+    """Serve `app` with uvicorn in a thread on a free loopback port; yield its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, name="test-page-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 180  # the lifespan loads the release (models warm) first
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped during startup (see the log above)"
+        assert time.monotonic() < deadline, "uvicorn did not start in 180 s"
+        time.sleep(0.1)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "uvicorn did not shut down in 60 s"
+
+
+def ask(page: Any, setup: str, question: str) -> dict[str, Any]:
+    """Pick a setup, type a question, submit; return the /ask response body."""
+    page.check(f"input[name=setup][value='{setup}']")
+    page.fill("#question", question)
+    with page.expect_response(lambda r: r.url.endswith("/ask")) as answered:
+        page.click("#go")
+    response = answered.value
+    assert response.status == 200, response.text()
+    body = response.json()
+    # the answer area is rendered for this response (the tiny generator may answer ""),
+    sync_api.expect(page.locator("#result .meta")).to_contain_text(f"{setup} · release v1")
+    sync_api.expect(page.locator("#result .answer")).to_have_count(1)
+    return body
+
+
+def test_page_asks_shows_sources_and_records_feedback(released, tmp_path, monkeypatch):
+    from flows.serve import create_app
+    from tasks.lib.catalog import Catalog
+    from tasks.lib.config import load_config
+    from tasks.lib.querylog import read_log
+
+    monkeypatch.chdir(tmp_path)
+    # paths.logs_dir is not among the fixture's isolated paths: keep the query log in tmp_path
+    cfg = load_config(SMOKE, {**released, "serve.poll_seconds": 0,
+                              "paths.logs_dir": str(tmp_path / "logs")})
+    problems: list[str] = []  # console errors/warnings, uncaught exceptions, failed fetches
+
+    with running(create_app(cfg)) as url, sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 800})
+            page.set_default_timeout(60_000)  # one answer from the tiny CPU generator
+            page.on("console", lambda m: problems.append(
+                f"console.{m.type} at {m.location.get('url')}: {m.text}")
+                if m.type in ("error", "warning") else None)
+            page.on("pageerror", lambda err: problems.append(f"pageerror: {err}"))
+            page.on("response", lambda r: problems.append(f"{r.request.method} {r.url} -> {r.status}")
+                    if r.status >= 400 else None)
+
+            # 1. The page loads and names the release serving it.
+            page.goto(url)
+            sync_api.expect(page.locator("#release")).to_have_text(re.compile(r"^release v1 · "))
+
+            # 2. hybrid answers from retrieved documents: an answer and its sources.
+            hybrid = ask(page, "hybrid", "How much is the Basic plan?")
+            assert hybrid["contexts"], hybrid
+            sources = page.locator("#result .source")
+            assert sources.count() >= 1
+            assert set(sources.evaluate_all("els => els.map(e => e.dataset.docId)")) <= \
+                {c["doc_id"] for c in hybrid["contexts"]}
+
+            # 3. Thumbs up thanks the user (the record is checked in the log below).
+            with page.expect_response(lambda r: r.url.endswith("/feedback")) as rated:
+                page.click("#thumbs-up")
+            assert rated.value.status == 204, rated.value.text()
+            sync_api.expect(page.locator("#result .feedback")).to_contain_text("Thanks")
+            page.screenshot(path=str(tmp_path / "page-hybrid.png"), full_page=True)
+            shutil.copyfile(tmp_path / "page-hybrid.png", SCREENSHOT_PATH)
+
+            # 4. base answers without documents: no sources on the page.
+            base = ask(page, "base", "How much is the Basic plan?")
+            assert base["contexts"] == [] and base["request_id"] != hybrid["request_id"]
+            sync_api.expect(page.locator("#result .source")).to_have_count(0)
+            sync_api.expect(page.locator("#result .sources")).to_have_count(0)
+            page.screenshot(path=str(tmp_path / "page-base.png"), full_page=True)
+        finally:
+            browser.close()
+
+    # The server has stopped, so its recorder has drained the query log to disk.
+    records = list(read_log(Catalog(cfg.paths).query_log_dir))
+    asks = {r["request_id"]: r for r in records if r["kind"] == "ask"}
+    assert asks[hybrid["request_id"]]["setup"] == "hybrid"
+    assert asks[base["request_id"]]["setup"] == "base"
+    feedback = [r for r in records if r["kind"] == "feedback"]
+    assert [(r["rates"], r["rating"]) for r in feedback] == [(hybrid["request_id"], 1)]
+    assert problems == []  # no console errors or warnings, no uncaught exceptions, no 4xx/5xx

@@ -1,0 +1,200 @@
+"""`tunedex serve`: the HTTP contract, bad requests, the query log, batching and hot swaps, on a
+real uvicorn server over loopback with a real registry, LanceDB table and smoke models."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from contextlib import contextmanager
+
+import httpx
+import pytest
+
+from flows.serve import api_mode, check_text, hit_view, is_loopback, serve_token
+from tasks.lib.config import ServeConfig
+from tasks.lib.errors import ConfigError
+from tests.conftest import SMOKE, promote_release
+
+FLOOR_ONLY = [{"metric": "retrieval.hybrid.ndcg@10", "floor": 0.0}]  # passes whatever changed
+
+# ---- pure ---------------------------------------------------------------------------------------
+
+
+def test_request_text_checks_name_the_field():
+    assert check_text("hi", "question", 10) == "hi"
+    with pytest.raises(ConfigError, match="request field 'query': must not be empty"):
+        check_text(" \t\n", "query", 10)
+    with pytest.raises(ConfigError, match="request field 'question': 11 characters, the limit is 10"):
+        check_text("x" * 11, "question", 10)
+
+
+def test_token_is_required_off_loopback():
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback("10.1.2.3")
+    assert serve_token(ServeConfig(), "127.0.0.1") is None
+    assert serve_token(ServeConfig(token="s3cret"), "0.0.0.0") == "s3cret"
+    with pytest.raises(ConfigError, match="needs a bearer token"):
+        serve_token(ServeConfig(), "0.0.0.0")
+
+
+def test_hits_and_modes_as_the_api_shows_them():
+    hit = {"doc_id": "pay-01", "chunk_id": "pay-01#0", "text": "Paying by card\nWe accept Visa.",
+           "score": 0.51234567}
+    assert hit_view(hit) == {"doc_id": "pay-01", "chunk_id": "pay-01#0", "title": "Paying by card",
+                             "score": 0.512346, "text": "We accept Visa."}
+    assert hit_view({**hit, "text": "no title"})["title"] is None
+    assert [api_mode(m) for m in ("lora", "hybrid", "bm25")] == ["vector", "fusion", "bm25"]
+
+
+# ---- a real server --------------------------------------------------------------------------
+
+
+@contextmanager
+def running(cfg, token: str | None = None):
+    """The app under uvicorn on a free loopback port; yields (client, app)."""
+    import uvicorn
+
+    from flows.serve import create_app
+
+    app = create_app(cfg)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 120
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120, headers=headers) as client:
+            yield client, app
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def served(registry_overrides):
+    """A smoke release promoted into a fresh registry, and its config (poll off, every /ask traced)."""
+    from tasks.lib.config import load_config
+
+    assert promote_release(registry_overrides, **{"promote.gate": FLOOR_ONLY})["promoted"]
+    cfg = load_config(SMOKE, {**registry_overrides, "serve.poll_seconds": 0,
+                              "serve.trace_sample": 1.0, "serve.batch_window_ms": 200})
+    return cfg, registry_overrides
+
+
+@pytest.mark.slow
+def test_contract_errors_log_and_batching(served):
+    from tasks.lib.catalog import Catalog
+    from tasks.lib.querylog import read_log
+
+    cfg, _ = served
+    with running(cfg) as (client, app):
+        health = client.get("/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        release = client.get("/release").json()
+        assert release["release"]["retriever_version"] == 1 and release["gate"] == "promoted"
+        assert release["setup"] == "hybrid" and release["search_mode"] == "fusion"
+        assert release["data"]["corpus_md5"] and release["release"]["table"].startswith("chunks_")
+        for mode in ("vector", "bm25", "fusion"):
+            body = client.post("/search", json={"query": "which cards do you take", "k": 2,
+                                                "mode": mode}).json()
+            assert body["mode"] == mode and 1 <= len(body["hits"]) <= 2, body
+            assert set(body["hits"][0]) == {"doc_id", "chunk_id", "title", "score", "text"}
+            assert body["request_id"] and body["release"]["retriever_version"] == 1
+        asked = client.post("/ask", json={"question": "When is my card charged?"}).json()
+        assert asked["setup"] == "hybrid" and asked["sources"] and asked["contexts"]
+        assert asked["sources"][0] == asked["contexts"][0]["doc_id"]
+        assert client.post("/ask", json={"question": "Which cards?", "setup": "base"}).json()[
+            "sources"] == []
+        fed = client.post("/feedback", json={"request_id": asked["request_id"], "rating": -1,
+                                             "comment": "wrong month"})
+        assert fed.status_code == 204
+        assert client.get("/docs").status_code == 200 and client.get("/").status_code == 200
+
+        bad = [("/ask", {"question": ""}, 422, "must not be empty"),
+               ("/ask", {"question": "   "}, 422, "must not be empty"),
+               ("/ask", {"question": "x" * 2001}, 422, "the limit is 2000"),
+               ("/ask", {"question": "q", "setup": "magic"}, 422, "setup"),
+               ("/ask", {}, 422, "question: Field required"),
+               ("/search", {"query": "q", "k": 0}, 422, "k: Input should be greater"),
+               ("/search", {"query": "q", "k": 101}, 422, "k: Input should be less"),
+               ("/search", {"query": "q", "mode": "hybrid"}, 422, "mode"),
+               ("/feedback", {"request_id": "nope", "rating": 1}, 404, "unknown request_id 'nope'"),
+               ("/feedback", {"request_id": asked["request_id"], "rating": 5}, 422, "rating")]
+        for path, payload, status, text in bad:
+            response = client.post(path, json=payload)
+            assert response.status_code == status and text in response.json()["error"], \
+                (path, payload, response.text)
+            assert "Traceback" not in response.text and response.json()["request_id"]
+        malformed = client.post("/ask", content=b"{not json", headers={"content-type":
+                                                                        "application/json"})
+        assert malformed.status_code == 422 and "not valid JSON" in malformed.json()["error"]
+        huge = client.post("/ask", content=b'{"question": "' + b"a" * 70_000 + b'"}',
+                           headers={"content-type": "application/json"})
+        assert huge.status_code == 413
+
+        # Eight /ask requests at once share batches (the window is 200 ms here).
+        questions = [f"How do I pay, question {i}?" for i in range(8)]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda q: client.post("/ask", json={"question": q}).json(),
+                                    questions))
+        assert all(a["release"]["retriever_version"] == 1 for a in answers)
+        assert max(app.state.batcher.batches) > 1
+    rows = list(read_log(Catalog(cfg.paths).query_log_dir))
+    kinds = [r["kind"] for r in rows]
+    assert kinds.count("search") == 3 and kinds.count("ask") == 10 and kinds.count("feedback") == 1
+    ask = next(r for r in rows if r["request_id"] == asked["request_id"])
+    assert ask["release"]["retriever_version"] == 1 and ask["doc_ids"] and ask["latency_ms"] > 0
+    assert next(r for r in rows if r["kind"] == "feedback")["rates"] == asked["request_id"]
+    import mlflow
+
+    mlflow.set_tracking_uri(cfg.tracking.tracking_uri)
+    experiment = mlflow.get_experiment_by_name(cfg.project.name).experiment_id
+    traces = mlflow.search_traces(experiment_ids=[experiment], filter_string="tags.release = '1'",
+                                  return_type="list", flush=True)
+    assert traces and {s.name for s in traces[0].data.spans} == {"ask", "retrieve", "generate"}
+
+
+@pytest.mark.slow
+def test_bearer_token(served):
+    cfg, _ = served
+    cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(update={"token": "s3cret"})})
+    with running(cfg, token="s3cret") as (client, _app):
+        base = str(client.base_url).rstrip("/")
+        anonymous = httpx.post(f"{base}/search", json={"query": "cards"})
+        assert anonymous.status_code == 401 and "bearer token" in anonymous.json()["error"]
+        assert client.post("/search", json={"query": "cards"}).status_code == 200
+        assert httpx.get(f"{base}/health").status_code == 200  # open for probes
+
+
+@pytest.mark.slow
+def test_follows_champion_swaps_whole_and_refuses_a_missing_table(served):
+    from tasks.lib.config import load_config
+    from tasks.lib.registry import client as registry_client
+    from tasks.lib.registry import registry_ref, rollback
+
+    cfg, overrides = served
+    with running(cfg) as (client, app):
+        holder = app.state.holder
+        assert promote_release(overrides, **{"promote.gate": FLOOR_ONLY})["promoted"]  # v2
+        assert holder.refresh() and client.get("/release").json()["release"][
+            "retriever_version"] == 2
+        rollback(registry_ref(load_config(SMOKE, overrides)))  # back to v1: a swap, nothing rebuilt
+        assert holder.refresh() and client.post("/search", json={"query": "cards"}).json()[
+            "release"]["retriever_version"] == 1
+        assert not holder.refresh()  # unchanged: nothing reloaded
+
+        # v3 pins a table that is gone: refused, v1 keeps serving.
+        assert promote_release(overrides, **{"promote.gate": FLOOR_ONLY})["promoted"]  # v3
+        reg = registry_ref(cfg)
+        registry_client(reg).set_model_version_tag(reg.retriever_model, "3", "index.table",
+                                                   "chunks_gone")
+        assert not holder.refresh()
+        assert "chunks_gone" in holder.error
+        assert client.post("/search", json={"query": "cards"}).json()["release"][
+            "retriever_version"] == 1
+        assert client.get("/health").json()["error"] and client.get("/health").status_code == 200

@@ -8,6 +8,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -104,7 +106,7 @@ def isolated_overrides(root: Path, corpus: Path, qa: Path) -> dict[str, str]:
             "paths.index_uri": str(root / "lancedb"),
             "tracking.tracking_uri": f"sqlite:///{root / 'mlflow.db'}",
             "tracking.artifact_location": str(root / "artifacts"),
-            "lock.path": str(root / "tunedex.lock")}
+            "lock.path": str(root / "tunedex.lock"), "paths.logs_dir": str(root / "logs")}
 
 
 def tiny_release_dir(root: Path) -> dict[str, str]:
@@ -298,3 +300,29 @@ def trained_generator(tiny_generator_dir, generator_tokenizer, tmp_path_factory)
     out = save_adapter(peft_model, tmp_path_factory.mktemp("adapters") / "generator",
                        TINY_GENERATOR_ID, tiny_generator_dir, {"steps": len(history)})
     return {"base": base, "peft": peft_model, "history": history, "adapter_dir": out}
+
+
+# ---- a real HTTP server -------------------------------------------------------------------
+
+
+@contextmanager
+def uvicorn_app(app: Any) -> Iterator[str]:
+    """Serve `app` with uvicorn in a thread on a free loopback port; yield its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
+                                           lifespan="on"))
+    thread = threading.Thread(target=server.run, name="test-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 180  # the lifespan loads the release (models warm) first
+    while not server.started:
+        assert thread.is_alive(), "uvicorn stopped during startup (see the log above)"
+        assert time.monotonic() < deadline, "uvicorn did not start in 180 s"
+        time.sleep(0.1)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        assert not thread.is_alive(), "uvicorn did not shut down in 60 s"

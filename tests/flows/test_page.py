@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import re
 import shutil
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import SMOKE
+from tests.conftest import SMOKE, uvicorn_app
 
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -29,29 +25,6 @@ pytestmark = [
 sync_api = pytest.importorskip(
     "playwright.sync_api",
     reason="playwright is not installed (pip install -e '.[dev]'; no browser download needed)")
-
-
-@contextmanager
-def running(app: Any) -> Iterator[str]:
-    """Serve `app` with uvicorn in a thread on a free loopback port; yield its base URL."""
-    import uvicorn
-
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning",
-                                           lifespan="on"))
-    thread = threading.Thread(target=server.run, name="test-page-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 180  # the lifespan loads the release (models warm) first
-    while not server.started:
-        assert thread.is_alive(), "uvicorn stopped during startup (see the log above)"
-        assert time.monotonic() < deadline, "uvicorn did not start in 180 s"
-        time.sleep(0.1)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=60)
-        assert not thread.is_alive(), "uvicorn did not shut down in 60 s"
 
 
 def ask(page: Any, setup: str, question: str) -> dict[str, Any]:
@@ -81,7 +54,7 @@ def test_page_asks_shows_sources_and_records_feedback(released, tmp_path, monkey
                               "paths.logs_dir": str(tmp_path / "logs")})
     problems: list[str] = []  # console errors/warnings, uncaught exceptions, failed fetches
 
-    with running(create_app(cfg)) as url, sync_api.sync_playwright() as pw:
+    with uvicorn_app(create_app(cfg)) as url, sync_api.sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 800})

@@ -4,8 +4,6 @@ real uvicorn server over loopback with a real registry, LanceDB table and smoke 
 from __future__ import annotations
 
 import concurrent.futures
-import threading
-import time
 from contextlib import contextmanager
 
 import httpx
@@ -14,7 +12,7 @@ import pytest
 from flows.serve import api_mode, check_text, hit_view, is_loopback, serve_token
 from tasks.lib.config import ServeConfig
 from tasks.lib.errors import ConfigError
-from tests.conftest import SMOKE, promote_release
+from tests.conftest import SMOKE, promote_release, uvicorn_app
 
 FLOOR_ONLY = [{"metric": "retrieval.hybrid.ndcg@10", "floor": 0.0}]  # passes whatever changed
 
@@ -52,27 +50,14 @@ def test_hits_and_modes_as_the_api_shows_them():
 
 @contextmanager
 def running(cfg, token: str | None = None):
-    """The app under uvicorn on a free loopback port; yields (client, app)."""
-    import uvicorn
-
+    """The app of `cfg` on a real loopback server; yields (client, app)."""
     from flows.serve import create_app
 
     app = create_app(cfg)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 120
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120, headers=headers) as client:
-            yield client, app
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+    with uvicorn_app(app) as base, httpx.Client(base_url=base, timeout=120,
+                                               headers=headers) as client:
+        yield client, app
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@
 - reindex: corpus-only refresh with the champion retriever on `schedule.reindex_cron`.
 
 Both have a deployment concurrency limit of 1 (`schedule.collision_strategy`: ENQUEUE waits,
-CANCEL_NEW drops a run that comes due while one is running); the write lock (tasks/lock.py) also
+CANCEL_NEW drops a run that comes due while one is running); the write lock (tasks/lib/lock.py) also
 keeps manual runs from interleaving with scheduled ones. `tunedex schedule` (`make schedule`) runs both
 from this process; a Prefect server + `process` work pool + worker is the other way (README).
 """

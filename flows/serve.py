@@ -18,6 +18,7 @@ request goes to the query log (tasks/lib/querylog.py); a sample becomes MLflow t
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import logging
 import os
@@ -70,12 +71,16 @@ def api_mode(method: str) -> str:
             "bm25": "bm25"}.get(method, "fusion")
 
 
+class RequestError(ConfigError):
+    """A request the client must change (422); other TunedexErrors are the server's (503)."""
+
+
 def check_text(value: str, field: str, limit: int) -> str:
-    """A non-blank text within `limit` characters, or a ConfigError naming the request field."""
+    """A non-blank text within `limit` characters, or a RequestError naming the request field."""
     if not value.strip():
-        raise ConfigError(f"request field '{field}': must not be empty or only whitespace")
+        raise RequestError(f"request field '{field}': must not be empty or only whitespace")
     if len(value) > limit:
-        raise ConfigError(f"request field '{field}': {len(value)} characters, the limit is {limit}")
+        raise RequestError(f"request field '{field}': {len(value)} characters, the limit is {limit}")
     return value
 
 
@@ -135,8 +140,8 @@ class ReleaseHolder:
             if self.current is not None and served == self.current.served:
                 return False
             loaded = self.open_served(served).warm(self.setups)  # table + models, before the swap
-        except TunedexError as err:
-            self.error = str(err)
+        except Exception as err:  # noqa: BLE001 - a registry hiccup must not stop the watcher
+            self.error = str(err) if isinstance(err, TunedexError) else f"{type(err).__name__}: {err}"
             keep = f"; still serving {self.current.served.label}" if self.current else ""
             log.error("release refused: %s%s", err, keep)
             return False
@@ -209,8 +214,9 @@ def create_app(cfg: Any, ref: str = "champion", host: str = "127.0.0.1") -> Any:
     @app.middleware("http")
     async def identify(request: Request, call_next):
         request.state.request_id = uuid.uuid4().hex
+        given = request.headers.get("authorization", "")
         if token is not None and request.url.path not in OPEN_PATHS and \
-                request.headers.get("authorization") != f"Bearer {token}":
+                not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
             return JSONResponse({"error": "missing or wrong bearer token (Authorization: Bearer …)",
                                  "request_id": request.state.request_id}, status_code=401)
         return await call_next(request)
@@ -232,7 +238,7 @@ def create_app(cfg: Any, ref: str = "champion", host: str = "127.0.0.1") -> Any:
 
     @app.exception_handler(TunedexError)
     async def refused(request: Request, err: TunedexError):
-        return error(request, 503 if isinstance(err, ServingError) else 422, str(err))
+        return error(request, 422 if isinstance(err, RequestError) else 503, str(err))
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, err: Exception):  # never a traceback to the client

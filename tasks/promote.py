@@ -2,13 +2,16 @@
 
 Reads the adapters (<adapters_dir>/retriever, /generator), reports/index/index.json (the table and
 version built by the candidate retriever), reports/evaluate/metrics.json and the validation
-summary. Registers both adapters (with tags naming all of that), compares the gate's metrics with
-the champion's, moves `champion` (both models, retriever last) or sets `challenger`, and writes
+summary. Registers the release as three models (the retriever and generator adapters, and
+tunedex-rag: both plus the pinned table, from code), tagged with all of that; compares the gate's
+metrics with the champion's, moves `champion` (generator and rag first, retriever last: the
+commit point) or sets `challenger`, and writes
 reports/promote/decision.{json,md}. Not a DVC stage: it changes the registry, not files DVC tracks.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import os
@@ -149,13 +152,14 @@ def log_rag_model(config: dict[str, Any], adapters: dict[str, Path]) -> str:
     """Log tunedex-rag from code (tasks/lib/rag_model.py: nothing pickled); return its URI."""
     import mlflow
 
-    from tasks.lib import rag_model
     from tasks.lib.registry import code_paths, pip_requirements
 
+    # The file by path, not imported: importing it runs mlflow.models.set_model (models from code).
+    code = importlib.util.find_spec("tasks.lib.rag_model").origin
     info = mlflow.pyfunc.log_model(
-        name="rag_model", python_model=rag_model.__file__, model_config=config,
-        artifacts={rag_model.RETRIEVER_ADAPTER: str(adapters["retriever"]),
-                   rag_model.GENERATOR_ADAPTER: str(adapters["generator"])},
+        name="rag_model", python_model=code, model_config=config,
+        artifacts={"retriever_adapter": str(adapters["retriever"]),
+                   "generator_adapter": str(adapters["generator"])},
         code_paths=code_paths(), pip_requirements=pip_requirements())
     return info.model_uri
 
@@ -214,7 +218,7 @@ def register_rag(reg: Any, ctx: StageContext, sections: dict[str, Any], cand: di
 def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: GenerateConfig,
                   index: IndexConfig, ctx: StageContext, inputs: str) -> dict[str, Any]:
     """Register the candidate release; move `champion` if the gate passes, else set `challenger`.
-    `inputs` is the release-inputs digest (tasks/lib/incremental.py) recorded for skip-if-unchanged."""
+    `inputs` is the release-inputs digest (tasks/lib/release_skip.py) recorded for skip-if-unchanged."""
     import mlflow
 
     from tasks.lib import registry

@@ -56,6 +56,7 @@ class QueryLog:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self.retention_days = retention_days
         self.written = 0
+        self.failed = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._drain, name="tunedex-querylog", daemon=True)
         self._thread.start()
@@ -85,13 +86,20 @@ class QueryLog:
             if record is _STOP:
                 break
             path = day_file(self.log_dir, record["ts"])
-            if path != current:
-                if handle is not None:
-                    handle.close()
-                handle, current = path.open("a", encoding="utf-8"), path
-            handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
-            handle.flush()
-            self.written += 1
+            try:
+                if path != current:
+                    if handle is not None:
+                        handle.close()
+                    handle, current = path.open("a", encoding="utf-8"), path
+                    self.prune()  # a new day: apply the retention while the server runs
+                handle.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+                handle.flush()
+                self.written += 1
+            except OSError as err:  # disk full, folder removed: say so, keep the writer alive
+                self.failed += 1
+                log.error("query log: could not write %s (%s); %d records lost so far", path,
+                          err, self.failed)
+                handle, current = None, None
         if handle is not None:
             handle.close()
 
@@ -125,6 +133,7 @@ class RequestRecorder:
         self.tracking, self.experiment = tracking, experiment
         self._random = random.Random()
         self._known: dict[str, None] = {}
+        self._known_lock = threading.Lock()
         self.max_known = 1_000_000  # feedback can name any of the last million requests
         self.log = QueryLog(cat.query_log_dir, serve.retention_days) if self.enabled else None
         if self.log is not None:
@@ -134,9 +143,10 @@ class RequestRecorder:
         self._tracer: Any = None
 
     def _remember(self, request_id: str) -> None:
-        self._known[request_id] = None
-        if len(self._known) > self.max_known:
-            self._known.pop(next(iter(self._known)))
+        with self._known_lock:  # handlers run in several threads
+            self._known[request_id] = None
+            if len(self._known) > self.max_known:
+                self._known.pop(next(iter(self._known)))
 
     def knows(self, request_id: str) -> bool:
         return request_id in self._known

@@ -62,9 +62,7 @@ class RagModel(PythonModel):
         self.release = LoadedRelease(served, sections, catalog).warm([self.setup])
 
     def predict(self, context, model_input: list[str], params=None) -> list[dict[str, Any]]:
-        questions = texts_of(model_input)
-        setup = (params or {}).get("setup", self.setup)
-        answers = self.release.ask_many(questions, setup)
+        answers = self.release.ask_many(texts_of(model_input), self.setup)
         return [{"answer": a.text, "sources": list(a.sources), "setup": a.setup,
                  "release": self.release.served.release} for a in answers]
 

@@ -295,20 +295,30 @@ def move_release(reg: RegistryRef, alias: str, retriever_version: int, generator
 
 
 def repair_mirror(reg: RegistryRef) -> bool:
-    """Re-point generator@champion at the champion release's generator (after a crash)."""
+    """Re-point the mirrors (generator@champion, rag@champion) at the champion release's own
+    versions after a crash between alias moves; True if anything moved."""
     c = client(reg)
     champion = alias_version(c, reg.retriever_model, CHAMPION)
     if champion is None:
         return False
-    paired = release_from_version(champion).generator_version
-    mirror = alias_version(c, reg.generator_model, CHAMPION)
-    if mirror is not None and int(mirror.version) == paired:
-        return False
-    c.set_registered_model_alias(reg.generator_model, CHAMPION, str(paired))
-    log.warning("repaired %s@champion: v%s -> v%d (paired with %s v%s)",
-                reg.generator_model, None if mirror is None else mirror.version, paired,
-                reg.retriever_model, champion.version)
-    return True
+    tags = dict(champion.tags)
+    moved = False
+    for name, paired in ((reg.generator_model, tags.get("release.generator_version")),
+                         (reg.rag_model, tags.get("release.rag_version"))):
+        mirror = alias_version(c, name, CHAMPION)
+        if paired is None:  # a release from before tunedex-rag: no rag model may claim it
+            if mirror is not None and name == reg.rag_model:
+                c.delete_registered_model_alias(name, CHAMPION)
+                moved = True
+            continue
+        if mirror is not None and str(mirror.version) == str(paired):
+            continue
+        c.set_registered_model_alias(name, CHAMPION, str(paired))
+        log.warning("repaired %s@champion: v%s -> v%s (paired with %s v%s)", name,
+                    None if mirror is None else mirror.version, paired, reg.retriever_model,
+                    champion.version)
+        moved = True
+    return moved
 
 
 def all_versions(c: Any, name: str) -> list[Any]:
@@ -380,6 +390,9 @@ def _rollback(reg: RegistryRef, to: int | None) -> tuple[Release, Release]:
                 release=target.retriever_version)  # refuse a target whose index is gone
     move_release(reg, CHAMPION, target.retriever_version, target.generator_version,
                  target.tags.get("release.rag_version"))
+    if not target.tags.get("release.rag_version") and alias_version(client(reg), reg.rag_model,
+                                                                   CHAMPION) is not None:
+        client(reg).delete_registered_model_alias(reg.rag_model, CHAMPION)  # never a stale rag
     c = client(reg)
     c.set_model_version_tag(reg.retriever_model, str(current.retriever_version),
                             "release.rolled_back", "true")

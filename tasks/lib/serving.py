@@ -1,6 +1,6 @@
 """Serving one release: resolve what to serve, load it once, then search and answer many times.
 
-Usage (the CLI today, the HTTP server next):
+Usage (the CLI and the HTTP server, flows/serve.py):
     served = resolve_served(registry_ref(cfg), cat, cfg.models, "champion")
     release = LoadedRelease(served, ServingSections(cfg.models, cfg.generate, cfg.evaluate,
                                                     cfg.index), cat)
@@ -222,7 +222,7 @@ class LoadedRelease:
     def warm(self, setups: Sequence[str] = tuple(SETUPS)) -> LoadedRelease:
         """Load now what `setups` and search need (a server does this before taking requests)."""
         self.table()
-        self.retriever()
+        self.retriever().encode(["warm up"], convert_to_numpy=True)  # first-call set-up, here
         for uses_lora in sorted({setup_parts(s)[0] for s in setups}):
             self.generator(uses_lora)
         return self

@@ -85,6 +85,17 @@ def log_json_artifact(data: Any, name: str, artifact_path: str | None = None) ->
         mlflow.log_artifact(str(path), artifact_path)
 
 
+SECRET_KEYS = ("token", "password", "secret")  # config keys whose values are never logged
+
+
+def redact_secrets(data: Any) -> Any:
+    """A copy of nested config data with secret values (e.g. serve.token) replaced by '***'."""
+    if isinstance(data, dict):
+        return {k: "***" if any(s in k.lower() for s in SECRET_KEYS) and v is not None
+                else redact_secrets(v) for k, v in data.items()}
+    return data
+
+
 @contextmanager
 def pipeline_run(cfg: Config, run_name: str) -> Iterator[str]:
     """Start the parent run: resolved config as params and artifact, data and git tags."""
@@ -94,7 +105,7 @@ def pipeline_run(cfg: Config, run_name: str) -> Iterator[str]:
 
     experiment_id = configure_tracking(cfg.tracking, cfg.project.name)
     with mlflow.start_run(run_name=run_name, experiment_id=experiment_id) as run:
-        resolved = cfg.to_dict()
+        resolved = redact_secrets(cfg.to_dict())
         log_params_flat(resolved)
         mlflow.set_tags({"tunedex.profile": cfg.project.profile, **data_tags(Catalog(cfg.paths))})
         with tempfile.TemporaryDirectory() as tmp:

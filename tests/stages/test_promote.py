@@ -135,6 +135,10 @@ def test_crash_between_the_alias_moves_serves_one_whole_release(registry_overrid
     assert served.parent.parent.name.startswith(f"{GEN}-v1-")
 
     assert "release.inputs" not in c.get_model_version(RET, "2").tags  # the next retrain runs
+    assert int(c.get_model_version_by_alias(reg.rag_model, "champion").version) == 1  # not moved
     assert repair_mirror(reg) and champion_versions(reg) == (1, 1)
+    assert not repair_mirror(reg)  # nothing left to repair
     assert promote(overrides, **{"promote.gate": FLOOR_ONLY})["promoted"]
     assert champion_versions(reg) == (3, 3)
+    rag = c.get_model_version_by_alias(reg.rag_model, "champion")  # the mirror moved with it
+    assert str(rag.version) == c.get_model_version(RET, "3").tags["release.rag_version"]

@@ -19,13 +19,23 @@ def inputs_digest(data_md5s: dict[str, str | None], config: dict[str, Any], code
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def pipeline_code(root: Path) -> list[Path]:
+    """The files a retrain runs: each flow step's import closure and flows/pipeline.py (so an
+    edit of serving code alone does not count as a new release)."""
+    from tasks.lib.stages import FLOW_STAGES, import_closure
+
+    files = {name for stage in FLOW_STAGES for name in import_closure(f"tasks.{stage}", root)}
+    registered = root / "tasks" / "lib" / "rag_model.py"  # promote logs it by path, as model code
+    return sorted([*(root / name for name in files), registered, root / "flows" / "pipeline.py"])
+
+
 def code_digest(root: Path | None = None) -> str:
-    """SHA-256 over the pipeline's code (tasks/**/*.py, flows/pipeline.py)."""
+    """SHA-256 over the pipeline's code (pipeline_code)."""
     from tasks.lib.stages import ROOT
 
     root = Path(root or ROOT)
     h = hashlib.sha256()
-    for path in sorted([*root.joinpath("tasks").rglob("*.py"), root / "flows" / "pipeline.py"]):
+    for path in pipeline_code(root):
         h.update(str(path.relative_to(root)).encode() + hashlib.sha256(path.read_bytes()).digest())
     return h.hexdigest()
 

@@ -11,7 +11,6 @@ reports/promote/decision.{json,md}. Not a DVC stage: it changes the registry, no
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import os
@@ -148,22 +147,6 @@ def rag_model_config(ctx: StageContext, sections: dict[str, Any], cand: dict[str
             **{name: section_dict(section) for name, section in sections.items()}}
 
 
-def log_rag_model(config: dict[str, Any], adapters: dict[str, Path]) -> str:
-    """Log tunedex-rag from code (tasks/lib/rag_model.py: nothing pickled); return its URI."""
-    import mlflow
-
-    from tasks.lib.registry import code_paths, pip_requirements
-
-    # The file by path, not imported: importing it runs mlflow.models.set_model (models from code).
-    code = importlib.util.find_spec("tasks.lib.rag_model").origin
-    info = mlflow.pyfunc.log_model(
-        name="rag_model", python_model=code, model_config=config,
-        artifacts={"retriever_adapter": str(adapters["retriever"]),
-                   "generator_adapter": str(adapters["generator"])},
-        code_paths=code_paths(), pip_requirements=pip_requirements())
-    return info.model_uri
-
-
 def write_decision(out: Path, decision: dict[str, Any]) -> Path:
     from tasks.lib.files import write_json
 
@@ -206,7 +189,8 @@ def register_rag(reg: Any, ctx: StageContext, sections: dict[str, Any], cand: di
     """Register the release as one tunedex-rag version and name it on the retriever version."""
     from tasks.lib import registry
 
-    uri = log_rag_model(rag_model_config(ctx, sections, cand, versions, setup), cand["adapters"])
+    uri = registry.log_rag_model(rag_model_config(ctx, sections, cand, versions, setup),
+                                 cand["adapters"])
     version = registry.register(reg.rag_model, uri, {
         **tags, "release.retriever_version": str(versions[0]),
         "release.generator_version": str(versions[1])})

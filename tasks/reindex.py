@@ -198,6 +198,7 @@ def pin_release_step(promote: PromoteConfig, ctx: StageContext, table: dict[str,
                                "reindex.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                                }.items():
                 c.set_model_version_tag(reg.retriever_model, version, key, value)
+            registry.repin_rag(reg, int(version), int(table["version"]))  # the portable model too
         outcome = ("unchanged" if unchanged else "pinned" if held else "kept")
         summary = {
             "unchanged": f"nothing changed in the corpus: v{table['version']} stays pinned",

@@ -273,6 +273,48 @@ def register(name: str, model_uri: str, tags: dict[str, str]) -> int:
     return int(version.version)
 
 
+def log_rag_model(config: dict[str, Any], adapters: dict[str, Any]) -> str:
+    """Log tunedex-rag from code (tasks/lib/rag_model.py: nothing pickled); return its URI."""
+    import importlib.util
+
+    import mlflow
+
+    # The file by path, not imported: importing it runs mlflow.models.set_model (models from code).
+    code = importlib.util.find_spec("tasks.lib.rag_model").origin
+    info = mlflow.pyfunc.log_model(
+        name="rag_model", python_model=code, model_config=config,
+        artifacts={"retriever_adapter": str(adapters["retriever"]),
+                   "generator_adapter": str(adapters["generator"])},
+        code_paths=code_paths(), pip_requirements=pip_requirements())
+    return info.model_uri
+
+
+def repin_rag(reg: RegistryRef, retriever_version: int, table_version: int) -> int | None:
+    """After a reindex pin: register the champion's tunedex-rag again with the new table
+    version (same adapters) and move its alias, so the portable model serves what serving
+    serves. None when the release has no rag model."""
+    import mlflow
+    import yaml
+
+    c = client(reg)
+    old = dict(c.get_model_version(reg.retriever_model, str(retriever_version)).tags).get(
+        "release.rag_version")
+    if not old:
+        return None
+    mlflow.set_registry_uri(reg.registry_uri)
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{reg.rag_model}/{old}"))
+    pyfunc = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    adapters = {role: local / pyfunc["artifacts"][f"{role}_adapter"]["path"]
+                for role in ("retriever", "generator")}
+    uri = log_rag_model({**pyfunc["config"], "table_version": table_version}, adapters)
+    tags = {k: v for k, v in c.get_model_version(reg.rag_model, old).tags.items()}
+    version = register(reg.rag_model, uri, {**tags, "index.version": str(table_version)})
+    c.set_registered_model_alias(reg.rag_model, CHAMPION, str(version))  # the mirror first,
+    c.set_model_version_tag(reg.retriever_model, str(retriever_version), "release.rag_version",
+                            str(version))  # then the record (a crash between: repair_mirror)
+    return version
+
+
 def tag_release(reg: RegistryRef, retriever_version: int, generator_version: int,
                 tags: dict[str, str]) -> None:
     """Set the same tags on both versions of a release."""

@@ -54,6 +54,14 @@ def test_reindex_reflects_added_changed_and_deleted_documents(released, tmp_path
     assert after.table_version == kept["index"]["version"] > before.table_version
     tags = client(reg).get_model_version("tunedex-retriever", str(after.retriever_version)).tags
     assert tags["index.previous_version"] == str(before.table_version)
+    rag = client(reg).get_model_version_by_alias(reg.rag_model, "champion")  # the portable model
+    assert tags["release.rag_version"] == str(rag.version)  # was re-registered with the new pin
+    import mlflow
+    import yaml
+
+    local = Path(mlflow.artifacts.download_artifacts(f"models:/{reg.rag_model}@champion"))
+    pyfunc = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert pyfunc["config"]["table_version"] == after.table_version
 
     done = tunedex("search", "refund card accept American Express code", "-k", "10", "--mode",
                    "bm25", "-c", str(SMOKE), *sets(lenient), cwd=tmp_path)

@@ -211,9 +211,9 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
     reg = registry.RegistryRef.of(ctx.tracking, section, ctx.catalog, ctx.lock)
     if ctx.parent_run_id is None:  # run on its own; inside the flow, the flow checked at its start
         registry.check_registry(reg)
-    cand = candidate_inputs(section, ctx)
     mlflow.set_registry_uri(reg.registry_uri)
     with stage_run(ctx, "promote", section) as run_id:  # holds the write lock
+        cand = candidate_inputs(section, ctx)  # under the lock: what is registered is what was read
         parent = mlflow.get_run(run_id).data.tags.get("mlflow.parentRunId", run_id)
         registry.repair_mirror(reg)
         c = registry.client(reg)

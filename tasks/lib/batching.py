@@ -13,6 +13,7 @@ Usage:
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -26,7 +27,8 @@ class DynamicBatcher:
         self.run_batch = run_batch
         self.window_s = window_s
         self.max_batch = max_batch
-        self.batches: list[int] = []  # sizes of the batches run so far (for tests and metrics)
+        self.batches: deque[int] = deque(maxlen=10_000)  # sizes of the recent batches (metrics)
+        self._tasks: set[asyncio.Task] = set()  # running batches (kept referenced until done)
         self._pending: dict[Hashable, list[tuple[Any, asyncio.Future]]] = {}
         self._timers: dict[Hashable, asyncio.TimerHandle] = {}
         # One worker by default: generation already uses every core; two batches at once
@@ -52,7 +54,9 @@ class DynamicBatcher:
         batch = self._pending.pop(key, [])
         if batch:
             self.batches.append(len(batch))
-            asyncio.get_running_loop().create_task(self._run(key, batch))
+            task = asyncio.get_running_loop().create_task(self._run(key, batch))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _run(self, key: Hashable, batch: list[tuple[Any, asyncio.Future]]) -> None:
         loop = asyncio.get_running_loop()

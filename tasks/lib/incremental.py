@@ -111,16 +111,25 @@ def run_or_reuse(ctx: Any, stage: str, run: Callable[[], dict[str, Any]],
                  still_valid: Callable[[], str | None] | None = None) -> dict[str, Any]:
     """Run a stage, or reuse its outputs when DVC says it is up to date (and `still_valid`,
     which checks what DVC cannot see, e.g. LanceDB tables, returns no reason to rerun)."""
+    from dvc.lock import LockError
+
     plan: Incremental | None = getattr(ctx, "incremental", None)
     if plan is None or not plan.enabled:
         return run()
-    status = stage_status(plan.root, stage)
+    try:
+        status = stage_status(plan.root, stage)
+    except LockError as err:  # a `dvc repro` holds DVC's lock: run, but do not record
+        log.warning("%s: running without DVC's record (%s)", stage, err)
+        return run()
     reason = describe_status(status) if status else (still_valid() if still_valid else None)
     if reason is None:
         return reuse_outputs(ctx, stage)
     log.info("%s: running (%s)", stage, reason)
     result = run()
-    commit_stage(plan.root, stage)
+    try:
+        commit_stage(plan.root, stage)
+    except LockError as err:
+        log.warning("%s: ran, but not recorded in dvc.lock (%s); it reruns next time", stage, err)
     return result
 
 

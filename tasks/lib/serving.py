@@ -198,6 +198,9 @@ class LoadedRelease:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _part(self, key: Any, load: Callable[[], Any]) -> Any:
+        loaded = self._parts.get(key)
+        if loaded is not None:  # loaded parts never wait behind another part's load
+            return loaded
         with self._lock:
             if key not in self._parts:
                 self._parts[key] = load()

@@ -28,7 +28,7 @@ def test_requests_in_one_window_run_as_one_batch_and_get_their_own_results():
 
     out, batches = run(main())
     assert out == ["a:0", "a:2", "a:4", "a:6", "a:8"]
-    assert batches == [5] and calls == [("a", [0, 1, 2, 3, 4])]
+    assert list(batches) == [5] and calls == [("a", [0, 1, 2, 3, 4])]
 
 
 def test_the_cap_flushes_early_and_keys_never_share_a_batch():

@@ -131,16 +131,22 @@ class ReleaseHolder:
         self.open_served, self.resolve, self.setups, self.ref = open_served, resolve, setups, ref
         self.current: Any = None  # a LoadedRelease; replaced by one assignment (atomic)
         self.error: str | None = None
+        self._refused: Any = None  # the last release that failed to load
         self._stop = threading.Event()
 
     def refresh(self) -> bool:
         """Load the release `ref` names now if it differs from the one served; True if swapped."""
+        served = None
         try:
             served = self.resolve(self.ref)
             if self.current is not None and served == self.current.served:
+                self.error = None  # the registry names what is served again
+                return False
+            if served == self._refused:  # refused already: not loaded again every poll
                 return False
             loaded = self.open_served(served).warm(self.setups)  # table + models, before the swap
         except Exception as err:  # noqa: BLE001 - a registry hiccup must not stop the watcher
+            self._refused = served  # None when resolving failed: tried again next poll
             self.error = str(err) if isinstance(err, TunedexError) else f"{type(err).__name__}: {err}"
             keep = f"; still serving {self.current.served.label}" if self.current else ""
             log.error("release refused: %s%s", err, keep)

@@ -93,9 +93,9 @@ def pipeline(config: str = ConfigOpt, set_: list[str] = SetOpt,
     _run(check_registry, registry_ref(cfg))  # an unreachable registry: named before any work
     # Read-only, so it is decided here: nothing to train needs no Prefect server (~7 s saved).
     # The flow decides again under the write lock (deployments run it without this command).
-    reason = _run(skip_reason, cfg, force)
-    if reason is not None:
-        typer.echo(f"pipeline skipped: {reason}")
+    skip = _run(skip_reason, cfg, force)
+    if skip is not None:
+        typer.echo(f"pipeline skipped: {skip['reason']}")
         return
     from flows.pipeline import pipeline as pipeline_flow
 

@@ -50,10 +50,10 @@ def pipeline(config_path: str = DEFAULT_CONFIG_PATH, overrides: dict[str, Any] |
     # 0. The registry must be reachable before hours of training are spent.
     check_registry(reg)
     with write_lock(cfg.lock, f"pipeline {config_path}"):
-        reason = skip_reason(cfg, force)
-        if reason is not None:
-            log.info("pipeline skipped: %s", reason)
-            return {"skipped": True, "reason": reason}
+        skip = skip_reason(cfg, force)
+        if skip is not None:
+            log.info("pipeline skipped: %s", skip["reason"])
+            return {"skipped": True, **skip}
         inputs = release_inputs(cfg)
         plan = dvc_plan(config_path, overrides, force)
         log.info("pipeline: %s", plan.reason)

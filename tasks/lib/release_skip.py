@@ -48,8 +48,8 @@ def release_inputs(cfg: Any) -> str:
     return inputs_digest(md5s, cfg.to_dict(), code_digest())
 
 
-def skip_reason(cfg: Any, force: bool = False) -> str | None:
-    """Why a retrain with this config has nothing to do (a release has exactly its inputs), or
+def skip_reason(cfg: Any, force: bool = False) -> dict[str, Any] | None:
+    """The release a retrain with this config would only repeat ({"release", "reason"}), or
     None when it must run (`force`, `schedule.skip_unchanged: false`, or something changed)."""
     from tasks.lib.registry import registry_ref
 
@@ -58,9 +58,10 @@ def skip_reason(cfg: Any, force: bool = False) -> str | None:
     same = unchanged_release(registry_ref(cfg), release_inputs(cfg))
     if same is None:
         return None
-    return (f"data, config and code are unchanged since release v{same['version']} "
-            f"({same['role']}, gate {same['gate']}; inputs {same['inputs']}): nothing to train. "
-            "Use --force to retrain anyway.")
+    return {"release": same["version"],
+            "reason": f"data, config and code are unchanged since release v{same['version']} "
+                      f"({same['role']}, gate {same['gate']}; inputs {same['inputs']}): nothing "
+                      "to train. Use --force to retrain anyway."}
 
 
 def unchanged_release(reg: Any, digest: str) -> dict[str, Any] | None:

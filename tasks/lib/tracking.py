@@ -88,11 +88,17 @@ def log_json_artifact(data: Any, name: str, artifact_path: str | None = None) ->
 SECRET_KEYS = ("token", "password", "secret")  # config keys whose values are never logged
 
 
+def is_secret(key: str) -> bool:
+    """serve.token, *_password, *_secret — not chunk_tokens or max_new_tokens."""
+    key = key.lower()
+    return any(key == s or key.endswith(f"_{s}") for s in SECRET_KEYS)
+
+
 def redact_secrets(data: Any) -> Any:
     """A copy of nested config data with secret values (e.g. serve.token) replaced by '***'."""
     if isinstance(data, dict):
-        return {k: "***" if any(s in k.lower() for s in SECRET_KEYS) and v is not None
-                else redact_secrets(v) for k, v in data.items()}
+        return {k: "***" if is_secret(k) and v is not None else redact_secrets(v)
+                for k, v in data.items()}
     return data
 
 

@@ -25,3 +25,15 @@ def test_data_tags_record_the_raw_files_md5(tmp_path):
     assert tags["data.corpus_md5"] == file_md5(corpus) and tags["data.qa_md5"] == "missing"
     assert tags["data.corpus_path"] == str(corpus)
     assert {"git.commit", "git.dirty"} <= set(tags)
+
+
+def test_secrets_are_redacted_from_the_logged_config_and_token_counts_are_not():
+    from tasks.lib.tracking import redact_secrets
+
+    data = {"serve": {"token": "s3cret", "port": 8000}, "prepare": {"chunk_tokens": 32},
+            "generate": {"max_new_tokens": 8}, "store": {"db_password": "pw", "token": None}}
+    assert redact_secrets(data) == {"serve": {"token": "***", "port": 8000},
+                                    "prepare": {"chunk_tokens": 32},
+                                    "generate": {"max_new_tokens": 8},
+                                    "store": {"db_password": "***", "token": None}}
+    assert data["serve"]["token"] == "s3cret"  # a copy; the config is untouched

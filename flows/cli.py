@@ -366,7 +366,7 @@ def rollback(to: int | None = typer.Option(None, "--to", help="Retriever version
              wait: bool = typer.Option(False, "--wait", help="Wait for a running pipeline's "
                                        "write lock instead of failing at once."),
              config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
-    """Move `champion` (both models) back to the previous release; nothing is rebuilt."""
+    """Move `champion` (all three models) back to the previous release; nothing is rebuilt."""
     from tasks.lib.config import load_config
     from tasks.lib.registry import registry_ref
     from tasks.lib.registry import rollback as rollback_release

@@ -1,11 +1,13 @@
 """The MLflow Model Registry side of a release: registered adapters, aliases, rollback, gc.
 
-A release is one version of `tunedex-retriever` plus one of `tunedex-generator`, registered by the
-same promote run. The retriever version is the release record: its tags name the paired generator
-version, the LanceDB table/version its vectors are in, the data version and the metrics. Serving
-resolves `tunedex-retriever@champion` and follows those tags, so the retriever alias is the single
-commit point of a promotion: the generator alias moves first and only mirrors it. A crash between
-the two moves leaves the previous release served, whole, and the next promote repairs the mirror.
+A release is one version of `tunedex-retriever` plus one of `tunedex-generator` (and one of
+`tunedex-rag`, both adapters and the pinned table as one models-from-code pyfunc), registered by
+the same promote run. The retriever version is the release record: its tags name the paired
+generator and rag versions, the LanceDB table/version its vectors are in, the data version and the
+metrics. Serving resolves `tunedex-retriever@champion` and follows those tags, so the retriever
+alias is the single commit point of a promotion: the generator and rag aliases move first and only
+mirror it. A crash between the moves leaves the previous release served, whole, and the next
+promote repairs the mirrors.
 """
 
 from __future__ import annotations

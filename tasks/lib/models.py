@@ -106,6 +106,10 @@ def make_adapter_portable(adapter_dir: Path, base_id: str) -> None:
     config = json.loads(config_path.read_text())
     # peft records the base's absolute path on this machine; loading uses the base it is handed.
     config["base_model_name_or_path"] = base_id
+    # peft keeps target_modules as a set: its order follows the process's string hashing, so
+    # two runs on the same inputs would write different bytes (and DVC would see a change).
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True))  # as peft writes it
 
 

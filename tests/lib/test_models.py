@@ -85,3 +85,18 @@ def test_pretrained_minilm_finds_the_obvious_document(tmp_path):
         for mode in ("vector", "hybrid"):
             assert search(table, query, mode, 3, model)[0]["doc_id"] == doc, (query, mode)
     assert Path(tmp_path / "db").is_dir()
+
+
+def test_make_adapter_portable_writes_target_modules_in_one_order(tmp_path):
+    """peft keeps target_modules as a set: its order differs between processes (string hashing);
+    found when a second `make pipeline` saw the retriever adapter as changed."""
+    import json
+
+    for order, folder in ((["value", "query", "dense", "key"], "a"),
+                          (["key", "dense", "value", "query"], "b")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "adapter_config.json").write_text(json.dumps(
+            {"base_model_name_or_path": "/abs/path", "target_modules": order}))
+        make_adapter_portable(tmp_path / folder, "owner/base")
+    assert (tmp_path / "a" / "adapter_config.json").read_bytes() == \
+        (tmp_path / "b" / "adapter_config.json").read_bytes()

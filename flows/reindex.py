@@ -28,8 +28,6 @@ from tasks.reindex import (
     validate_corpus,
 )
 
-REINDEX_STEPS = ("validate_corpus", "reindex_table", "evaluate_reindexed", "pin_release")
-
 
 @flow(name="tunedex-reindex", flow_run_name="{config_path}", on_failure=[notify_failure],
       on_crashed=[notify_failure])

@@ -62,16 +62,11 @@ class RagModel(PythonModel):
         self.release = LoadedRelease(served, sections, catalog).warm([self.setup])
 
     def predict(self, context, model_input: list[str], params=None) -> list[dict[str, Any]]:
+        from tasks.lib.registry import texts_of
+
         answers = self.release.ask_many(texts_of(model_input), self.setup)
         return [{"answer": a.text, "sources": list(a.sources), "setup": a.setup,
                  "release": self.release.served.release} for a in answers]
-
-
-def texts_of(model_input: Any) -> list[str]:
-    """A list of strings from a list, a Series or the first column of a DataFrame."""
-    if hasattr(model_input, "columns"):
-        model_input = model_input[model_input.columns[0]]
-    return [str(t) for t in list(model_input)]
 
 
 mlflow.models.set_model(RagModel())

@@ -68,7 +68,7 @@ class RetrieverModel(mlflow.pyfunc.PythonModel):
         self.model = load_retriever(base, Path(context.artifacts[ADAPTER_ARTIFACT]), "auto")
 
     def predict(self, context, model_input: list[str], params=None) -> list[list[float]]:
-        vectors = self.model.encode(_texts(model_input), normalize_embeddings=True,
+        vectors = self.model.encode(texts_of(model_input), normalize_embeddings=True,
                                     convert_to_numpy=True)
         return vectors.tolist()
 
@@ -91,12 +91,12 @@ class GeneratorModel(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: list[str], params=None) -> list[str]:
         from tasks.lib.generator import build_prompt, generate_answers
 
-        prompts = [build_prompt(self.tokenizer, q) for q in _texts(model_input)]
+        prompts = [build_prompt(self.tokenizer, q) for q in texts_of(model_input)]
         answers = generate_answers(self.model, self.tokenizer, prompts, self.max_new_tokens, 8)
         return [a["text"] for a in answers]
 
 
-def _texts(model_input: Any) -> list[str]:
+def texts_of(model_input: Any) -> list[str]:
     """A list of strings from a list, a Series or the first column of a DataFrame."""
     if hasattr(model_input, "columns"):
         model_input = model_input[model_input.columns[0]]

@@ -20,7 +20,7 @@ export DVC_NO_ANALYTICS := 1
 export HF_HUB_OFFLINE ?= 1
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: help setup pipeline reindex serve schedule test test-fast lint ui repro bench clean
+.PHONY: help setup pipeline reindex serve monitor schedule test test-fast lint ui repro bench clean
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
@@ -47,7 +47,10 @@ reindex: setup  ## refresh the champion's index from the corpus (no training)
 serve: setup  ## serve the champion release over HTTP on http://127.0.0.1:8000 (page at /, docs at /docs)
 	$(TUNEDEX) serve --config $(CONFIG)
 
-schedule: setup  ## run the retrain (nightly) and reindex deployments on their schedules
+monitor: setup  ## check the served release once: drift, confidence, feedback -> reports/monitor/report.html
+	$(TUNEDEX) monitor --config $(CONFIG)
+
+schedule: setup  ## run the retrain (nightly), reindex (4-hourly) and monitor (hourly) deployments
 	$(TUNEDEX) schedule --config $(CONFIG)
 
 test: setup  ## run the test suite (slow tests included)

@@ -119,6 +119,64 @@ def reindex(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
 
 
 @app.command()
+def monitor(config: str = ConfigOpt, set_: list[str] = SetOpt,
+            retrain_here: bool = typer.Option(False, "--retrain-here", help="Without a Prefect "
+                                              "server: when a rule fires, run the pipeline in this "
+                                              "process (the cooldown applies).")) -> None:
+    """Check the served release once: query drift, retrieval confidence, feedback, volume.
+
+    Reads the query log of `tunedex serve`, writes reports/monitor/report.html (and .json),
+    starts the `retrain` deployment when a rule in monitor.rules fires (once per cooldown; without
+    a Prefect server it says what it would have started) and proposes helpful served questions
+    for review (`tunedex accept-queries`). The `monitor` deployment runs this hourly."""
+    from flows.monitor import monitor as monitor_flow
+
+    report = _run(monitor_flow, config_path=config, overrides=_overrides(set_),
+                  retrain_here=retrain_here)
+    d, v = report["decision"], report["volume"]
+    typer.echo(f"monitor: release v{report['release']}, {v['questions']} new questions "
+               f"({v['feedback']} rated)" + ("" if v["enough"] else
+                                             f": not enough data for the tests (need {v['min_questions']})"))
+    for name in ("drift", "confidence"):
+        part = report[name]
+        typer.echo(f"  {name}: " + (f"p = {part['p_value']:.4g} ({part['method']})"
+                                    if part.get("p_value") is not None else part["status"]))
+    down = report["feedback"].get("down")
+    typer.echo("  feedback: " + (f"thumbs-down {down['rate']:.2f} [{down['low']:.2f}, {down['high']:.2f}]"
+                                 if down else report["feedback"]["status"]))
+    typer.echo(f"decision: {d['action']}: {d['reason']}" + (f"; {d['detail']}" if d.get("detail") else ""))
+    h = report["harvest"]
+    typer.echo(f"review: {h['added']} new candidate questions, {h['pending']} pending in {h['review_path']}")
+    typer.echo(f"report: {report['paths']['html']}")
+
+
+@app.command("accept-queries")
+def accept_queries(config: str = ConfigOpt, set_: list[str] = SetOpt,
+                   all_: bool = typer.Option(False, "--all", help="Accept every pending row "
+                                             "(after reading them), not only those marked accept.")
+                   ) -> None:
+    """Add reviewed served questions to the QA data (paths.qa_path) for the next retrain.
+
+    Edit reports/monitor/review.jsonl: set "review" to "accept" or "reject" on each line (a
+    /search question needs an answer written in). Accepted rows are checked against the data
+    contract and appended as train questions; nothing is written if one is invalid."""
+    from tasks.lib.catalog import Catalog
+    from tasks.lib.config import load_config
+    from tasks.lib.harvest import accept_queries as accept
+
+    cfg = _run(load_config, config, _overrides(set_))
+    cat = Catalog(cfg.paths)
+    result = _run(accept, cat.review_path, cat.qa_path, cat.corpus_path, all_)
+    typer.echo(f"accepted {len(result['accepted'])} question(s) into {result['qa_path']}; "
+               f"{result['pending']} still pending in {cat.review_path}")
+    if result["accepted"]:
+        dvc_file = Path(f"{cat.qa_path}.dvc")
+        hint = f"dvc add {cat.qa_path} && git add {dvc_file}" if dvc_file.is_file() else \
+            f"git add {cat.qa_path}"
+        typer.echo(f"next: {hint}, then `tunedex pipeline` retrains with them")
+
+
+@app.command()
 def schedule(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
     """Run the `retrain` and `reindex` deployments on their schedules (Ctrl-C stops).
 

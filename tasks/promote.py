@@ -206,6 +206,7 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
     import mlflow
 
     from tasks.lib import registry
+    from tasks.lib.reference import log_reference
     from tasks.lib.tracking import log_json_artifact, mlflow_key, stage_run
 
     reg = registry.RegistryRef.of(ctx.tracking, section, ctx.catalog, ctx.lock)
@@ -222,6 +223,8 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
         champion_metrics = None if champion is None else registry.version_metrics(c, champion)
 
         mlflow.log_metrics({f"eval.{mlflow_key(k)}": v for k, v in cand["metrics"].items()})
+        # What the release was trained and measured on: the monitor's reference for drift.
+        log_reference(ctx.catalog)
         tags = release_tags(section, prepare, ctx, cand, (parent, run_id))
         uris = {role: log_adapter_model(ctx, generate, role, path)
                 for role, path in cand["adapters"].items()}

@@ -12,7 +12,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE_NAMES = ("validate", "prepare", "train_retriever", "index", "train_generator", "evaluate",
-               "promote", "reindex")
+               "promote", "reindex", "monitor")
 
 
 def module_name(path: Path) -> str:

@@ -127,3 +127,24 @@ class Catalog:
         """The query log of `tunedex serve`: queries-YYYY-MM-DD.jsonl, append-only."""
         return Path(self.paths.logs_dir) / "queries"
 
+
+    # ---- monitoring --------------------------------------------------------------------------
+    @property
+    def monitor_dir(self) -> Path:
+        """reports/monitor/: the monitor's report, history, state and the harvested questions."""
+        return self.stage_dir("monitor")
+
+    @property
+    def monitor_state_path(self) -> Path:
+        """Where the monitor's cursor (last run) and last trigger are kept between runs."""
+        return self.monitor_dir / "state.json"
+
+    @property
+    def monitor_history_path(self) -> Path:
+        """One JSON line per monitor run: the metrics as a series over time."""
+        return self.monitor_dir / "history.jsonl"
+
+    @property
+    def review_path(self) -> Path:
+        """Served questions proposed as training data, waiting for a person's review."""
+        return self.monitor_dir / "review.jsonl"

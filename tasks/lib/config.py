@@ -182,6 +182,7 @@ class ScheduleConfig(Section):
     timezone: str = "UTC"  # IANA name the crons are read in
     collision_strategy: Literal["ENQUEUE", "CANCEL_NEW"] = "ENQUEUE"  # a run due while one runs
     skip_unchanged: bool = True  # retrain nothing when data, config and code match the release
+    monitor_cron: str = "0 * * * *"  # `monitor` deployment: drift/feedback check, hourly
 
 
 class LockConfig(Section):
@@ -205,6 +206,41 @@ class ServeConfig(Section):
     trace_sample: float = Field(0.1, ge=0, le=1)  # share of /ask requests traced
 
 
+class MonitorRule(Section):
+    """One trigger rule: a monitor metric above or below a threshold (metrics: README Monitoring)."""
+
+    metric: str  # e.g. drift.p_value, confidence.low_share_low, feedback.down_rate_low
+    below: float | None = None  # fires when the metric is below this
+    above: float | None = None  # fires when the metric is above this
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> MonitorRule:
+        if (self.below is None) == (self.above is None):
+            raise ValueError(f"monitor rule for {self.metric} needs exactly one of below, above")
+        return self
+
+
+DEFAULT_MONITOR_RULES = (
+    MonitorRule(metric="drift.p_value", below=0.01),
+    MonitorRule(metric="confidence.low_share_low", above=0.2),
+    MonitorRule(metric="feedback.down_rate_low", above=0.5),
+)
+
+
+class MonitorConfig(Section):
+    min_questions: int = Field(20, ge=2)  # fewer served questions: "not enough data", no test
+    min_feedback: int = Field(10, ge=1)  # fewer rated requests: no feedback rule applies
+    max_questions: int = Field(1000, ge=2)  # seeded sample of served/train questions per test
+    permutations: int = Field(500, ge=50)  # MMD permutation test resamples (p-value >= 1/(N+1))
+    score_floor: float | None = None  # top-1 cosine below this = "low confidence"; None: eval quantile
+    floor_quantile: float = Field(0.05, gt=0, lt=1)  # score_floor from this quantile of eval top-1
+    examples: int = Field(10, ge=0)  # most-drifted questions shown in the report
+    rules: tuple[MonitorRule, ...] = DEFAULT_MONITOR_RULES  # any firing rule triggers a retrain
+    cooldown_hours: float = Field(24.0, ge=0)  # no second trigger within this many hours
+    deployment: str = "tunedex-pipeline/retrain"  # what a trigger starts (run_deployment)
+    harvest_min_score: float | None = None  # top-1 score a harvested question needs; None: eval median
+
+
 class Config(Section):
     project: ProjectConfig = ProjectConfig()
     paths: PathsConfig = PathsConfig()
@@ -221,6 +257,7 @@ class Config(Section):
     schedule: ScheduleConfig = ScheduleConfig()
     lock: LockConfig = LockConfig()
     serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 

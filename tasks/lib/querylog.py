@@ -118,6 +118,18 @@ def read_log(log_dir: Path, since: float | None = None) -> Iterator[dict[str, An
                     yield record
 
 
+def redacted(record: dict[str, Any]) -> dict[str, Any]:
+    """The record with e-mail addresses, card numbers, IBANs and phone numbers in its free text
+    (question, answer, comment) replaced by placeholders: the log keeps no personal data."""
+    from tasks.lib.pii import redact
+
+    out = dict(record)
+    for key in ("question", "answer", "comment"):
+        if isinstance(out.get(key), str):
+            out[key] = redact(out[key])[0]
+    return out
+
+
 # ---- what the server records per request ---------------------------------------------------------
 
 
@@ -155,7 +167,7 @@ class RequestRecorder:
         if record["kind"] != "feedback":
             self._remember(record["request_id"])
         if self.log is not None:
-            self.log.append(record)
+            self.log.append(redacted(record))
 
     def search(self, request_id: str, release: dict[str, Any], query: str, mode: str,
                hits: list[dict[str, Any]], ms: float) -> None:
@@ -171,6 +183,7 @@ class RequestRecorder:
                   "scores": [round(float(h["score"]), 6) for h in answer.hits],
                   "answer": answer.text, "sources": list(answer.sources),
                   "latency_ms": round(ms, 2)}
+        record = redacted(record)  # the trace too keeps no personal data
         self._write(record)
         if self.sample and self._random.random() < self.sample:
             self._trace(record, answer, ms)

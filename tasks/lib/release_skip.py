@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 # The config sections that do not change what a retrain would produce.
-NOT_INPUTS = ("paths", "tracking", "promote", "schedule", "lock", "serve")
+NOT_INPUTS = ("paths", "tracking", "promote", "schedule", "lock", "serve", "monitor")
 
 
 def inputs_digest(data_md5s: dict[str, str | None], config: dict[str, Any], code: str) -> str:

@@ -13,13 +13,15 @@ def test_deployments_in_code_follow_the_config():
 
     overrides = {"schedule.retrain_cron": "30 1 * * *", "schedule.timezone": "Europe/Berlin",
                  "schedule.collision_strategy": "CANCEL_NEW"}
-    retrain, reindex = build_deployments(str(SMOKE), overrides)
+    retrain, reindex, monitor = build_deployments(str(SMOKE), overrides)
     assert (retrain.name, retrain.flow_name) == ("retrain", "tunedex-pipeline")
     assert (reindex.name, reindex.flow_name) == ("reindex", "tunedex-reindex")
     assert retrain.schedules[0].schedule.cron == "30 1 * * *"
     assert retrain.schedules[0].schedule.timezone == "Europe/Berlin"
     assert reindex.schedules[0].schedule.cron == "0 */4 * * *"  # the default
-    for d in (retrain, reindex):
+    assert (monitor.name, monitor.flow_name) == ("monitor", "tunedex-monitor")
+    assert monitor.schedules[0].schedule.cron == "0 * * * *"  # hourly by default
+    for d in (retrain, reindex, monitor):
         assert d.parameters == {"config_path": str(SMOKE), "overrides": overrides}
         assert d.concurrency_limit == 1
         assert d.concurrency_options.collision_strategy == ConcurrencyLimitStrategy.CANCEL_NEW
@@ -37,7 +39,7 @@ def test_prefect_yaml_matches_the_deployments_in_code(monkeypatch):
     monkeypatch.chdir(REPO)
     in_code = {d.name: d for d in build_deployments("configs/cpu.yaml")}
     in_yaml = {d["name"]: d for d in raw["deployments"]}
-    assert set(in_yaml) == set(in_code) == {"retrain", "reindex"}
+    assert set(in_yaml) == set(in_code) == {"retrain", "reindex", "monitor"}
     for name, spec in in_yaml.items():
         code = in_code[name]
         flow = load_flow_from_entrypoint(spec["entrypoint"])
@@ -56,5 +58,5 @@ def test_prefect_yaml_matches_the_deployments_in_code(monkeypatch):
 def test_deployments_are_named_in_one_list():
     from flows.deployments import DEPLOYMENTS, build_deployments
 
-    assert [d.name for d in build_deployments(str(SMOKE))] == list(DEPLOYMENTS) == ["retrain",
-                                                                                    "reindex"]
+    assert [d.name for d in build_deployments(str(SMOKE))] == list(DEPLOYMENTS) == ["retrain", "reindex",
+                                                                                    "monitor"]

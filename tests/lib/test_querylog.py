@@ -48,3 +48,12 @@ def test_old_days_are_pruned_and_a_torn_line_is_skipped(tmp_path):
     assert not old.exists()
     assert [r["request_id"] for r in read_log(tmp_path)] == ["a"]
     assert list(read_log(tmp_path, since=time.time() + 60)) == []
+
+
+def test_personal_data_never_reaches_the_log(tmp_path):
+    from tasks.lib.querylog import redacted
+
+    record = {"kind": "ask", "question": "refund to jo@x.org?", "answer": "call +44 20 7946 0958",
+              "comment": None, "doc_ids": ["a"]}
+    assert redacted(record) == {**record, "question": "refund to [EMAIL]?", "answer": "call [PHONE]"}
+    assert record["question"] == "refund to jo@x.org?"  # not mutated

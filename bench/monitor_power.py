@@ -4,7 +4,7 @@ Usage (after `make pipeline`, so a champion release exists):
     .venv/bin/python bench/monitor_power.py                    # power / false alarms, 40 draws each
     .venv/bin/python bench/monitor_power.py --runtime 10000    # one monitor flow over 10k requests
 
-1. Power and false alarms: the monitor's own drift test (tasks/monitor.py:drift_test, the
+1. Power and false alarms: the monitor's own drift test (tasks/lib/question_space.py:drift_test, the
    release's retriever, its pinned table as anchors) on repeated seeded draws of n questions:
    - off-domain: PubMedQA and CovidFAQ questions (../shared/datasets) against the demo release;
    - in-domain, exchangeable: the release's own questions split 70/30 at random, the 30% drawn
@@ -59,7 +59,7 @@ def open_champion(config: str):
 
 def flag_rate(section, model, anchors, reference, pool, n, draws, threshold, seed) -> tuple[float, float]:
     """(share of draws flagged, mean seconds per test) for n questions drawn from pool."""
-    from tasks.monitor import drift_test, encode
+    from tasks.lib.question_space import drift_test, encode
 
     rng = random.Random(seed)
     pool_emb = encode(model, pool)
@@ -74,7 +74,7 @@ def flag_rate(section, model, anchors, reference, pool, n, draws, threshold, see
 
 
 def power(config: str, draws: int, sizes: list[int]) -> None:
-    from tasks.monitor import anchors_of, chunk_vectors
+    from tasks.lib.question_space import anchors_of, chunk_vectors
 
     cfg, loaded, reference = open_champion(config)
     section = cfg.monitor

@@ -139,7 +139,7 @@ def monitor(config: str = ConfigOpt, set_: list[str] = SetOpt,
                                              f": not enough data for the tests (need {v['min_questions']})"))
     for name in ("drift", "confidence"):
         part = report[name]
-        typer.echo(f"  {name}: " + (f"p = {part['p_value']:.4g} ({part['method']})"
+        typer.echo(f"  {name}: " + (f"p = {part['p_value']:.4g} ({part.get('method', '')})"
                                     if part.get("p_value") is not None else part["status"]))
     down = report["feedback"].get("down")
     typer.echo("  feedback: " + (f"thumbs-down {down['rate']:.2f} [{down['low']:.2f}, {down['high']:.2f}]"
@@ -169,6 +169,9 @@ def accept_queries(config: str = ConfigOpt, set_: list[str] = SetOpt,
     result = _run(accept, cat.review_path, cat.qa_path, cat.corpus_path, all_)
     typer.echo(f"accepted {len(result['accepted'])} question(s) into {result['qa_path']}; "
                f"{result['pending']} still pending in {cat.review_path}")
+    if result["incomplete"]:
+        typer.echo(f"left pending (no answer or unknown document): review lines "
+                   f"{', '.join(map(str, result['incomplete']))}")
     if result["accepted"]:
         dvc_file = Path(f"{cat.qa_path}.dvc")
         hint = f"dvc add {cat.qa_path} && git add {dvc_file}" if dvc_file.is_file() else \

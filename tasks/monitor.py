@@ -27,9 +27,6 @@ from tasks.lib.runtime import IO_RETRIES
 
 log = logging.getLogger(__name__)
 
-MAX_IN_MEMORY_ROWS = 200_000  # chunk vectors held for exact top-1; beyond: LanceDB search
-ANCHORS = 256  # corpus chunks the drift profile measures similarity to
-
 # ---- pure ---------------------------------------------------------------------------------------
 
 
@@ -81,6 +78,8 @@ def decide(checks: list[dict[str, Any]], state: dict[str, Any], now: float,
            cooldown_hours: float) -> dict[str, Any]:
     """Retrain or not: any fired rule triggers, unless the last trigger is within the cooldown."""
     fired = [c for c in checks if c["fired"]]
+    if not fired and checks and all(c["value"] is None for c in checks):
+        return {"action": "none", "reason": "not enough data for any rule", "fired": []}
     if not fired:
         return {"action": "none", "reason": "no rule fired", "fired": []}
     reason = "; ".join(f"{c['metric']} = {c['value']:.4g} {c['op']} {c['threshold']:g}" for c in fired)
@@ -111,82 +110,13 @@ def next_state(state: dict[str, Any], version: Any, metrics: dict[str, Any],
 # ---- effects: the release and its numbers -----------------------------------------------------------
 
 
-def chunk_vectors(table: Any) -> tuple[np.ndarray, list[str]] | None:
-    """Every chunk vector (unit length) and its doc_id, or None for a table too big to hold."""
-    if table.count_rows() > MAX_IN_MEMORY_ROWS:
-        return None
-    data = table.to_arrow().select(["vector", "doc_id"])
-    column = data.column("vector").combine_chunks()
-    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(len(data), -1)
-    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    return vectors.astype(np.float32), data.column("doc_id").to_pylist()
-
-
-def top1(embeddings: np.ndarray, table: Any, held: tuple[np.ndarray, list[str]] | None,
-         index_cfg: Any) -> tuple[np.ndarray, list[str]]:
-    """(top-1 cosine, its doc_id) of each embedding against the pinned table."""
-    if len(embeddings) == 0:
-        return np.zeros(0), []
-    if held is None:
-        from tasks.lib.search import vector_hits
-
-        hits = [vector_hits(table, e, 1, index_cfg)[0] for e in embeddings]
-        return np.array([h["score"] for h in hits]), [h["doc_id"] for h in hits]
-    vectors, doc_ids = held
-    best_score, best_row = np.empty(len(embeddings)), np.empty(len(embeddings), int)
-    for start in range(0, len(embeddings), 512):
-        sims = embeddings[start:start + 512] @ vectors.T
-        best_row[start:start + 512] = sims.argmax(1)
-        best_score[start:start + 512] = sims.max(1)
-    return best_score, [doc_ids[i] for i in best_row]
-
-
-def anchors_of(table: Any, held: tuple[np.ndarray, list[str]] | None, seed: int) -> np.ndarray:
-    """Up to ANCHORS chunk vectors (a seeded sample) the drift profile is measured against."""
-    from tasks.lib.drift import subsample
-
-    if held is None:
-        rows = table.search().select(["vector"]).limit(ANCHORS).to_arrow()
-        return np.stack(rows.column("vector").to_numpy(zero_copy_only=False)).astype(np.float32)
-    return held[0][subsample(len(held[0]), ANCHORS, seed)]
-
-
-def encode(model: Any, texts: list[str]) -> np.ndarray:
-    """Unit embeddings of texts, each distinct text encoded once."""
-    unique = list(dict.fromkeys(texts))
-    if not unique:
-        return np.zeros((0, 1), np.float32)
-    vectors = model.encode(unique, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
-    where = {t: i for i, t in enumerate(unique)}
-    return vectors[[where[t] for t in texts]]
-
-
-def drift_test(section: MonitorConfig, model: Any, anchors: np.ndarray,
-               reference: dict[str, list[str]], served_emb: np.ndarray, seed: int
-               ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
-    """The MMD test of served questions against the release's train + eval questions, both as
-    corpus profiles (seeded samples of at most monitor.max_questions a side); also returns
-    both profiles and which served questions were sampled."""
-    from tasks.lib.drift import corpus_profile, mmd_test, subsample
-
-    ref_texts = reference["train"] + reference["eval"]
-    ref_idx = subsample(len(ref_texts), section.max_questions, seed)
-    srv_idx = subsample(len(served_emb), section.max_questions, seed + 1)
-    ref_prof = corpus_profile(encode(model, [ref_texts[i] for i in ref_idx]), anchors)
-    srv_prof = corpus_profile(served_emb[srv_idx], anchors)
-    drift = mmd_test(ref_prof, srv_prof, section.permutations, seed)
-    drift["reference"] = (f"{len(ref_idx)} of the release's {len(reference['train'])} train + "
-                          f"{len(reference['eval'])} eval questions")
-    drift["features"] = f"cosine to {len(anchors)} corpus chunks, standardised per question"
-    return drift, ref_prof, srv_prof, srv_idx
-
-
 def measure(section: MonitorConfig, loaded: Any, reference: dict[str, list[str]],
             window: list[dict[str, Any]], ratings: dict[str, int], seed: int) -> dict[str, Any]:
     """Every monitor metric for the requests in the window (drift, confidence, feedback, volume),
     the most drifted questions, and each request's top-1 score (for harvesting)."""
     from tasks.lib.drift import rate, witness
     from tasks.lib.pii import redact
+    from tasks.lib.question_space import anchors_of, chunk_vectors, confidence, drift_test, encode, top1
 
     started = time.perf_counter()
     questions = [r["question"] for r in window]
@@ -238,22 +168,6 @@ def measure(section: MonitorConfig, loaded: Any, reference: dict[str, list[str]]
     return {**metrics, "seconds": time.perf_counter() - started}
 
 
-def confidence(section: MonitorConfig, scores: np.ndarray, eval_scores: np.ndarray) -> dict[str, Any]:
-    """Served top-1 scores against the eval questions': the shift and the share below the floor."""
-    from tasks.lib.drift import confidence_shift, rate
-
-    if len(eval_scores) == 0:
-        return {"status": "no eval questions in the release's reference"}
-    if section.score_floor is not None:
-        floor, source = section.score_floor, "monitor.score_floor"
-    else:
-        floor = float(np.quantile(eval_scores, section.floor_quantile))
-        source = f"the {section.floor_quantile:g} quantile of the eval questions' top-1 cosine"
-    low = int((scores < floor).sum())
-    return {**confidence_shift(scores, eval_scores), "status": "ok", "floor": floor,
-            "floor_source": source, "low_share": rate(low, len(scores))}
-
-
 # ---- effects: what is served, what was asked ------------------------------------------------------
 
 
@@ -285,6 +199,9 @@ def observe(reg: Any, sections: Any, ctx: StageContext) -> dict[str, Any]:
     loaded = open_release(reg, cat, sections)
     version = loaded.served.release
     reference = load_reference(ctx.tracking.tracking_uri, loaded.served.tags, cat)
+    if not cat.query_log_dir.is_dir():
+        log.warning("monitor: no query log at %s: nothing was served with serve.query_log on "
+                    "(`tunedex serve` writes it)", cat.query_log_dir)
     records = list(read_log(cat.query_log_dir))
     requests = release_requests(records, version)
     state = read_state(cat)
@@ -305,25 +222,27 @@ def prefect_api_url() -> str | None:
 
 
 def start_retrain(section: MonitorConfig, decision: dict[str, Any]) -> dict[str, Any]:
-    """Start the retrain deployment when the decision says so; without a server, say what
-    would have been started."""
+    """Start the retrain deployment when the decision says so (a flow run a worker or
+    `tunedex schedule` picks up); without a Prefect server that has it, say what would have
+    been started."""
     from tasks.lib.errors import first_line
 
     if decision["action"] != "trigger":
         return decision
-    if prefect_api_url() is None:
-        return {**decision, "action": "would_trigger", "detail": "no Prefect server "
-                f"(PREFECT_API_URL unset): would have started deployment {section.deployment}"}
     from prefect.deployments import run_deployment
 
     try:
         run = run_deployment(name=section.deployment, timeout=0, as_subflow=False,
                              tags=["tunedex", "monitor"])
-    except Exception as err:  # noqa: BLE001 - a missing deployment or server: reported, retried next run
+    except Exception as err:  # noqa: BLE001 - no such deployment or server: reported, retried next run
+        why = f"{type(err).__name__}: {first_line(err)}"
+        if prefect_api_url() is None:
+            return {**decision, "action": "would_trigger", "detail": "no Prefect server "
+                    f"(PREFECT_API_URL unset) has deployment {section.deployment} ({why}): it "
+                    "would have been started"}
         return {**decision, "action": "trigger_failed",
-                "detail": f"could not start deployment {section.deployment}: "
-                          f"{type(err).__name__}: {first_line(err)} (register it with `tunedex "
-                          "schedule` or `prefect deploy --all`)"}
+                "detail": f"could not start deployment {section.deployment}: {why} (register it "
+                          "with `tunedex schedule` or `prefect deploy --all`)"}
     return {**decision, "action": "triggered", "flow_run_id": str(run.id),
             "detail": f"started deployment {section.deployment}: flow run {run.name} ({run.id})"}
 
@@ -333,6 +252,7 @@ def harvest_served(section: MonitorConfig, cat: Any, observed: dict[str, Any],
     """Helpful, confidently retrieved questions of this release -> the review file."""
     from tasks.lib.data import read_jsonl
     from tasks.lib.harvest import PENDING, add_to_review, harvest, read_review
+    from tasks.lib.question_space import chunk_vectors, encode, top1
     from tasks.lib.text import normalize_question
 
     review = [row for _, row in read_review(cat.review_path)]

@@ -71,11 +71,25 @@ def harvest(requests: list[dict[str, Any]], top1: dict[str, float], ratings: dic
     return rows, dropped
 
 
+def row_problem(row: dict[str, Any], corpus_ids: set[str], taken_qids: set[str]) -> tuple[str, str] | None:
+    """(field, what was expected) of the first contract problem of a review row, or None."""
+    for field in ("question", "answer"):
+        if not isinstance(row.get(field), str) or not row[field].strip():
+            return field, "a non-blank string (write the answer for a /search question before accepting it)"
+    missing = [d for d in row.get("doc_ids") or [] if d not in corpus_ids]
+    if not row.get("doc_ids") or missing:
+        return "doc_ids", f"ids of the corpus, missing: {missing}"
+    if row.get("qid") in taken_qids:
+        return "qid", f"{row.get('qid')} is already in the QA data"
+    return None
+
+
 def accepted_rows(review: list[tuple[int, dict[str, Any]]], review_path: str, corpus_ids: set[str],
-                  taken_qids: set[str], accept_all: bool) -> list[dict[str, Any]]:
-    """The QA rows to append: review lines marked accept (or every pending one with `accept_all`),
-    checked against the contract; a DataError names the line and field of the first bad one."""
-    out = []
+                  taken_qids: set[str], accept_all: bool) -> tuple[list[dict[str, Any]], list[int]]:
+    """The QA rows to append: review lines marked accept (a DataError names the line and field of
+    the first invalid one), plus with `accept_all` every valid pending line; and the lines of
+    pending rows `accept_all` left because they are incomplete."""
+    out, incomplete = [], []
     for line, row in review:
         state = row.get("review", PENDING)
         if state not in REVIEW_STATES:
@@ -83,17 +97,14 @@ def accepted_rows(review: list[tuple[int, dict[str, Any]]], review_path: str, co
                             f"got {state!r}")
         if not (state == ACCEPT or (accept_all and state == PENDING)):
             continue
-        for field in ("question", "answer"):
-            if not isinstance(row.get(field), str) or not row[field].strip():
-                raise DataError(review_path, line, field, "a non-blank string (write the answer "
-                                "for a /search question before accepting it)")
-        missing = [d for d in row.get("doc_ids") or [] if d not in corpus_ids]
-        if not row.get("doc_ids") or missing:
-            raise DataError(review_path, line, "doc_ids", f"ids of the corpus, missing: {missing}")
-        if row["qid"] in taken_qids:
-            raise DataError(review_path, line, "qid", f"{row['qid']} is already in the QA data")
+        problem = row_problem(row, corpus_ids, taken_qids)
+        if problem is not None and state == ACCEPT:
+            raise DataError(review_path, line, *problem)
+        if problem is not None:
+            incomplete.append(line)
+            continue
         out.append({k: row[k] for k in ("qid", "question", "answer", "doc_ids", "split", "metadata")})
-    return out
+    return out, incomplete
 
 
 # ---- effects ------------------------------------------------------------------------------------
@@ -143,8 +154,8 @@ def accept_queries(review_path: Path, qa_path: Path, corpus_path: Path,
 
     review = read_review(review_path)
     qa = load_qa(qa_path)
-    rows = accepted_rows(review, str(review_path), set(load_corpus(corpus_path)["doc_id"]),
-                         set(qa["qid"]), accept_all)
+    rows, incomplete = accepted_rows(review, str(review_path), set(load_corpus(corpus_path)["doc_id"]),
+                                     set(qa["qid"]), accept_all)
     if rows:
         write_lines(qa_path, rows, append_to=qa_path.read_bytes())
         done = {r["qid"] for r in rows}
@@ -152,4 +163,5 @@ def accept_queries(review_path: Path, qa_path: Path, corpus_path: Path,
                                   for _, row in review])
     pending = sum(1 for _, row in review if row.get("review", PENDING) == PENDING
                   and row.get("qid") not in {r["qid"] for r in rows})
-    return {"accepted": [r["qid"] for r in rows], "pending": pending, "qa_path": str(qa_path)}
+    return {"accepted": [r["qid"] for r in rows], "pending": pending, "incomplete": incomplete,
+            "qa_path": str(qa_path)}

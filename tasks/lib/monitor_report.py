@@ -128,7 +128,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
              f"- questions: {v['questions']} ({v['distinct']} distinct), rated: {v['feedback']}"]
     for name in ("drift", "confidence"):
         part = report[name]
-        lines.append(f"- {name}: p = {part['p_value']:.4g} ({part['method']})"
+        lines.append(f"- {name}: p = {part['p_value']:.4g} ({part.get('method', '')})"
                      if part.get("p_value") is not None else f"- {name}: {part['status']}")
     lines.append(f"- harvested for review: {report['harvest'].get('added', 0)}")
     return "\n".join(lines)

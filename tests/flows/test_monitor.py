@@ -148,12 +148,21 @@ def test_monitor_judges_drift_triggers_once_and_harvests(demo_release, prefect_h
     series = client.get_metric_history(drifted["mlflow_run_id"], "monitor.drift.p_value")
     assert [m.step for m in series] == [2, 3, 4]  # the tiny run had no p-value
 
-    # Reviewed questions into the QA data, through the CLI a person uses.
+    # Reviewed questions into the QA data, as a person does it: edit the review file (write an
+    # answer where the tiny generator gave none, accept), then the CLI.
     qa_path = Path(overrides["paths.qa_path"])
     before = qa_path.read_text().count("\n")
-    done = tunedex("accept-queries", "--all", "-c", str(SMOKE), *sets(overrides), cwd=tmp_path)
+    review = [json.loads(line) for line in cat.review_path.read_text().splitlines()]
+    assert len(review) == calm["harvest"]["added"]
+    assert all(r["review"] == "pending" and r["metadata"]["source"] == "served" for r in review)
+    cat.review_path.write_text("".join(json.dumps({**r, "review": "accept", "answer": r["answer"]
+                                                   or "Written by the reviewer."}) + "\n"
+                                       for r in review))
+    done = tunedex("accept-queries", "-c", str(SMOKE), *sets(overrides), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     added = [json.loads(line) for line in qa_path.read_text().splitlines()[before:]]
-    assert len(added) == calm["harvest"]["added"] and added[0]["metadata"]["source"] == "served"
-    assert all(r["split"] == "train" and r["answer"] for r in added)
+    assert [r["qid"] for r in added] == [r["qid"] for r in review]
+    assert all(r["split"] == "train" and r["answer"] and r["doc_ids"] for r in added)
     assert "next: git add" in done.stdout
+    assert {json.loads(line)["review"] for line in cat.review_path.read_text().splitlines()} == {
+        "accepted"}

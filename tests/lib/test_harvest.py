@@ -85,10 +85,17 @@ def test_accept_appends_only_accepted_rows(project):
     assert again["accepted"] == [] and project["qa"].read_bytes() == after  # idempotent
 
 
+def test_accept_all_leaves_incomplete_rows_pending(project):
+    out = accept_queries(project["review"], project["qa"], project["corpus"], accept_all=True)
+    assert out["accepted"] == ["served-r1", "served-r2"] and out["incomplete"] == [3]
+    assert out["pending"] == 1  # the /search question still needs an answer written in
+
+
 def test_a_bad_accepted_row_writes_nothing_and_names_the_line(project):
     before = project["qa"].read_bytes()
+    set_review(project["review"], {"served-r1": "accept", "served-r3": "accept"})
     with pytest.raises(DataError, match=r"review.jsonl, line 3: field 'answer': a non-blank string"):
-        accept_queries(project["review"], project["qa"], project["corpus"], accept_all=True)
+        accept_queries(project["review"], project["qa"], project["corpus"])
     assert project["qa"].read_bytes() == before
     set_review(project["review"], {"served-r1": "maybe"})
     with pytest.raises(DataError, match=r"line 1: field 'review': expected one of"):

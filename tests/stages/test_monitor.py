@@ -4,7 +4,7 @@ import pytest
 
 from tasks.lib.config import MonitorConfig, MonitorRule
 from tasks.lib.errors import ConfigError
-from tasks.lib.monitor_report import build_report, render_html
+from tasks.lib.monitor_report import build_report, render_html, summary_markdown
 from tasks.monitor import (
     check_rules,
     decide,
@@ -49,6 +49,7 @@ def test_rules_fire_only_on_data():
         ("feedback.down_rate_low", "not enough data")]
     quiet = check_rules(flat_metrics(metrics(enough=False)), rules)
     assert not any(c["fired"] for c in quiet)
+    assert decide(quiet, {}, 0.0, 24)["reason"] == "not enough data for any rule"
     down = {"rate": 0.8, "low": 0.6, "high": 0.9, "count": 16, "n": 20}
     fired = check_rules(flat_metrics(metrics(down=down)), rules)
     assert [c["metric"] for c in fired if c["fired"]] == ["feedback.down_rate_low"]
@@ -88,13 +89,15 @@ def test_cursor_moves_only_past_judged_windows():
     assert state["runs"] == 4  # not mutated
 
 
+@pytest.mark.slow  # starts Prefect's temporary local API (~15 s)
 def test_without_a_server_it_says_what_it_would_start():
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings(restore_defaults={PREFECT_API_URL}):
         out = start_retrain(MonitorConfig(), {"action": "trigger", "reason": "drift.p_value = 0.001"})
     assert out["action"] == "would_trigger"
-    assert "would have started deployment tunedex-pipeline/retrain" in out["detail"]
+    assert "has deployment tunedex-pipeline/retrain" in out["detail"]
+    assert "would have been started" in out["detail"]
     assert start_retrain(MonitorConfig(), {"action": "none", "reason": "no rule fired"})["action"] == "none"
 
 
@@ -110,3 +113,5 @@ def test_report_page_escapes_questions_and_states_the_decision():
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "a retrain would have been started" in page and "drift.p_value = 0.001 &lt; 0.01" in page
     assert "2 new candidate train questions" in page
+    md = summary_markdown(report)
+    assert "would have been started" in md and "- drift: p = 0.001" in md

@@ -27,9 +27,12 @@ def retrain_in_process(config_path: str, overrides: dict[str, Any] | None,
     from flows.pipeline import pipeline
 
     result = pipeline(config_path=config_path, overrides=overrides)
-    summary = result["reason"] if result["skipped"] else result["promote"]["summary"]
-    return {**decision, "action": "retrained_here",
-            "detail": f"ran the pipeline here (MLflow run {result.get('run_id')}): {summary}"}
+    if result["skipped"]:
+        detail = (f"ran the pipeline here; it trained nothing: {result['reason']} Accept harvested "
+                  "questions (`tunedex accept-queries`) or update the corpus to give it something new.")
+    else:
+        detail = f"ran the pipeline here (MLflow run {result['run_id']}): {result['promote']['summary']}"
+    return {**decision, "action": "retrained_here", "detail": detail}
 
 
 @flow(name="tunedex-monitor", flow_run_name="{config_path}", on_failure=[notify_failure],

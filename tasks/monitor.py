@@ -114,9 +114,17 @@ def measure(section: MonitorConfig, loaded: Any, reference: dict[str, list[str]]
             window: list[dict[str, Any]], ratings: dict[str, int], seed: int) -> dict[str, Any]:
     """Every monitor metric for the requests in the window (drift, confidence, feedback, volume),
     the most drifted questions, and each request's top-1 score (for harvesting)."""
-    from tasks.lib.drift import rate, witness
+    from tasks.lib.drift import rate, subsample, witness
     from tasks.lib.pii import redact
-    from tasks.lib.question_space import anchors_of, chunk_vectors, confidence, drift_test, encode, top1
+    from tasks.lib.question_space import (
+        anchors_of,
+        chunk_vectors,
+        confidence,
+        drift_test,
+        encode,
+        reference_sample,
+        top1,
+    )
 
     started = time.perf_counter()
     questions = [r["question"] for r in window]
@@ -133,7 +141,7 @@ def measure(section: MonitorConfig, loaded: Any, reference: dict[str, list[str]]
                 f"{section.min_feedback} needed)"}
     metrics: dict[str, Any] = {"volume": volume, "feedback": feedback, "examples": [],
                                "drift": {"status": "not enough data"},
-                               "confidence": {"status": "not enough data"}, "top1": {}}
+                               "confidence": {"status": "not enough data"}}
     if not volume["enough"]:
         msg = (f"not enough data: {len(questions)} served questions since the last judged run, "
                f"{section.min_questions} needed")
@@ -143,27 +151,31 @@ def measure(section: MonitorConfig, loaded: Any, reference: dict[str, list[str]]
     model, table = loaded.retriever(), loaded.table()
     held = chunk_vectors(table)
     anchors = anchors_of(table, held, seed)
-    served_emb = encode(model, questions)
-    drift, ref_prof, srv_prof, srv_idx = drift_test(section, model, anchors, reference,
-                                                    served_emb, seed)
+    # One seeded sample of at most max_questions served questions for every measure: the cost
+    # stays bounded however busy the server was (encoding dominates it).
+    sample = [questions[i] for i in subsample(len(questions), section.max_questions, seed + 1)]
+    served_emb = encode(model, sample)
+    ref_texts = reference_sample(section, reference, seed)
+    drift, ref_prof, srv_prof, _ = drift_test(section, anchors, encode(model, ref_texts),
+                                              served_emb, seed)
+    drift["reference"] = (f"{len(ref_texts)} of the release's {len(reference['train'])} train + "
+                          f"{len(reference['eval'])} eval questions")
+    drift["served"] = f"{len(sample)} of {len(questions)} served questions (seeded sample)"
     metrics["drift"] = {**drift, "status": "ok"}
 
     scores, docs = top1(served_emb, table, held, loaded.sections.index)
     eval_scores, _ = top1(encode(model, reference["eval"]), table, held, loaded.sections.index)
     metrics["confidence"] = confidence(section, scores, eval_scores)
-    metrics["top1"] = {r["request_id"]: float(s) for r, s in zip(window, scores, strict=True)}
     metrics["harvest_floor"] = (section.harvest_min_score if section.harvest_min_score is not None
                                 else float(np.median(eval_scores)) if len(eval_scores) else 1.0)
 
     wit = witness(ref_prof, srv_prof, srv_prof, drift["bandwidth"])
-    order = np.argsort(-wit)
     seen: set[str] = set()
-    for j in order:
-        i = int(srv_idx[j])
-        if questions[i] in seen or len(metrics["examples"]) >= section.examples:
+    for i in np.argsort(-wit):
+        if sample[i] in seen or len(metrics["examples"]) >= section.examples:
             continue
-        seen.add(questions[i])
-        metrics["examples"].append({"question": redact(questions[i])[0], "witness": float(wit[j]),
+        seen.add(sample[i])
+        metrics["examples"].append({"question": redact(sample[i])[0], "witness": float(wit[i]),
                                     "top1": float(scores[i]), "top_doc": docs[i]})
     return {**metrics, "seconds": time.perf_counter() - started}
 
@@ -235,7 +247,7 @@ def start_retrain(section: MonitorConfig, decision: dict[str, Any]) -> dict[str,
         run = run_deployment(name=section.deployment, timeout=0, as_subflow=False,
                              tags=["tunedex", "monitor"])
     except Exception as err:  # noqa: BLE001 - no such deployment or server: reported, retried next run
-        why = f"{type(err).__name__}: {first_line(err)}"
+        why = type(err).__name__ + (f": {first_line(err)}" if str(err) not in ("", "None") else "")
         if prefect_api_url() is None:
             return {**decision, "action": "would_trigger", "detail": "no Prefect server "
                     f"(PREFECT_API_URL unset) has deployment {section.deployment} ({why}): it "

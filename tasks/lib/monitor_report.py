@@ -60,6 +60,37 @@ def _interval(r: dict[str, Any] | None) -> str:
     return f"{r['rate']:.3f} [{r['low']:.3f}, {r['high']:.3f}] ({r['count']}/{r['n']})"
 
 
+def drift_chart(history: list[dict[str, Any]], threshold: float = 0.01, width: int = 640,
+                height: int = 140) -> str:
+    """An inline SVG of the drift p-value per monitor run (log scale, the rule's line dashed);
+    empty when fewer than two runs had a p-value."""
+    import math
+
+    points = [(i, h["drift.p_value"]) for i, h in enumerate(history[-60:])
+              if h.get("drift.p_value") is not None]
+    if len(points) < 2:
+        return ""
+    top = 4.0  # -log10(p) shown up to p = 1e-4
+    n = max(i for i, _ in points) or 1
+
+    def xy(i: int, p: float) -> str:
+        y = min(-math.log10(max(p, 1e-12)), top) / top
+        return f"{20 + i * (width - 40) / n:.1f},{height - 20 - y * (height - 40):.1f}"
+
+    line = " ".join(xy(i, p) for i, p in points)
+    ty = height - 20 - min(-math.log10(threshold), top) / top * (height - 40)
+    dots = "".join(f'<circle cx="{xy(i, p).split(",")[0]}" cy="{xy(i, p).split(",")[1]}" r="3" '
+                   f'fill="{"#e65100" if p < threshold else "#2e7d32"}"><title>p = {p:.3g}</title>'
+                   "</circle>" for i, p in points)
+    return (f'<svg width="{width}" height="{height}" role="img" aria-label="drift p-value per run">'
+            f'<line x1="20" x2="{width - 20}" y1="{ty:.1f}" y2="{ty:.1f}" stroke="#e65100" '
+            f'stroke-dasharray="4 3"/><text x="{width - 20}" y="{ty - 4:.1f}" font-size="11" '
+            f'text-anchor="end" fill="#e65100">p = {threshold:g}</text>'
+            f'<polyline points="{line}" fill="none" stroke="#555"/>{dots}'
+            f'<text x="20" y="12" font-size="11" fill="#666">drift p-value per run (log scale; '
+            f'higher = more drift)</text></svg>')
+
+
 def render_html(report: dict[str, Any], history: list[dict[str, Any]]) -> str:
     """One self-contained page (no scripts, no external assets)."""
     d, v, dr, cf, fb = (report["decision"], report["volume"], report["drift"],
@@ -114,6 +145,7 @@ th{{background:#f4f4f4}} .banner{{padding:.8em 1em;border-radius:6px;margin:1em 
 <code>{html.escape(str(hv.get('review_path', '')))}</code> (accept with
 <code>tunedex accept-queries</code>).</p>
 <h2>History</h2>
+{drift_chart(history)}
 {_table(["at", "release", "questions", "drift p", "low-conf. share", "down rate", "action"], hist)}
 </body></html>
 """

@@ -60,28 +60,35 @@ def encode(model: Any, texts: list[str]) -> np.ndarray:
     unique = list(dict.fromkeys(texts))
     if not unique:
         return np.zeros((0, 1), np.float32)
-    vectors = model.encode(unique, batch_size=64, normalize_embeddings=True, convert_to_numpy=True)
+    vectors = model.encode(unique, batch_size=64, normalize_embeddings=True, convert_to_numpy=True,
+                           show_progress_bar=False)
     where = {t: i for i, t in enumerate(unique)}
     return vectors[[where[t] for t in texts]]
 
 
-def drift_test(section: Any, model: Any, anchors: np.ndarray,
-               reference: dict[str, list[str]], served_emb: np.ndarray, seed: int
-               ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray]:
-    """The MMD test of served questions against the release's train + eval questions, both as
-    corpus profiles (seeded samples of at most monitor.max_questions a side); also returns
-    both profiles and which served questions were sampled."""
+def reference_sample(section: Any, reference: dict[str, list[str]], seed: int) -> list[str]:
+    """A seeded sample (at most monitor.max_questions) of the release's train + eval questions."""
+    from tasks.lib.drift import subsample
+
+    texts = reference["train"] + reference["eval"]
+    return [texts[i] for i in subsample(len(texts), section.max_questions, seed)]
+
+
+def drift_test(section: Any, anchors: np.ndarray, ref_emb: np.ndarray, served_emb: np.ndarray,
+               seed: int, profiles: bool = True) -> tuple[dict[str, Any], np.ndarray, np.ndarray,
+                                                          np.ndarray]:
+    """The MMD test of served questions against the reference sample, both as corpus profiles
+    (at most monitor.max_questions served, seeded); also returns both profiles and which served
+    questions were sampled. `profiles=False` tests the raw embeddings (the benchmark's
+    comparison, not what the monitor runs)."""
     from tasks.lib.drift import corpus_profile, mmd_test, subsample
 
-    ref_texts = reference["train"] + reference["eval"]
-    ref_idx = subsample(len(ref_texts), section.max_questions, seed)
     srv_idx = subsample(len(served_emb), section.max_questions, seed + 1)
-    ref_prof = corpus_profile(encode(model, [ref_texts[i] for i in ref_idx]), anchors)
-    srv_prof = corpus_profile(served_emb[srv_idx], anchors)
+    features = (lambda e: corpus_profile(e, anchors)) if profiles else (lambda e: e)
+    ref_prof, srv_prof = features(ref_emb), features(served_emb[srv_idx])
     drift = mmd_test(ref_prof, srv_prof, section.permutations, seed)
-    drift["reference"] = (f"{len(ref_idx)} of the release's {len(reference['train'])} train + "
-                          f"{len(reference['eval'])} eval questions")
-    drift["features"] = f"cosine to {len(anchors)} corpus chunks, standardised per question"
+    drift["features"] = (f"cosine to {len(anchors)} corpus chunks, standardised per question"
+                         if profiles else "raw question embeddings")
     return drift, ref_prof, srv_prof, srv_idx
 
 

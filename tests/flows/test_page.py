@@ -103,3 +103,48 @@ def test_page_asks_shows_sources_and_records_feedback(released, tmp_path, monkey
     feedback = [r for r in records if r["kind"] == "feedback"]
     assert [(r["rates"], r["rating"]) for r in feedback] == [(hybrid["request_id"], 1)]
     assert problems == []  # no console errors or warnings, no uncaught exceptions, no 4xx/5xx
+
+
+def test_monitor_report_renders_without_errors(tmp_path):
+    """reports/monitor/report.html as a person opens it: headings, tables, the chart, no console
+    errors (the page is self-contained: no scripts, no external assets)."""
+    from tasks.lib.config import MonitorConfig
+    from tasks.lib.monitor_report import build_report, render_html
+    from tasks.monitor import check_rules, flat_metrics
+
+    metrics = {"volume": {"requests": 40, "questions": 40, "distinct": 38, "feedback": 12,
+                          "enough": True, "min_questions": 20, "since": 1.7e9, "until": 1.7e9 + 60},
+               "drift": {"status": "ok", "p_value": 0.002, "mmd2": 0.09, "method": "MMD²"},
+               "confidence": {"status": "ok", "p_value": 0.3, "served_median": 0.5,
+                              "reference_median": 0.5, "floor": 0.35, "floor_source": "q",
+                              "low_share": {"rate": 0.1, "low": 0.04, "high": 0.23, "count": 4, "n": 40}},
+               "feedback": {"status": "ok", "down": {"rate": 0.25, "low": 0.09, "high": 0.53,
+                                                     "count": 3, "n": 12}},
+               "examples": [{"question": "Is <b>this</b> drift?", "witness": 0.1, "top1": 0.2,
+                             "top_doc": "d1"}]}
+    checks = check_rules(flat_metrics(metrics), MonitorConfig().rules)
+    report = build_report(3, {"source": "promote run x"}, metrics,
+                          {"action": "triggered", "reason": "drift.p_value = 0.002 < 0.01",
+                           "detail": "started deployment tunedex-pipeline/retrain", "checks": checks},
+                          {"added": 1, "pending": 1, "review_path": "reports/monitor/review.jsonl"},
+                          1.7e9 + 120)
+    history = [{"at": f"run {i}", "release": 3, "action": "none", "drift.p_value": p}
+               for i, p in enumerate((0.4, 0.2, 0.002))]
+    path = tmp_path / "report.html"
+    path.write_text(render_html(report, history), encoding="utf-8")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1200, "height": 1600})
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(path.as_uri())
+        sync_api.expect(page.locator("h1")).to_have_text("Monitor — release v3")
+        sync_api.expect(page.locator(".banner")).to_contain_text("the retrain deployment was started")
+        assert page.locator("h2").all_inner_texts() == [
+            "Volume", "Measures", "Rules", "Most drifted questions", "Harvested for review", "History"]
+        assert page.locator("svg circle").count() == 3
+        assert "Is <b>this</b> drift?" in page.locator("table").nth(3).inner_text()  # shown, not parsed
+        page.screenshot(path="/tmp/tunedex-monitor-report.png", full_page=True)
+        browser.close()
+    assert errors == []

@@ -115,3 +115,12 @@ def test_report_page_escapes_questions_and_states_the_decision():
     assert "2 new candidate train questions" in page
     md = summary_markdown(report)
     assert "would have been started" in md and "- drift: p = 0.001" in md
+
+
+def test_history_chart_marks_runs_below_the_line():
+    from tasks.lib.monitor_report import drift_chart
+
+    assert drift_chart([{"drift.p_value": 0.5}]) == ""  # one point is not a series
+    svg = drift_chart([{"drift.p_value": 0.5}, {"drift.p_value": None}, {"drift.p_value": 0.002}])
+    assert svg.startswith("<svg") and svg.count("<circle") == 2
+    assert svg.count('fill="#e65100"><title>p = 0.002') == 1 and "p = 0.01" in svg

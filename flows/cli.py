@@ -181,7 +181,7 @@ def accept_queries(config: str = ConfigOpt, set_: list[str] = SetOpt,
 
 @app.command()
 def schedule(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
-    """Run the `retrain` and `reindex` deployments on their schedules (Ctrl-C stops).
+    """Run the `retrain`, `reindex` and `monitor` deployments on their schedules (Ctrl-C stops).
 
     Uses PREFECT_API_URL when set (a Prefect server: runs show in its UI); otherwise a local
     API started for this process."""

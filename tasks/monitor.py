@@ -113,7 +113,7 @@ def next_state(state: dict[str, Any], version: Any, metrics: dict[str, Any],
 def measure(section: MonitorConfig, loaded: Any, reference: dict[str, list[str]],
             window: list[dict[str, Any]], ratings: dict[str, int], seed: int) -> dict[str, Any]:
     """Every monitor metric for the requests in the window (drift, confidence, feedback, volume),
-    the most drifted questions, and each request's top-1 score (for harvesting)."""
+    the most drifted questions, and the top-1 score a harvested question needs."""
     from tasks.lib.drift import rate, subsample, witness
     from tasks.lib.pii import redact
     from tasks.lib.question_space import (
@@ -156,6 +156,10 @@ def measure(section: MonitorConfig, loaded: Any, reference: dict[str, list[str]]
     sample = [questions[i] for i in subsample(len(questions), section.max_questions, seed + 1)]
     served_emb = encode(model, sample)
     ref_texts = reference_sample(section, reference, seed)
+    if len(ref_texts) < 2:
+        metrics["drift"]["status"] = "the release's reference holds fewer than 2 questions"
+        metrics["confidence"]["status"] = metrics["drift"]["status"]
+        return {**metrics, "seconds": time.perf_counter() - started}
     drift, ref_prof, srv_prof, _ = drift_test(section, anchors, encode(model, ref_texts),
                                               served_emb, seed)
     drift["reference"] = (f"{len(ref_texts)} of the release's {len(reference['train'])} train + "
@@ -270,18 +274,19 @@ def harvest_served(section: MonitorConfig, cat: Any, observed: dict[str, Any],
     review = [row for _, row in read_review(cat.review_path)]
     reviewed = {row.get("metadata", {}).get("request_id") for row in review}
     todo = [r for r in observed["requests"] if observed["ratings"].get(r["request_id"], 0) > 0
-            and r["request_id"] not in reviewed]
+            and r["request_id"] not in reviewed][-section.max_questions:]  # the newest, bounded
     if not todo:
         pending = sum(1 for row in review if row.get("review", PENDING) == PENDING)
         return {"added": 0, "pending": pending, "dropped": {}, "review_path": str(cat.review_path)}
     loaded = observed["loaded"]
     table, model = loaded.table(), loaded.retriever()
     held = chunk_vectors(table)
+    if floor is None:
+        floor = section.harvest_min_score
     if floor is None:  # not measured this run (too few new questions): the eval median
         eval_scores, _ = top1(encode(model, observed["reference"]["eval"]), table, held,
                               loaded.sections.index)
-        floor = section.harvest_min_score if section.harvest_min_score is not None else \
-            float(np.median(eval_scores)) if len(eval_scores) else 1.0
+        floor = float(np.median(eval_scores)) if len(eval_scores) else 1.0
     scores, _ = top1(encode(model, [r["question"] for r in todo]), table, held, loaded.sections.index)
     known = {normalize_question(q) for q in observed["reference"]["train"] + observed["reference"]["eval"]}
     if cat.qa_path.is_file():

@@ -89,16 +89,22 @@ def test_cursor_moves_only_past_judged_windows():
     assert state["runs"] == 4  # not mutated
 
 
-@pytest.mark.slow  # starts Prefect's temporary local API (~15 s)
-def test_without_a_server_it_says_what_it_would_start():
+@pytest.mark.slow  # a Prefect API: the session's test server, then the temporary local one
+def test_a_trigger_without_the_deployment_says_what_it_would_start(prefect_harness):
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(restore_defaults={PREFECT_API_URL}):
-        out = start_retrain(MonitorConfig(), {"action": "trigger", "reason": "drift.p_value = 0.001"})
+    section = MonitorConfig(deployment="tunedex-pipeline/not-registered-here")
+    fire = {"action": "trigger", "reason": "drift.p_value = 0.001 < 0.01"}
+    failed = start_retrain(section, fire)  # a server without that deployment
+    assert failed["action"] == "trigger_failed"
+    assert "could not start deployment tunedex-pipeline/not-registered-here" in failed["detail"]
+    assert "tunedex schedule" in failed["detail"]
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # no server at all
+        out = start_retrain(section, fire)
     assert out["action"] == "would_trigger"
-    assert "has deployment tunedex-pipeline/retrain" in out["detail"]
+    assert "has deployment tunedex-pipeline/not-registered-here" in out["detail"]
     assert "would have been started" in out["detail"]
-    assert start_retrain(MonitorConfig(), {"action": "none", "reason": "no rule fired"})["action"] == "none"
+    assert start_retrain(section, {"action": "none", "reason": "no rule fired"})["action"] == "none"
 
 
 def test_report_page_escapes_questions_and_states_the_decision():

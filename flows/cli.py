@@ -230,11 +230,14 @@ def stage(name: Stage = typer.Argument(..., help="Stage to run (the dvc.yaml key
 
 @app.command("config")
 def show_config(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
-    """Print the resolved config (defaults filled in) as JSON, or the error naming the key."""
+    """Print the resolved config (defaults filled in) as JSON, or the error naming the key.
+
+    Secrets are masked: serve.token, *_password/*_secret keys, passwords inside URIs."""
     from tasks.lib.config import load_config
+    from tasks.lib.tracking import redact_secrets
 
     cfg = _run(load_config, config, _overrides(set_))
-    typer.echo(json.dumps(cfg.to_dict(), indent=2))
+    typer.echo(json.dumps(redact_secrets(cfg.to_dict()), indent=2))  # tokens, URI passwords: ***
 
 
 @app.command()

@@ -77,8 +77,11 @@ class RequestError(ConfigError):
 
 def check_text(value: str, field: str, limit: int) -> str:
     """A non-blank text within `limit` characters, or a RequestError naming the request field."""
-    if not value.strip():
-        raise RequestError(f"request field '{field}': must not be empty or only whitespace")
+    from tasks.lib.text import is_blank
+
+    if is_blank(value):
+        raise RequestError(f"request field '{field}': must not be empty or only whitespace "
+                           "(or invisible characters)")
     if len(value) > limit:
         raise RequestError(f"request field '{field}': {len(value)} characters, the limit is {limit}")
     return value

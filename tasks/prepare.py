@@ -17,7 +17,7 @@ from prefect import task
 from tasks.lib.chunking import Chunk
 from tasks.lib.config import PrepareConfig
 from tasks.lib.context import StageContext
-from tasks.lib.errors import LeakageError, ValidationFailed
+from tasks.lib.errors import DataError, LeakageError, ValidationFailed
 from tasks.lib.runtime import IO_RETRIES
 from tasks.lib.text import normalize_question
 
@@ -64,6 +64,18 @@ def describe_leaks(leaks: pd.DataFrame, qa_path: str, limit: int = 5) -> str:
 def split_counts(qa: pd.DataFrame) -> dict[str, int]:
     """Count rows per split."""
     return {s: int((qa["split"] == s).sum()) for s in SPLITS}
+
+
+def check_splits(counts: dict[str, int], qa_path: str) -> None:
+    """Both splits must hold questions: no train means nothing to learn from, no eval nothing
+    to measure (a named error, before anything is written)."""
+    for split, why in (("train", "nothing to train on"), ("eval", "nothing to evaluate on")):
+        if counts.get(split, 0) == 0:
+            other = "eval" if split == "train" else "train"
+            raise DataError(qa_path, None, "split", f"no question ends up in '{split}' ({why}): "
+                            f"all {counts.get(other, 0)} are '{other}'. Give some questions "
+                            f"\"split\": \"{split}\", or leave `split` out and let "
+                            "prepare.eval_fraction decide")
 
 
 def qa_records(qa: pd.DataFrame) -> list[dict[str, Any]]:
@@ -121,6 +133,7 @@ def prepare_data(section: PrepareConfig, ctx: StageContext
     corpus = load_corpus(str(cat.corpus_path))
     raw_qa = load_qa(str(cat.qa_path))
     qa = assign_splits(raw_qa, ctx.seed, section.eval_fraction)
+    check_splits(split_counts(qa), str(cat.qa_path))  # before anything is written
     leaks = find_leaks(qa)
     if len(leaks):
         raise LeakageError(describe_leaks(leaks, str(cat.qa_path)))

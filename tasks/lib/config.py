@@ -351,6 +351,10 @@ def load_config(path: str | Path = DEFAULT_CONFIG_PATH, overrides: dict[str, Any
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    if raw is None or raw == {}:  # an empty file is more likely a mistake than a choice
+        raise ConfigError(f"{path}: the profile is empty; every default would apply silently. "
+                          "Name at least its profile (`project: {profile: cpu}`) or copy "
+                          "configs/cpu.yaml")
     if overrides:
         raw = apply_overrides(raw or {}, overrides)
     return parse_config(raw, source=str(path))

@@ -38,6 +38,19 @@ QA_FIELDS: dict[str, tuple[type, ...]] = {
 _TYPE_NAMES = {str: "a string", dict: "an object", list: "a list of strings"}
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names the same key twice (json.loads would keep the last silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; raise DataError on bad bytes/JSON."""
     path = Path(path)
@@ -55,7 +68,10 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text)
+                obj = json.loads(text, object_pairs_hook=_unique_keys)
+            except DuplicateKey as err:
+                raise DataError(str(path), line_no, str(err), "a key may appear once per object; "
+                                "this one appears twice (which value was meant?)") from None
             except json.JSONDecodeError as err:
                 raise DataError(
                     str(path), line_no, None,

@@ -15,9 +15,10 @@ import pandas as pd
 from tasks.lib.catalog import DATA_DOCS_INDEX
 from tasks.lib.config import ValidateConfig
 from tasks.lib.data import LINE_COLUMN
+from tasks.lib.text import VISIBLE
 
 ALLOWED_SPLITS = ["train", "eval"]
-NON_BLANK = r"\S"  # at least one non-whitespace character
+NON_BLANK = VISIBLE  # at least one character that is neither whitespace nor invisible
 
 # ---- pure: suites as data, frames to validate, summaries ------------------------------------
 

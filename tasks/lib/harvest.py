@@ -18,7 +18,7 @@ from typing import Any
 
 from tasks.lib.errors import DataError
 from tasks.lib.pii import redact
-from tasks.lib.text import normalize_question
+from tasks.lib.text import is_blank, normalize_question
 
 PENDING, ACCEPT, REJECT, ACCEPTED = "pending", "accept", "reject", "accepted"
 REVIEW_STATES = (PENDING, ACCEPT, REJECT, ACCEPTED)
@@ -74,7 +74,7 @@ def harvest(requests: list[dict[str, Any]], top1: dict[str, float], ratings: dic
 def row_problem(row: dict[str, Any], corpus_ids: set[str], taken_qids: set[str]) -> tuple[str, str] | None:
     """(field, what was expected) of the first contract problem of a review row, or None."""
     for field in ("question", "answer"):
-        if not isinstance(row.get(field), str) or not row[field].strip():
+        if not isinstance(row.get(field), str) or is_blank(row[field]):
             return field, "a non-blank string (write the answer for a /search question before accepting it)"
     missing = [d for d in row.get("doc_ids") or [] if d not in corpus_ids]
     if not row.get("doc_ids") or missing:

@@ -24,6 +24,7 @@ from typing import Any
 import mlflow.pyfunc
 
 from tasks.lib.errors import ConfigError, ServingError, first_line
+from tasks.lib.text import mask_uri
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +171,8 @@ def check_registry(reg: RegistryRef) -> None:
                     c.search_registered_models(max_results=1)
         except Exception as err:  # noqa: BLE001 - any failure here means "unreachable"
             key = "tracking.tracking_uri" if what == "tracking store" else "tracking.registry_uri"
-            raise ConfigError(f"MLflow {what} at '{uri}' is unreachable ({first_line(err)}); nothing was "
+            raise ConfigError(f"MLflow {what} at '{mask_uri(uri)}' is unreachable "
+                              f"({mask_uri(first_line(err))}); nothing was "
                               f"trained. Fix {key} in the config or start the server.") from None
 
 
@@ -199,7 +201,7 @@ def is_not_found(err: Exception) -> bool:
 
 
 def registry_failed(reg: RegistryRef, err: Exception) -> ServingError:
-    return ServingError(f"MLflow registry at {reg.registry_uri} failed: {first_line(err)}")
+    return ServingError(f"MLflow registry at {mask_uri(reg.registry_uri)} failed: {first_line(err)}")
 
 
 def alias_version(c: Any, name: str, alias: str) -> Any | None:
@@ -243,7 +245,7 @@ def resolve_release(reg: RegistryRef, ref: str = CHAMPION) -> Release:
     else:
         version = alias_version(c, name, ref)
     if version is None:
-        raise ServingError(f"no release '{ref}' in registered model {name} at {reg.registry_uri}: "
+        raise ServingError(f"no release '{ref}' in registered model {name} at {mask_uri(reg.registry_uri)}: "
                            "run the pipeline (its promote step), or use --release local for the "
                            "tables of the last index run")
     release = release_from_version(version)

@@ -7,9 +7,21 @@ import re
 import unicodedata
 from typing import Any
 
+# Characters that show nothing: soft hyphen, zero-width spaces/joiners, direction marks,
+# word joiners, variation selectors, the byte-order mark, Hangul fillers. Text made only of
+# these and whitespace is blank (README "Unicode rules").
+INVISIBLE = ("\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f"
+             "\u202a-\u202e\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0")
+VISIBLE = rf"[^\s{INVISIBLE}]"  # one character that shows something (GX regex too)
+_VISIBLE = re.compile(VISIBLE)
 _PUNCT = re.compile(r"[^\w\s]", re.UNICODE)
 _SPACE = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
+
+
+def is_blank(text: str) -> bool:
+    """True when the text has nothing visible: only whitespace and invisible characters."""
+    return _VISIBLE.search(text) is None
 
 
 def normalize_question(text: str) -> str:
@@ -36,3 +48,17 @@ def passage_text(chunk: dict[str, Any]) -> str:
     """The text a retriever embeds and BM25 indexes for a chunk: title line + chunk text."""
     title = chunk.get("title")
     return f"{title}\n{chunk['text']}" if title else chunk["text"]
+
+
+URI_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^/@:\s]*)(?::[^/@\s]*)?@",
+                             re.IGNORECASE)
+
+
+def mask_uri(text: str) -> str:
+    """Text with the credentials of every `scheme://user:password@host` masked: the password
+    (`https://bob:***@mlflow.internal`), or a lone user part, often a token (`https://***@…`)."""
+    def mask(m: re.Match) -> str:
+        has_password = ":" in m.group(0)[len(m["scheme"]):]
+        return f"{m['scheme']}{m['user']}:***@" if has_password else f"{m['scheme']}***@"
+
+    return URI_CREDENTIALS.sub(mask, text)

@@ -16,6 +16,7 @@ import yaml
 
 from tasks.lib.config import Config, TrackingConfig, flatten, tracking_uri_source
 from tasks.lib.files import data_md5s
+from tasks.lib.text import mask_uri
 
 log = logging.getLogger(__name__)
 
@@ -95,10 +96,15 @@ def is_secret(key: str) -> bool:
 
 
 def redact_secrets(data: Any) -> Any:
-    """A copy of nested config data with secret values (e.g. serve.token) replaced by '***'."""
+    """A copy of nested config data with secret values (e.g. serve.token) replaced by '***' and
+    passwords inside URIs masked."""
     if isinstance(data, dict):
         return {k: "***" if is_secret(k) and v is not None else redact_secrets(v)
                 for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return type(data)(redact_secrets(v) for v in data)
+    if isinstance(data, str):
+        return mask_uri(data)
     return data
 
 
@@ -119,7 +125,7 @@ def pipeline_run(cfg: Config, run_name: str) -> Iterator[str]:
             path.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
             mlflow.log_artifact(str(path))
         log.info("MLflow parent run %s (%s) in %s (%s)", run.info.run_id, run_name,
-                 cfg.tracking.tracking_uri, tracking_uri_source(cfg.tracking))
+                 mask_uri(cfg.tracking.tracking_uri), tracking_uri_source(cfg.tracking))
         yield run.info.run_id
 
 

@@ -23,6 +23,8 @@ def test_request_text_checks_name_the_field():
     assert check_text("hi", "question", 10) == "hi"
     with pytest.raises(ConfigError, match="request field 'query': must not be empty"):
         check_text(" \t\n", "query", 10)
+    with pytest.raises(ConfigError, match="request field 'query': must not be empty"):
+        check_text("\u200b\u200b\ufeff", "query", 10)  # zero-width characters show nothing
     with pytest.raises(ConfigError, match="request field 'question': 11 characters, the limit is 10"):
         check_text("x" * 11, "question", 10)
 

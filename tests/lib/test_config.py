@@ -28,6 +28,9 @@ def test_config_is_frozen():
         cfg.prepare.chunk_tokens = 10
 
 
+MINIMAL = {"project": {"profile": "cpu"}}  # the least a profile file may say (empty is refused)
+
+
 def write(tmp_path, data) -> Path:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -72,7 +75,7 @@ def test_not_a_mapping(tmp_path):
 
 
 def test_overrides_apply_and_are_validated(tmp_path):
-    path = write(tmp_path, {})
+    path = write(tmp_path, MINIMAL)
     assert load_config(path, {"prepare.chunk_tokens": 64}).prepare.chunk_tokens == 64
     with pytest.raises(ConfigError, match="prepare.chunk_tokenz: unknown key"):
         load_config(path, {"prepare.chunk_tokenz": 64})
@@ -122,12 +125,12 @@ def test_unset_tracking_uris_come_from_the_environment(tmp_path, monkeypatch):
     assert cfg.tracking.tracking_uri == "sqlite:///from-config.db"  # the config wins
     assert cfg.tracking.registry_uri == "http://registry:5000"  # unset in the config: the env
     assert tracking_uri_source(cfg.tracking) == "from the config"
-    from_env = load_config(write(tmp_path, {}))
+    from_env = load_config(write(tmp_path, MINIMAL))
     assert from_env.tracking.tracking_uri == "http://env:5000"
     assert tracking_uri_source(from_env.tracking) == "from MLFLOW_TRACKING_URI"
     monkeypatch.setitem(config.USER_URIS, "MLFLOW_TRACKING_URI", None)
     monkeypatch.setitem(config.USER_URIS, "MLFLOW_REGISTRY_URI", None)
-    default = load_config(write(tmp_path, {}))
+    default = load_config(write(tmp_path, MINIMAL))
     assert (default.tracking.tracking_uri, default.tracking.registry_uri) == ("sqlite:///mlflow.db",
                                                                               None)
     assert tracking_uri_source(default.tracking) == "the default"
@@ -140,4 +143,15 @@ def test_a_store_set_by_an_earlier_run_does_not_leak_into_the_next_config(tmp_pa
 
     monkeypatch.setitem(config.USER_URIS, "MLFLOW_TRACKING_URI", None)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///an-earlier-run.db")
-    assert load_config(write(tmp_path, {})).tracking.tracking_uri == "sqlite:///mlflow.db"
+    assert load_config(write(tmp_path, MINIMAL)).tracking.tracking_uri == "sqlite:///mlflow.db"
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n"])
+def test_an_empty_profile_is_refused(tmp_path, text):
+    from tasks.lib.config import load_config
+    from tasks.lib.errors import ConfigError
+
+    path = tmp_path / "empty.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match="empty.yaml: the profile is empty"):
+        load_config(path)

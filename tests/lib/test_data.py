@@ -86,3 +86,15 @@ def test_write_then_read_roundtrip(tmp_path):
     path = write_jsonl(rows, tmp_path / "sub" / "x.jsonl")
     assert read_jsonl(path) == rows
     assert not (tmp_path / "sub" / "x.jsonl.tmp").exists()
+
+
+def test_a_key_given_twice_is_named(tmp_path):
+    from tasks.lib.data import load_qa
+    from tasks.lib.errors import DataError
+
+    path = tmp_path / "qa.jsonl"
+    path.write_text('{"qid": "a", "question": "q?", "answer": "x", "doc_ids": ["d"]}\n'
+                    '{"qid": "b", "question": "q?", "question": "other?", "answer": "x", '
+                    '"doc_ids": ["d"]}\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r"qa.jsonl, line 2: field 'question': a key may appear once"):
+        load_qa(path)

@@ -40,3 +40,24 @@ def test_passage_text_puts_the_title_on_its_own_line():
     assert passage_text({"title": "Plans", "text": "Basic is 4 euros."}) == "Plans\nBasic is 4 euros."
     assert passage_text({"title": None, "text": "Basic is 4 euros."}) == "Basic is 4 euros."
     assert passage_text({"text": "no title key"}) == "no title key"
+
+
+def test_blank_means_nothing_visible():
+    from tasks.lib.text import is_blank
+
+    assert is_blank("") and is_blank(" \t\n") and is_blank("\u200b\u200c\u200d\ufeff\u2060\u00ad")
+    assert not is_blank("a\u200b") and not is_blank("日本") and not is_blank("\u200b?")
+
+
+@pytest.mark.parametrize("uri,masked", [
+    ("https://bob:s3cret@mlflow.internal/api", "https://bob:***@mlflow.internal/api"),
+    ("postgresql://u:pw@db:5432/mlflow", "postgresql://u:***@db:5432/mlflow"),
+    ("https://ghp_token123@mlflow.internal", "https://***@mlflow.internal"),
+    ("sqlite:///mlflow.db", "sqlite:///mlflow.db"),
+    ("s3://bucket/path", "s3://bucket/path"),
+])
+def test_credentials_in_uris_are_masked(uri, masked):
+    from tasks.lib.text import mask_uri
+
+    assert mask_uri(uri) == masked
+    assert mask_uri(f"store at {uri}: down") == f"store at {masked}: down"

@@ -37,3 +37,14 @@ def test_secrets_are_redacted_from_the_logged_config_and_token_counts_are_not():
                                     "generate": {"max_new_tokens": 8},
                                     "store": {"db_password": "***", "token": None}}
     assert data["serve"]["token"] == "s3cret"  # a copy; the config is untouched
+
+
+def test_uri_passwords_are_masked_in_the_logged_config():
+    from tasks.lib.tracking import redact_secrets
+
+    data = {"tracking": {"tracking_uri": "https://bob:s3cret@mlflow.internal", "artifact_location":
+                         None}, "gate": [{"metric": "x"}], "paths": {"index_uri": "s3://b/p"}}
+    out = redact_secrets(data)
+    assert out["tracking"]["tracking_uri"] == "https://bob:***@mlflow.internal"
+    assert out["gate"] == [{"metric": "x"}] and out["paths"]["index_uri"] == "s3://b/p"
+    assert "s3cret" not in str(out) and data["tracking"]["tracking_uri"].endswith("s3cret@mlflow.internal")

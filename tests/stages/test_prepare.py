@@ -1,6 +1,7 @@
 """prepare (tasks/prepare.py): the seeded split, the leakage check, records and counts."""
 
 import pandas as pd
+import pytest
 
 from tasks.lib.chunking import Chunk
 from tasks.prepare import (
@@ -67,3 +68,15 @@ def test_records_and_counts():
     assert prepare_stats(corpus, raw, qa, chunks) == {
         "documents": 2, "chunks": 4, "max_chunks_per_document": 3, "long_documents": 1,
         "questions": 2, "train_questions": 1, "eval_questions": 1, "split_from_data": 1}
+
+
+def test_a_split_left_empty_is_named_before_anything_is_written():
+    from tasks.lib.errors import DataError
+    from tasks.prepare import check_splits
+
+    check_splits({"train": 5, "eval": 1}, "qa.jsonl")
+    with pytest.raises(DataError, match=r"qa.jsonl: field 'split': no question ends up in 'train' "
+                                        r"\(nothing to train on\): all 8 are 'eval'"):
+        check_splits({"train": 0, "eval": 8}, "qa.jsonl")
+    with pytest.raises(DataError, match=r"no question ends up in 'eval'"):
+        check_splits({"train": 8, "eval": 0}, "qa.jsonl")

@@ -87,6 +87,14 @@ def test_blank_text_fails(smoke_cfg, tmp_path):
     assert ("corpus", "expect_column_values_to_match_regex", "text") in failed(report)
 
 
+def test_invisible_only_text_is_blank(smoke_cfg, tmp_path):
+    docs = [*TINY_DOCS, {"doc_id": "zw", "text": "\u200b\u200b \ufeff\u2060"}]
+    qa = [*TINY_QA, {"qid": "zq", "question": "\u200b", "answer": "x", "doc_ids": ["pay-01"]}]
+    report = run(smoke_cfg.validate_, tmp_path, docs=docs, qa=qa)
+    assert ("corpus", "expect_column_values_to_match_regex", "text") in failed(report)
+    assert ("qa", "expect_column_values_to_match_regex", "question") in failed(report)
+
+
 def test_dangling_doc_ids_fail_referential_integrity(smoke_cfg, tmp_path):
     qa = [*TINY_QA, {"qid": "q9", "question": "Where?", "answer": "Here.",
                      "doc_ids": ["plan-01", "gone-99"]}]

@@ -98,7 +98,9 @@ def pipeline(config: str = ConfigOpt, set_: list[str] = SetOpt,
         typer.echo(f"pipeline skipped: {skip['reason']}")
         return
     from flows.pipeline import pipeline as pipeline_flow
+    from flows.reaper import start_reaper
 
+    start_reaper()  # the temporary Prefect API and other children end with this command
     result = _run(pipeline_flow, config_path=config, overrides=overrides, force=force)
     if result["skipped"]:
         typer.echo(f"pipeline skipped: {result['reason']}")
@@ -112,8 +114,10 @@ def reindex(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
 
     The new table version is pinned on the champion only if retrieval metrics hold. This is
     what the `reindex` deployment runs."""
+    from flows.reaper import start_reaper
     from flows.reindex import reindex as reindex_flow
 
+    start_reaper()
     result = _run(reindex_flow, config_path=config, overrides=_overrides(set_))
     typer.echo(f"reindex finished: MLflow run {result['run_id']}; {result['pin']['summary']}")
 
@@ -130,7 +134,9 @@ def monitor(config: str = ConfigOpt, set_: list[str] = SetOpt,
     a Prefect server it says what it would have started) and proposes helpful served questions
     for review (`tunedex accept-queries`). The `monitor` deployment runs this hourly."""
     from flows.monitor import monitor as monitor_flow
+    from flows.reaper import start_reaper
 
+    start_reaper()
     report = _run(monitor_flow, config_path=config, overrides=_overrides(set_),
                   retrain_here=retrain_here)
     d, v = report["decision"], report["volume"]
@@ -186,7 +192,9 @@ def schedule(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
     Uses PREFECT_API_URL when set (a Prefect server: runs show in its UI); otherwise a local
     API started for this process."""
     from flows.deployments import serve_deployments
+    from flows.reaper import start_reaper
 
+    start_reaper()
     _run(serve_deployments, config, _overrides(set_))
 
 

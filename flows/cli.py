@@ -50,9 +50,11 @@ def run_one_stage(cfg: Any, name: str, parent_run_id: str) -> Any:
 
 
 def _overrides(pairs: list[str] | None) -> dict[str, Any]:
-    from tasks.lib.config import parse_override
+    """The --set overrides; those carrying secrets (a token, a URI with a password) are kept in
+    this process's environment instead, so they never become Prefect flow parameters."""
+    from tasks.lib.config import hide_secret_overrides, parse_override
 
-    return dict(parse_override(p) for p in pairs or [])
+    return hide_secret_overrides(dict(parse_override(p) for p in pairs or []))
 
 
 def _run(fn, *args, **kwargs):

@@ -355,9 +355,43 @@ def load_config(path: str | Path = DEFAULT_CONFIG_PATH, overrides: dict[str, Any
         raise ConfigError(f"{path}: the profile is empty; every default would apply silently. "
                           "Name at least its profile (`project: {profile: cpu}`) or copy "
                           "configs/cpu.yaml")
+    overrides = {**(overrides or {}), **hidden_overrides()}
     if overrides:
         raw = apply_overrides(raw or {}, overrides)
     return parse_config(raw, source=str(path))
+
+
+# Overrides carrying secrets (`--set tracking.tracking_uri=https://u:pw@host`) travel in this
+# process's environment, not as flow parameters, which Prefect stores and shows.
+HIDDEN_OVERRIDES_ENV = "TUNEDEX_SECRET_OVERRIDES"
+
+
+def is_secret_override(key: str, value: Any) -> bool:
+    """A token/password/secret key, or a value holding URI credentials."""
+    from tasks.lib.text import mask_uri
+
+    leaf = key.rsplit(".", 1)[-1].lower()
+    secret_key = any(leaf == s or leaf.endswith(f"_{s}") for s in ("token", "password", "secret"))
+    return secret_key or (isinstance(value, str) and mask_uri(value) != value)
+
+
+def hide_secret_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    """Move secret overrides into this process's environment (load_config still applies them);
+    return the others, safe to pass as flow parameters."""
+    import json
+
+    secret = {k: v for k, v in overrides.items() if is_secret_override(k, v)}
+    if secret:
+        os.environ[HIDDEN_OVERRIDES_ENV] = json.dumps({**hidden_overrides(), **secret})
+    return {k: v for k, v in overrides.items() if k not in secret}
+
+
+def hidden_overrides() -> dict[str, Any]:
+    """The secret overrides hide_secret_overrides set aside in this process."""
+    import json
+
+    text = os.environ.get(HIDDEN_OVERRIDES_ENV)
+    return json.loads(text) if text else {}
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import subprocess
 import tempfile
 import warnings
@@ -60,6 +61,9 @@ def configure_tracking(tracking: TrackingConfig, experiment: str) -> str:
     """Point MLflow at the configured store and experiment; return the experiment id."""
     import mlflow
 
+    if mask_uri(tracking.tracking_uri) != tracking.tracking_uri:
+        # MLflow prints "View run at: <tracking URI>/#/..." after each run, password included.
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
     mlflow.set_tracking_uri(tracking.tracking_uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:

@@ -33,6 +33,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tasks.lib.errors import ConfigError, ServingError, TunedexError
 from tasks.lib.gate import judged
@@ -244,6 +245,10 @@ def create_app(cfg: Any, ref: str = "champion", host: str = "127.0.0.1") -> Any:
                  f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
                  for e in err.errors()]
         return error(request, 422, "invalid request: " + "; ".join(parts))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, err: StarletteHTTPException):  # e.g. an unparsable body
+        return error(request, err.status_code, f"request refused: {err.detail}")
 
     @app.exception_handler(TunedexError)
     async def refused(request: Request, err: TunedexError):

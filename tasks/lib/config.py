@@ -399,7 +399,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}': expected key.path=value")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ConfigError(f"override '{key.strip()}': the value {value!r} is not valid YAML "
+                          f"({reason}); quote it: --set '{key.strip()}=\"...\"'") from None
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -185,3 +185,40 @@ def test_follows_champion_swaps_whole_and_refuses_a_missing_table(served):
         assert client.post("/search", json={"query": "cards"}).json()["release"][
             "retriever_version"] == 1
         assert client.get("/health").json()["error"] and client.get("/health").status_code == 200
+
+
+@pytest.mark.slow
+def test_any_request_body_gets_an_answer_or_a_4xx_never_a_5xx(served):
+    """Hypothesis feeds arbitrary JSON, contract-shaped objects with wrong types and raw bytes
+    to every POST route of a real server: 2xx or a 4xx with a message, never a 5xx."""
+    import json
+
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    cfg, _ = served
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False),
+                        st.text(max_size=30))
+    values = st.recursive(scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.dictionaries(st.text(max_size=6), inner, max_size=3)),
+        max_leaves=8)
+    keys = st.sampled_from(["query", "question", "k", "mode", "setup", "request_id", "rating",
+                            "comment"])
+    bodies = st.one_of(values.map(json.dumps), st.dictionaries(keys, values, max_size=4).map(
+        json.dumps), st.binary(max_size=80))
+    seen: list[int] = []
+    with running(cfg) as (client, _app):
+        @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+        @given(path=st.sampled_from(["/search", "/ask", "/feedback"]), body=bodies)
+        def check(path, body):
+            content = body if isinstance(body, bytes) else body.encode("utf-8")
+            response = client.post(path, content=content,
+                                   headers={"content-type": "application/json"})
+            seen.append(response.status_code)
+            assert response.status_code < 500, (path, body, response.text)
+            if response.status_code >= 400:
+                error = response.json()["error"]
+                assert error and "Traceback" not in response.text
+
+        check()
+    assert any(s >= 400 for s in seen) and len(seen) >= 150

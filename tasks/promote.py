@@ -104,31 +104,18 @@ def log_adapter_model(ctx: StageContext, generate: GenerateConfig, role: str, ad
     """Log one adapter as a pyfunc model (adapter + base id + the settings it loads with)."""
     import mlflow
 
-    from tasks.lib.registry import (
-        ADAPTER_ARTIFACT,
-        GeneratorModel,
-        RetrieverModel,
-        code_paths,
-        pip_requirements,
-    )
+    from tasks.lib.registry import ADAPTER_ARTIFACT, code_paths, model_code, pip_requirements
     from tasks.lib.tracking import section_dict
 
-    python_model = RetrieverModel() if role == "retriever" else GeneratorModel()
     base = ctx.models.retriever_id if role == "retriever" else ctx.models.generator_id
-    pyfunc_log = logging.getLogger("mlflow.pyfunc")
-    level = pyfunc_log.level
-    pyfunc_log.setLevel(logging.ERROR)  # the CloudPickle notice: the class is imported, not pickled
-    try:
-        info = mlflow.pyfunc.log_model(
-            name=f"{role}_model", python_model=python_model,
-            artifacts={ADAPTER_ARTIFACT: str(adapter)},
-            model_config={f"{role}_base_model_id": base,  # role-named: logged as run params too
-                          "models_dir": str(ctx.catalog.models_dir),  # relative: portable
-                          "max_new_tokens": generate.max_new_tokens},
-            pip_requirements=pip_requirements(), code_paths=code_paths(),
-            metadata={"models": section_dict(ctx.models), "generate": section_dict(generate)})
-    finally:
-        pyfunc_log.setLevel(level)
+    info = mlflow.pyfunc.log_model(
+        name=f"{role}_model", python_model=model_code(role),  # from code: nothing pickled
+        artifacts={ADAPTER_ARTIFACT: str(adapter)},
+        model_config={f"{role}_base_model_id": base,  # role-named: logged as run params too
+                      "models_dir": str(ctx.catalog.models_dir),  # relative: portable
+                      "max_new_tokens": generate.max_new_tokens},
+        pip_requirements=pip_requirements(), code_paths=code_paths(),
+        metadata={"models": section_dict(ctx.models), "generate": section_dict(generate)})
     return info.model_uri
 
 

@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow.pyfunc
-
 from tasks.lib.errors import ConfigError, ServingError, first_line
 from tasks.lib.text import mask_uri
 
@@ -56,45 +54,12 @@ def code_paths() -> list[str]:
 # ---- registered models: loadable with one call -------------------------------------------------
 
 
-class RetrieverModel(mlflow.pyfunc.PythonModel):
-    """`mlflow.pyfunc.load_model("models:/tunedex-retriever@champion").predict(["text"])`:
-    unit-length embeddings from the base model with the registered LoRA adapter merged."""
+def model_code(role: str) -> str:
+    """The file a registered model is logged from (models from code: nothing is pickled). By
+    path, not imported: importing it runs mlflow.models.set_model."""
+    import importlib.util
 
-    def load_context(self, context):
-        from tasks.lib.models import load_retriever
-        from tasks.lib.resolve import resolve_model_dir
-
-        conf = context.model_config
-        base = resolve_model_dir(conf["retriever_base_model_id"], False, conf["models_dir"])
-        self.model = load_retriever(base, Path(context.artifacts[ADAPTER_ARTIFACT]), "auto")
-
-    def predict(self, context, model_input: list[str], params=None) -> list[list[float]]:
-        vectors = self.model.encode(texts_of(model_input), normalize_embeddings=True,
-                                    convert_to_numpy=True)
-        return vectors.tolist()
-
-
-class GeneratorModel(mlflow.pyfunc.PythonModel):
-    """`mlflow.pyfunc.load_model("models:/tunedex-generator@champion").predict(["question"])`:
-    greedy answers from the base causal LM with the registered LoRA adapter merged."""
-
-    def load_context(self, context):
-        from tasks.lib.generator import load_generator
-        from tasks.lib.resolve import resolve_model_dir
-
-        conf = context.model_config
-        base_id = conf["generator_base_model_id"]
-        base = resolve_model_dir(base_id, False, Path(conf["models_dir"]))
-        self.max_new_tokens = int(conf.get("max_new_tokens", 64))
-        self.model, self.tokenizer = load_generator(base, Path(context.artifacts[ADAPTER_ARTIFACT]),
-                                                    "auto", base_id)
-
-    def predict(self, context, model_input: list[str], params=None) -> list[str]:
-        from tasks.lib.generator import build_prompt, generate_answers
-
-        prompts = [build_prompt(self.tokenizer, q) for q in texts_of(model_input)]
-        answers = generate_answers(self.model, self.tokenizer, prompts, self.max_new_tokens, 8)
-        return [a["text"] for a in answers]
+    return importlib.util.find_spec(f"tasks.lib.{role}_model").origin
 
 
 def texts_of(model_input: Any) -> list[str]:
@@ -279,14 +244,10 @@ def register(name: str, model_uri: str, tags: dict[str, str]) -> int:
 
 def log_rag_model(config: dict[str, Any], adapters: dict[str, Any]) -> str:
     """Log tunedex-rag from code (tasks/lib/rag_model.py: nothing pickled); return its URI."""
-    import importlib.util
-
     import mlflow
 
-    # The file by path, not imported: importing it runs mlflow.models.set_model (models from code).
-    code = importlib.util.find_spec("tasks.lib.rag_model").origin
     info = mlflow.pyfunc.log_model(
-        name="rag_model", python_model=code, model_config=config,
+        name="rag_model", python_model=model_code("rag"), model_config=config,
         artifacts={"retriever_adapter": str(adapters["retriever"]),
                    "generator_adapter": str(adapters["generator"])},
         code_paths=code_paths(), pip_requirements=pip_requirements())

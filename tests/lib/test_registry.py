@@ -2,6 +2,7 @@
 the release record in a version's tags, and, on a real sqlite registry after a promote: gc of
 unpinned tables, refused rollbacks, and registered models that load with one call."""
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -110,13 +111,22 @@ def test_gc_drops_unpinned_tables_and_serving_names_a_missing_one(registry_overr
 
 
 @pytest.mark.slow
-def test_registered_models_load_with_one_call(registry_overrides):
+def test_registered_models_load_with_one_call_and_nothing_unpickled(registry_overrides,
+                                                                    monkeypatch):
     import mlflow
     import numpy as np
+    import yaml
 
     overrides = registry_overrides
     promote(overrides)
     mlflow.set_tracking_uri(overrides["tracking.tracking_uri"])
+    for name in (RET, GEN):  # models from code: MLflow re-runs a source file, unpickles nothing
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}@champion"))
+        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+        assert flavor["loader_module"] == "mlflow.pyfunc.loaders.code_model", flavor
+        assert not list(local.rglob("*.pkl")) and not list(local.rglob("*.bin"))
+        assert list(local.rglob("*.safetensors"))  # the adapter weights
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "false")
     model = mlflow.pyfunc.load_model(f"models:/{RET}@champion")
     vectors = np.asarray(model.predict(["Which cards do you take?", "plan prices"]))
     assert vectors.shape[0] == 2 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)

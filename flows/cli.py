@@ -137,6 +137,7 @@ def monitor(config: str = ConfigOpt, set_: list[str] = SetOpt,
     for review (`tunedex accept-queries`). The `monitor` deployment runs this hourly."""
     from flows.monitor import monitor as monitor_flow
     from flows.reaper import start_reaper
+    from tasks.lib.monitor_report import test_line
 
     start_reaper()
     report = _run(monitor_flow, config_path=config, overrides=_overrides(set_),
@@ -146,9 +147,7 @@ def monitor(config: str = ConfigOpt, set_: list[str] = SetOpt,
                f"({v['feedback']} rated)" + ("" if v["enough"] else
                                              f": not enough data for the tests (need {v['min_questions']})"))
     for name in ("drift", "confidence"):
-        part = report[name]
-        typer.echo(f"  {name}: " + (f"p = {part['p_value']:.4g} ({part.get('method', '')})"
-                                    if part.get("p_value") is not None else part["status"]))
+        typer.echo(f"  {name}: {test_line(report[name])}")
     down = report["feedback"].get("down")
     typer.echo("  feedback: " + (f"thumbs-down {down['rate']:.2f} [{down['low']:.2f}, {down['high']:.2f}]"
                                  if down else report["feedback"]["status"]))

@@ -37,6 +37,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tasks.lib.errors import ConfigError, ServingError, TunedexError
 from tasks.lib.gate import judged
+from tasks.lib.text import is_blank
 
 log = logging.getLogger("tunedex.serve")
 PAGE = Path(__file__).with_name("static") / "index.html"
@@ -78,8 +79,6 @@ class RequestError(ConfigError):
 
 def check_text(value: str, field: str, limit: int) -> str:
     """A non-blank text within `limit` characters, or a RequestError naming the request field."""
-    from tasks.lib.text import is_blank
-
     if is_blank(value):
         raise RequestError(f"request field '{field}': must not be empty or only whitespace "
                            "(or invisible characters)")

@@ -102,9 +102,14 @@ def next_state(state: dict[str, Any], version: Any, metrics: dict[str, Any],
     if volume["enough"] and volume["until"] is not None:
         out["releases"][str(version)] = {"cursor": volume["until"]}
     if decision["action"] in ("triggered", "retrained_here"):
-        out["last_trigger"] = {"ts": now, "release": version, "reason": decision["reason"],
-                               "action": decision["action"], "detail": decision.get("detail")}
+        out["last_trigger"] = trigger_record(decision, version, now)
     return out
+
+
+def trigger_record(decision: dict[str, Any], version: Any, now: float) -> dict[str, Any]:
+    """What state.json keeps of a started retrain (the cooldown counts from its `ts`)."""
+    return {"ts": now, "release": version, "reason": decision["reason"],
+            "action": decision["action"], "detail": decision.get("detail")}
 
 
 # ---- effects: the release and its numbers -----------------------------------------------------------
@@ -118,7 +123,6 @@ def measure(section: MonitorConfig, loaded: Any, reference: dict[str, list[str]]
     from tasks.lib.pii import redact
     from tasks.lib.question_space import (
         anchors_of,
-        chunk_vectors,
         confidence,
         drift_test,
         encode,
@@ -149,7 +153,7 @@ def measure(section: MonitorConfig, loaded: Any, reference: dict[str, list[str]]
         return {**metrics, "seconds": time.perf_counter() - started}
 
     model, table = loaded.retriever(), loaded.table()
-    held = chunk_vectors(table)
+    held = loaded.chunk_vectors()
     anchors = anchors_of(table, held, seed)
     # One seeded sample of at most max_questions served questions for every measure: the cost
     # stays bounded however busy the server was (encoding dominates it).
@@ -227,7 +231,7 @@ def observe(reg: Any, sections: Any, ctx: StageContext) -> dict[str, Any]:
              "since the last judged run", version, cat.query_log_dir, len(records), len(requests),
              len(window))
     return {"loaded": loaded, "version": version, "reference": reference, "requests": requests,
-            "window": window, "ratings": latest_ratings(records), "state": state, "cursor": cursor}
+            "window": window, "ratings": latest_ratings(records), "state": state}
 
 
 def prefect_api_url() -> str | None:
@@ -268,7 +272,7 @@ def harvest_served(section: MonitorConfig, cat: Any, observed: dict[str, Any],
     """Helpful, confidently retrieved questions of this release -> the review file."""
     from tasks.lib.data import read_jsonl
     from tasks.lib.harvest import PENDING, add_to_review, harvest, read_review
-    from tasks.lib.question_space import chunk_vectors, encode, top1
+    from tasks.lib.question_space import encode, top1
     from tasks.lib.text import normalize_question
 
     review = [row for _, row in read_review(cat.review_path)]
@@ -280,7 +284,7 @@ def harvest_served(section: MonitorConfig, cat: Any, observed: dict[str, Any],
         return {"added": 0, "pending": pending, "dropped": {}, "review_path": str(cat.review_path)}
     loaded = observed["loaded"]
     table, model = loaded.table(), loaded.retriever()
-    held = chunk_vectors(table)
+    held = loaded.chunk_vectors()  # read once: measure has usually loaded them already
     if floor is None:
         floor = section.harvest_min_score
     if floor is None:  # not measured this run (too few new questions): the eval median
@@ -326,9 +330,8 @@ def decide_task(section: MonitorConfig, ctx: StageContext, metrics: dict[str, An
     decision = start_retrain(section, decide(checks, observed["state"], now, section.cooldown_hours))
     decision["checks"] = checks
     if decision["action"] == "triggered":  # the cooldown starts now, even if this run dies later
-        save_state(ctx.catalog, {**observed["state"], "last_trigger": {
-            "ts": now, "release": observed["version"], "reason": decision["reason"],
-            "action": "triggered", "detail": decision["detail"]}})
+        save_state(ctx.catalog, {**observed["state"],
+                                 "last_trigger": trigger_record(decision, observed["version"], now)})
     log.info("monitor decision: %s (%s)%s", decision["action"], decision["reason"],
              f"; {decision['detail']}" if decision.get("detail") else "")
     return decision

@@ -8,7 +8,6 @@ import json
 import string
 
 import pytest
-import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -63,7 +62,6 @@ def test_loaders_return_rows_or_a_named_error(kind, data, tmp_path):
     result = outcome(load_qa if kind == "qa" else load_corpus, path)
     if not isinstance(result, TunedexError):
         assert len(result) >= 1  # rows come back only for a file that has some
-        assert str(path) not in ("",)
 
 
 @EXAMPLES
@@ -110,4 +108,3 @@ def test_set_without_equals_or_with_bad_yaml_is_named():
     assert isinstance(outcome(parse_override, "prepare.chunk_tokens"), TunedexError)
     err = outcome(parse_override, "prepare.chunk_tokens=[")
     assert isinstance(err, TunedexError) and "prepare.chunk_tokens" in str(err)
-    assert yaml.safe_load("1") == 1  # plain values still parse as YAML

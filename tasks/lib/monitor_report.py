@@ -151,6 +151,13 @@ th{{background:#f4f4f4}} .banner{{padding:.8em 1em;border-radius:6px;margin:1em 
 """
 
 
+def test_line(part: dict[str, Any]) -> str:
+    """One measure as `p = 0.002 (method)`, or its status when it did not run."""
+    if part.get("p_value") is None:
+        return part["status"]
+    return f"p = {part['p_value']:.4g} ({part.get('method', '')})"
+
+
 def summary_markdown(report: dict[str, Any]) -> str:
     """A few lines for the Prefect UI (the flow run's artifact)."""
     d, v = report["decision"], report["volume"]
@@ -158,10 +165,7 @@ def summary_markdown(report: dict[str, Any]) -> str:
              f"**{ACTIONS.get(d['action'], d['action'])}** {d['reason']}"
              + (f" — {d['detail']}" if d.get("detail") else ""), "",
              f"- questions: {v['questions']} ({v['distinct']} distinct), rated: {v['feedback']}"]
-    for name in ("drift", "confidence"):
-        part = report[name]
-        lines.append(f"- {name}: p = {part['p_value']:.4g} ({part.get('method', '')})"
-                     if part.get("p_value") is not None else f"- {name}: {part['status']}")
+    lines += [f"- {name}: {test_line(report[name])}" for name in ("drift", "confidence")]
     lines.append(f"- harvested for review: {report['harvest'].get('added', 0)}")
     return "\n".join(lines)
 

@@ -163,11 +163,14 @@ class RequestRecorder:
     def knows(self, request_id: str) -> bool:
         return request_id in self._known
 
-    def _write(self, record: dict[str, Any]) -> None:
+    def _write(self, record: dict[str, Any]) -> dict[str, Any]:
+        """Log the record with personal data redacted; return what was logged."""
         if record["kind"] != "feedback":
             self._remember(record["request_id"])
+        record = redacted(record)
         if self.log is not None:
-            self.log.append(redacted(record))
+            self.log.append(record)
+        return record
 
     def search(self, request_id: str, release: dict[str, Any], query: str, mode: str,
                hits: list[dict[str, Any]], ms: float) -> None:
@@ -183,8 +186,7 @@ class RequestRecorder:
                   "scores": [round(float(h["score"]), 6) for h in answer.hits],
                   "answer": answer.text, "sources": list(answer.sources),
                   "latency_ms": round(ms, 2)}
-        record = redacted(record)  # the trace too keeps no personal data
-        self._write(record)
+        record = self._write(record)  # redacted: the trace too keeps no personal data
         if self.sample and self._random.random() < self.sample:
             self._trace(record, answer, ms)
 

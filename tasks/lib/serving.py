@@ -210,6 +210,14 @@ class LoadedRelease:
         """The pinned LanceDB table."""
         return self._part("table", lambda: open_table(self.served))
 
+    def chunk_vectors(self):
+        """Every chunk vector of the pinned table and its doc_id, read once (None for a table
+        too big to hold; tasks.lib.question_space.chunk_vectors)."""
+        from tasks.lib.question_space import chunk_vectors
+
+        table = self.table()  # first: a load inside _part's lock must not take the lock again
+        return self._part("chunk_vectors", lambda: chunk_vectors(table))
+
     def retriever(self):
         """The release's retriever model."""
         return self._part("retriever", lambda: load_served_retriever(

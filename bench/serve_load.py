@@ -5,7 +5,7 @@ start-up to /health 200: the config as it is (/search at 1, 4, 16 clients; /ask 
 batched) and, beside it, serve.max_batch=1 (the one-at-a-time baseline; /ask rounds alternate
 between the two); then serve.poll_seconds=1 while 4 clients query and `champion` moves to
 another release and back (restored in any case). The query log goes to a temporary folder and
-nothing is traced, so no bench traffic is left in logs/ or MLflow.
+nothing is traced, so no bench traffic is left in logs/ or MLflow (and the rate limit is off).
 
 usage: python bench/serve_load.py [--config configs/cpu.yaml] [--seconds 10] [--port 0]
                                   [--questions 16] [--repeats 2]
@@ -57,7 +57,9 @@ def start_server(args: argparse.Namespace, log_path: Path, extra: list[str], por
     with socket.socket() as sock:  # port 0: ask the OS for a free one
         sock.bind(("127.0.0.1", port))
         port = sock.getsockname()[1]
-    sets = [f"paths.logs_dir={log_path.parent}", "serve.traces=false", *extra]
+    # No rate limit: the bench measures the server under load, which the limit would refuse.
+    sets = [f"paths.logs_dir={log_path.parent}", "serve.traces=false",
+            "serve.rate_limit_per_minute=0", *extra]
     cmd = [str(Path(sys.executable).with_name("tunedex")), "serve", "-c", args.config,
            "--host", "127.0.0.1", "--port", str(port)] + [a for s in sets for a in ("--set", s)]
     started = time.perf_counter()

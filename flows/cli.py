@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from enum import Enum
 from pathlib import Path
@@ -66,12 +67,30 @@ def _run(fn, *args, **kwargs):
     except TunedexError as err:
         typer.secho(f"error: {err}", err=True, fg=typer.colors.RED)
         raise typer.Exit(err.exit_code) from None
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM outside a flow (see main)
+        sig = getattr(err, "signal", signal.SIGINT)
+        typer.secho(f"cancelled by signal {sig}; the write lock is released", err=True)
+        raise typer.Exit(128 + sig) from None
+    except Exception as err:
+        if type(err).__name__ != "CancelledRun":  # a flow that ended Cancelled (tasks/lib/runtime.py)
+            raise
+        typer.secho(f"cancelled: {err}", err=True)
+        raise typer.Exit(128 + signal.SIGTERM) from None
+
+
+def _on_sigterm(signum: int, _frame: Any) -> None:
+    from tasks.lib.errors import Terminated
+
+    raise Terminated(signum)
 
 
 @app.callback()
 def main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug logging.")) -> None:
     """Set offline defaults and logging before any library is imported."""
     set_offline_env()
+    # SIGTERM (a timeout, a worker's cancellation) unwinds like Ctrl-C instead of killing at once;
+    # inside a flow Prefect's own handler takes over and the flow ends Cancelled.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("httpx", "alembic", "urllib3", "great_expectations", "filelock"):

@@ -24,7 +24,7 @@ from tasks.lib.incremental import dvc_plan
 from tasks.lib.lock import write_lock
 from tasks.lib.registry import check_registry, registry_ref
 from tasks.lib.release_skip import release_inputs, skip_reason
-from tasks.lib.runtime import notify_failure
+from tasks.lib.runtime import clean_killed_runs, notify_failure, until_cancelled
 from tasks.lib.stages import DVC_STAGES, FLOW_STAGES  # noqa: F401 - the step lists, re-exported
 from tasks.lib.tracking import pipeline_run
 from tasks.prepare import prepare
@@ -37,7 +37,7 @@ log = logging.getLogger("flows.pipeline")  # by name: deployments load this file
 
 
 @flow(name="tunedex-pipeline", flow_run_name="{config_path}", on_failure=[notify_failure],
-      on_crashed=[notify_failure])
+      on_crashed=[notify_failure], on_cancellation=[notify_failure])
 def pipeline(config_path: str = DEFAULT_CONFIG_PATH, overrides: dict[str, Any] | None = None,
              force: bool = False) -> dict[str, Any]:
     """Run the tunedex pipeline for one config; return the parent MLflow run id and stage outputs.
@@ -54,10 +54,12 @@ def pipeline(config_path: str = DEFAULT_CONFIG_PATH, overrides: dict[str, Any] |
         if skip is not None:
             log.info("pipeline skipped: %s", skip["reason"])
             return {"skipped": True, **skip}
+        clean_killed_runs(reg.catalog)  # temp outputs of a killed run (its MLflow runs: pipeline_run)
         inputs = release_inputs(cfg)
         plan = dvc_plan(config_path, overrides, force)
         log.info("pipeline: %s", plan.reason)
-        return run_stages(cfg, plan, inputs)
+        # A SIGTERM (timeout, cancellation) ends the run Cancelled, its lock and runs released.
+        return until_cancelled("pipeline", run_stages, cfg, plan, inputs)
 
 
 def run_stages(cfg: Any, plan: Any, inputs: str) -> dict[str, Any]:
@@ -65,9 +67,9 @@ def run_stages(cfg: Any, plan: Any, inputs: str) -> dict[str, Any]:
     with pipeline_run(cfg, run_name="pipeline") as run_id:
         ctx = StageContext.of(cfg, run_id).under(run_id, plan)
         # 1. Validate the raw data (stops the run on any failed expectation).
-        validated = validate(cfg.validate_, ctx)
+        validated = validate(cfg.validate_, cfg.pii, ctx)
         # 2. Split, leakage-check and chunk.
-        prepared = prepare(cfg.prepare, ctx, validated)
+        prepared = prepare(cfg.prepare, cfg.pii, ctx, validated)
         # 3. LoRA-train the retriever on (question, relevant chunk) pairs.
         retriever = train_retriever(cfg.train_retriever, ctx, prepared)
         # 4. Embed chunks into LanceDB for the base and the candidate retriever.

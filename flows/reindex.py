@@ -18,7 +18,7 @@ from tasks.lib.context import StageContext
 from tasks.lib.errors import ConfigError
 from tasks.lib.lock import write_lock
 from tasks.lib.registry import check_registry, registry_ref
-from tasks.lib.runtime import notify_failure
+from tasks.lib.runtime import clean_killed_runs, notify_failure, until_cancelled
 from tasks.lib.tracking import pipeline_run
 from tasks.reindex import (
     evaluate_reindexed,
@@ -30,22 +30,29 @@ from tasks.reindex import (
 
 
 @flow(name="tunedex-reindex", flow_run_name="{config_path}", on_failure=[notify_failure],
-      on_crashed=[notify_failure])
+      on_crashed=[notify_failure], on_cancellation=[notify_failure])
 def reindex(config_path: str = DEFAULT_CONFIG_PATH,
             overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Re-index the corpus with the champion retriever; pin the new version if retrieval holds."""
     cfg = load_config(config_path, overrides)
-    check_registry(registry_ref(cfg))
+    reg = registry_ref(cfg)
+    check_registry(reg)
     if not retrieval_rules(cfg.promote.gate):
         raise ConfigError("promote.gate has no rule on retrieval.bm25|lora|hybrid metrics: a "
                           "reindex would have nothing to check before pinning")
-    with write_lock(cfg.lock, f"reindex {config_path}"), \
-            pipeline_run(cfg, run_name="reindex") as run_id:
+    with write_lock(cfg.lock, f"reindex {config_path}"):
+        clean_killed_runs(reg.catalog)  # temp outputs of a killed run
+        return until_cancelled("reindex", run_steps, cfg)
+
+
+def run_steps(cfg: Any) -> dict[str, Any]:
+    """The four steps inside one MLflow parent run (the write lock is held)."""
+    with pipeline_run(cfg, run_name="reindex") as run_id:
         ctx = StageContext.of(cfg, run_id)
         # 1. Corpus expectations only (the QA file is the pipeline's business).
         corpus = validate_corpus(cfg.validate_, ctx)
         # 2. Chunk and embed what changed into the champion's table (one merge commit).
-        table = reindex_table(cfg.prepare, cfg.index, cfg.promote, ctx, corpus)
+        table = reindex_table(cfg.prepare, cfg.index, cfg.promote, cfg.pii, ctx, corpus)
         # 3. Retrieval metrics of the new version on the eval questions whose documents remain.
         metrics = evaluate_reindexed(cfg.evaluate, cfg.index, ctx, table)
         # 4. Move the champion's pin to the new version only if the retrieval rules pass.

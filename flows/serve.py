@@ -13,7 +13,9 @@ loaded once (models warm); a watcher polls `@champion` every `serve.poll_seconds
 new release in whole (retriever, generator and pinned table together) once it is loaded; a
 release whose table is missing is refused and the old one keeps serving. Concurrent /ask
 requests are generated in dynamic batches (`serve.batch_window_ms`, `serve.max_batch`). Every
-request goes to the query log (tasks/lib/querylog.py); a sample becomes MLflow traces.
+request goes to the query log (tasks/lib/querylog.py); a sample becomes MLflow traces. A client
+(IP) over `serve.rate_limit_per_minute` / `serve.rate_burst` on /search, /ask or /feedback gets
+429 with Retry-After (tasks/lib/ratelimit.py).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tasks.lib.errors import ConfigError, ServingError, TunedexError
+from tasks.lib.failpoints import failpoint
 from tasks.lib.gate import judged
 from tasks.lib.text import is_blank
 
@@ -43,6 +46,9 @@ log = logging.getLogger("tunedex.serve")
 PAGE = Path(__file__).with_name("static") / "index.html"
 SEARCH_MODES = {"vector": "vector", "bm25": "bm25", "fusion": "hybrid"}  # API name -> search mode
 OPEN_PATHS = {"/", "/health", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
+# Rate-limited per client: the routes that run the models and write the query log. /health
+# (probes poll it), /release, the page and the docs are cheap and stay unlimited.
+LIMITED_PATHS = ("/search", "/ask", "/feedback")
 
 
 class SearchRequest(BaseModel):
@@ -85,6 +91,16 @@ def check_text(value: str, field: str, limit: int) -> str:
     if len(value) > limit:
         raise RequestError(f"request field '{field}': {len(value)} characters, the limit is {limit}")
     return value
+
+
+def rate_limit_message(section: Any, client: str, wait: float) -> str:
+    """Why a request got 429: the client, the limit and the config keys that set it."""
+    from tasks.lib.ratelimit import retry_after
+
+    return (f"rate limit: {client} sent more than serve.rate_burst={section.rate_burst} requests "
+            f"at once or serve.rate_limit_per_minute={section.rate_limit_per_minute} a minute to "
+            f"{', '.join(LIMITED_PATHS)}; retry in {retry_after(wait)} s (Retry-After), or raise "
+            "those keys (serve.rate_limit_per_minute: 0 turns the limit off)")
 
 
 def is_loopback(host: str) -> bool:
@@ -154,6 +170,8 @@ class ReleaseHolder:
             keep = f"; still serving {self.current.served.label}" if self.current else ""
             log.error("release refused: %s%s", err, keep)
             return False
+        if self.current is not None:
+            failpoint("serve.swap")  # crash tests: the new release loaded, not yet swapped in
         old, self.current, self.error = self.current, loaded, None
         log.info("serving %s, table %s v%d%s", loaded.served.label, loaded.served.table,
                  loaded.served.table_version, f" (was {old.served.label})" if old else "")
@@ -183,6 +201,7 @@ def create_app(cfg: Any, ref: str = "champion", host: str = "127.0.0.1") -> Any:
     from tasks.lib.batching import DynamicBatcher
     from tasks.lib.catalog import Catalog
     from tasks.lib.querylog import RequestRecorder
+    from tasks.lib.ratelimit import RateLimiter, retry_after
     from tasks.lib.registry import registry_ref
     from tasks.lib.serving import LoadedRelease, ServingSections, resolve_served
 
@@ -201,11 +220,16 @@ def create_app(cfg: Any, ref: str = "champion", host: str = "127.0.0.1") -> Any:
         return release.ask_many([q for _, q in items], setup)
 
     batcher = DynamicBatcher(run_batch, sv.batch_window_ms / 1000, sv.max_batch)
+    limiter = (RateLimiter(sv.rate_limit_per_minute, sv.rate_burst)
+               if sv.rate_limit_per_minute else None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         import asyncio
 
+        from tasks.lib.files import clean_leftovers
+
+        clean_leftovers(cat.registry_cache_dir)  # downloads a killed server left half-done
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, holder.refresh)  # /health says 503 until this is done
         watcher = holder.watch(sv.poll_seconds) if sv.poll_seconds > 0 else None
@@ -220,9 +244,23 @@ def create_app(cfg: Any, ref: str = "champion", host: str = "127.0.0.1") -> Any:
                   description="The champion release: search, grounded answers, feedback.")
     app.state.holder, app.state.batcher, app.state.recorder = holder, batcher, recorder
 
+    def error(request: Request, status: int, message: str) -> JSONResponse:
+        current = holder.current
+        return JSONResponse({"error": message, "request_id": request.state.request_id,
+                             "release": release_info(current) if current else None},
+                            status_code=status)
+
     @app.middleware("http")
     async def identify(request: Request, call_next):
         request.state.request_id = uuid.uuid4().hex
+        # Before the token check, so guessing the token is limited too.
+        if limiter is not None and request.url.path in LIMITED_PATHS:
+            client = request.client.host if request.client else "unknown"
+            wait = limiter.acquire(client)
+            if wait > 0:
+                response = error(request, 429, rate_limit_message(sv, client, wait))
+                response.headers["Retry-After"] = str(retry_after(wait))
+                return response
         given = request.headers.get("authorization", "")
         if token is not None and request.url.path not in OPEN_PATHS and \
                 not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
@@ -231,12 +269,6 @@ def create_app(cfg: Any, ref: str = "champion", host: str = "127.0.0.1") -> Any:
         return await call_next(request)
 
     app.add_middleware(RequestBodyLimitMiddleware, max_body_size=sv.max_body_bytes)
-
-    def error(request: Request, status: int, message: str) -> JSONResponse:
-        current = holder.current
-        return JSONResponse({"error": message, "request_id": request.state.request_id,
-                             "release": release_info(current) if current else None},
-                            status_code=status)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, err: RequestValidationError):

@@ -86,18 +86,17 @@ def answer_report(section: EvaluateConfig, generate: GenerateConfig, index: Inde
 
 def write_reports(out: Path, retrieval: dict[str, Any], answers: dict[str, Any]) -> Path:
     """reports/evaluate/: retrieval and answer JSON, Markdown, self-contained HTML, DVC metrics."""
-    from tasks.lib.files import write_json
+    from tasks.lib.files import write_json, write_text_atomic
     from tasks.lib.scoreboard import plot_bars, plot_cost_quality, scoreboard_html, scoreboard_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "retrieval.json", retrieval)
     write_json(out / "answers.json", answers)
     md = f"# tunedex scoreboard\n\n{scoreboard_markdown(answers)}\n{retrieval_markdown(retrieval)}"
-    (out / "retrieval.md").write_text(retrieval_markdown(retrieval), encoding="utf-8")
-    (out / "scoreboard.md").write_text(md, encoding="utf-8")
+    write_text_atomic(out / "retrieval.md", retrieval_markdown(retrieval))
+    write_text_atomic(out / "scoreboard.md", md)
     plots = {"answer quality": plot_bars(answers), "cost vs quality": plot_cost_quality(answers)}
-    (out / "scoreboard.html").write_text(scoreboard_html(md, plots, "tunedex scoreboard"),
-                                         encoding="utf-8")
+    write_text_atomic(out / "scoreboard.html", scoreboard_html(md, plots, "tunedex scoreboard"))
     metrics = {"retrieval": {name: {m: round(row[m]["mean"], 4) for m in METRICS}
                              | {"p95_ms": round(row["latency"]["p95_ms"], 2)}
                              for name, row in retrieval["methods"].items()},

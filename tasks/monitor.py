@@ -314,11 +314,10 @@ def observe_task(reg: Any, sections: Any, ctx: StageContext) -> dict[str, Any]:
 
 
 def save_state(cat: Any, state: dict[str, Any]) -> None:
-    """Write state.json through a temp file (a crash never leaves half a state)."""
+    """Write state.json (atomically: a crash never leaves half a state)."""
     from tasks.lib.files import write_json
 
-    tmp = write_json(cat.monitor_dir / ".state.json.tmp", state)
-    tmp.replace(cat.monitor_state_path)
+    write_json(cat.monitor_state_path, state)
 
 
 @task(name="decide", cache_policy=NO_CACHE)

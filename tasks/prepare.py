@@ -2,6 +2,8 @@
 
 Reads the raw corpus and QA and reports/validation/summary.json (data must be the validated
 version); writes data/prepared/{chunks,train_qa,eval_qa}.jsonl and reports/prepare/metrics.json.
+Under `pii.policy: redact` personal data in titles, texts, questions and answers is replaced
+first, so nothing after this (index, training, evaluation) sees it; metrics count it by field.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import pandas as pd
 from prefect import task
 
 from tasks.lib.chunking import Chunk
-from tasks.lib.config import PrepareConfig
+from tasks.lib.config import PiiConfig, PrepareConfig
 from tasks.lib.context import StageContext
 from tasks.lib.errors import DataError, LeakageError, ValidationFailed
+from tasks.lib.pii import field_counts, pii_metrics, scan_frames
 from tasks.lib.runtime import IO_RETRIES
 from tasks.lib.text import normalize_question
 
@@ -78,6 +81,17 @@ def check_splits(counts: dict[str, int], qa_path: str) -> None:
                             "prepare.eval_fraction decide")
 
 
+def redacted_inputs(corpus: pd.DataFrame, qa: pd.DataFrame, pii: PiiConfig
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, int]]:
+    """Under policy redact: copies of corpus and QA with personal data replaced, and the count
+    by field and kind (pii_redacted.corpus.text.phone, ...); otherwise the inputs unchanged."""
+    if pii.policy != "redact":
+        return corpus, qa, {"pii_redacted.total": 0}
+    scans = scan_frames({"corpus": corpus, "qa": qa}, pii)
+    counts = pii_metrics(field_counts(scans), pii.kinds, prefix="pii_redacted")
+    return scans["corpus"].frame, scans["qa"].frame, counts
+
+
 def qa_records(qa: pd.DataFrame) -> list[dict[str, Any]]:
     """QA rows as records for JSON Lines (source line kept for traceability)."""
     cols = ["qid", "question", "answer", "doc_ids", "split", "metadata", "line"]
@@ -121,17 +135,18 @@ def check_validated(ctx: StageContext) -> None:
                                "run the validate stage again")
 
 
-def prepare_data(section: PrepareConfig, ctx: StageContext
+def prepare_data(section: PrepareConfig, pii: PiiConfig, ctx: StageContext
                  ) -> tuple[list[Chunk], pd.DataFrame, dict[str, Any]]:
-    """Split, leakage-check and chunk the validated raw data (no files written)."""
+    """Redact (policy redact), split, leakage-check and chunk the validated raw data (no files
+    written)."""
     from tasks.lib.chunking import check_chunk_fits, chunk_corpus
     from tasks.lib.data import load_corpus, load_qa
     from tasks.lib.models import retriever_base_dir, retriever_max_seq_length
     from tasks.lib.resolve import load_tokenizer
 
     cat = ctx.catalog
-    corpus = load_corpus(str(cat.corpus_path))
-    raw_qa = load_qa(str(cat.qa_path))
+    corpus, raw_qa, redacted = redacted_inputs(load_corpus(str(cat.corpus_path)),
+                                               load_qa(str(cat.qa_path)), pii)
     qa = assign_splits(raw_qa, ctx.seed, section.eval_fraction)
     check_splits(split_counts(qa), str(cat.qa_path))  # before anything is written
     leaks = find_leaks(qa)
@@ -140,10 +155,10 @@ def prepare_data(section: PrepareConfig, ctx: StageContext
     model_dir = retriever_base_dir(ctx.models, cat.models_dir)
     check_chunk_fits(section, retriever_max_seq_length(model_dir), ctx.models.retriever_id)
     chunks = chunk_corpus(corpus, load_tokenizer(model_dir), section)
-    return chunks, qa, prepare_stats(corpus, raw_qa, qa, chunks)
+    return chunks, qa, {**prepare_stats(corpus, raw_qa, qa, chunks), **redacted}
 
 
-def prepare_stage(section: PrepareConfig, ctx: StageContext) -> dict[str, Any]:
+def prepare_stage(section: PrepareConfig, pii: PiiConfig, ctx: StageContext) -> dict[str, Any]:
     """Run prepare in its MLflow stage run: the one entry point for the flow, CLI and DVC."""
     import mlflow
 
@@ -152,9 +167,9 @@ def prepare_stage(section: PrepareConfig, ctx: StageContext) -> dict[str, Any]:
     from tasks.lib.tracking import log_dataset, stage_run
 
     cat = ctx.catalog
-    with stage_run(ctx, "prepare", section):
+    with stage_run(ctx, "prepare", section, pii):
         check_validated(ctx)
-        chunks, qa, stats = prepare_data(section, ctx)
+        chunks, qa, stats = prepare_data(section, pii, ctx)
         outputs = {"chunks": write_jsonl([c.__dict__ for c in chunks], cat.chunks_path)}
         for split in SPLITS:
             outputs[f"{split}_qa"] = write_jsonl(qa_records(qa[qa["split"] == split]),
@@ -166,9 +181,11 @@ def prepare_stage(section: PrepareConfig, ctx: StageContext) -> dict[str, Any]:
                     "chunks", "prepared")
         for split in SPLITS:
             log_dataset(qa[qa["split"] == split], str(outputs[f"{split}_qa"]), f"{split}_qa", split)
-        log.info("prepare: %d documents -> %d chunks; %d train / %d eval questions -> %s",
+        log.info("prepare: %d documents -> %d chunks; %d train / %d eval questions -> %s "
+                 "(%d personal-data items redacted, pii.policy: %s)",
                  stats["documents"], stats["chunks"], stats["train_questions"],
-                 stats["eval_questions"], cat.prepared_dir)
+                 stats["eval_questions"], cat.prepared_dir, stats["pii_redacted.total"],
+                 pii.policy)
     return {**stats, **{f"{k}_path": str(v) for k, v in outputs.items()}}
 
 
@@ -176,8 +193,9 @@ def prepare_stage(section: PrepareConfig, ctx: StageContext) -> dict[str, Any]:
 
 
 @task(name="prepare", **IO_RETRIES)
-def prepare(section: PrepareConfig, ctx: StageContext, validated: dict[str, Any]) -> dict[str, Any]:
+def prepare(section: PrepareConfig, pii: PiiConfig, ctx: StageContext, validated: dict[str, Any]
+            ) -> dict[str, Any]:
     """Split, leakage-check and chunk the validated data (`validated`: validate's result)."""
     from tasks.lib.incremental import run_or_reuse
 
-    return run_or_reuse(ctx, "prepare", lambda: prepare_stage(section, ctx))
+    return run_or_reuse(ctx, "prepare", lambda: prepare_stage(section, pii, ctx))

@@ -135,10 +135,10 @@ def rag_model_config(ctx: StageContext, sections: dict[str, Any], cand: dict[str
 
 
 def write_decision(out: Path, decision: dict[str, Any]) -> Path:
-    from tasks.lib.files import write_json
+    from tasks.lib.files import write_json, write_text_atomic
 
     write_json(out / "decision.json", decision)
-    (out / "decision.md").write_text(decision_markdown(decision), encoding="utf-8")
+    write_text_atomic(out / "decision.md", decision_markdown(decision))
     return out
 
 

@@ -18,12 +18,14 @@ from tasks.lib.config import (
     EvaluateConfig,
     GateRule,
     IndexConfig,
+    PiiConfig,
     PrepareConfig,
     PromoteConfig,
     ValidateConfig,
 )
 from tasks.lib.context import StageContext
 from tasks.lib.errors import ConfigError, DataError, ValidationFailed
+from tasks.lib.failpoints import failpoint
 from tasks.lib.runtime import IO_RETRIES
 
 log = logging.getLogger(__name__)
@@ -49,6 +51,14 @@ def check_release_settings(release_tags: dict[str, str], prepare: PrepareConfig)
             raise ConfigError(f"prepare.{key} is {getattr(prepare, key)} but the champion "
                               f"release was indexed with {recorded}: reindex with the release's "
                               "settings, or retrain (the pipeline) to change them")
+
+
+def corpus_to_index(corpus: Any, pii: PiiConfig) -> Any:
+    """The corpus as prepare would chunk it: under `pii.policy: redact` with personal data in
+    titles and texts replaced, so a refreshed index holds none either."""
+    from tasks.lib.pii import scan_frames
+
+    return scan_frames({"corpus": corpus}, pii)["corpus"].frame if pii.policy == "redact" else corpus
 
 
 def answerable(questions: list[dict[str, Any]], doc_ids: set[str]) -> list[dict[str, Any]]:
@@ -90,7 +100,7 @@ def validate_corpus_step(section: ValidateConfig, ctx: StageContext) -> dict[str
 
 
 def reindex_table_step(prepare: PrepareConfig, index: IndexConfig, promote: PromoteConfig,
-                       ctx: StageContext) -> dict[str, Any]:
+                       pii: PiiConfig, ctx: StageContext) -> dict[str, Any]:
     """Chunk the corpus and bring the champion's table up to date with the champion retriever."""
     import mlflow
 
@@ -106,13 +116,13 @@ def reindex_table_step(prepare: PrepareConfig, index: IndexConfig, promote: Prom
 
     cat = ctx.catalog
     reg = RegistryRef.of(ctx.tracking, promote, cat, ctx.lock)
-    with stage_run(ctx, "reindex_table", prepare, index):
+    with stage_run(ctx, "reindex_table", prepare, index, pii):
         release = resolve_release(reg, CHAMPION)
         check_release_settings(release.tags, prepare)
         base_dir = resolve_model_dir(release.retriever_base, ctx.models.allow_download,
                                      cat.models_dir)
-        chunks = [c.__dict__ for c in chunk_corpus(load_corpus(str(cat.corpus_path)),
-                                                   load_tokenizer(base_dir), prepare)]
+        corpus = corpus_to_index(load_corpus(str(cat.corpus_path)), pii)
+        chunks = [c.__dict__ for c in chunk_corpus(corpus, load_tokenizer(base_dir), prepare)]
         if not chunks:
             raise DataError(str(cat.corpus_path), None, None, "no chunks to index")
         adapter = adapter_dir(reg, reg.retriever_model, release.retriever_version)
@@ -188,8 +198,8 @@ def pin_release_step(promote: PromoteConfig, ctx: StageContext, table: dict[str,
                 for rule in retrieval_rules(promote.gate)]
         held = all(r["passed"] for r in rows)
         unchanged = table["version"] == table["pinned_version"]
+        version = str(champion.version)
         if held and not unchanged:
-            version = str(champion.version)
             for key, value in {"index.previous_version": str(table["pinned_version"]),
                                "index.version": str(table["version"]),
                                "index.rows": str(table["rows"]),
@@ -198,7 +208,9 @@ def pin_release_step(promote: PromoteConfig, ctx: StageContext, table: dict[str,
                                "reindex.at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                                }.items():
                 c.set_model_version_tag(reg.retriever_model, version, key, value)
-            registry.repin_rag(reg, int(version), int(table["version"]))  # the portable model too
+            failpoint("reindex.pin")  # crash tests: the record moved, the portable model not yet
+        if held:  # the portable model too (also repairs one a crash left behind)
+            registry.repin_rag(reg, int(version), int(table["version"]))
         outcome = ("unchanged" if unchanged else "pinned" if held else "kept")
         summary = {
             "unchanged": f"nothing changed in the corpus: v{table['version']} stays pinned",
@@ -230,8 +242,8 @@ def validate_corpus(section: ValidateConfig, ctx: StageContext) -> dict[str, Any
 
 @task(name="reindex_table", **IO_RETRIES)
 def reindex_table(prepare: PrepareConfig, index: IndexConfig, promote: PromoteConfig,
-                  ctx: StageContext, corpus: dict[str, Any]) -> dict[str, Any]:
-    return reindex_table_step(prepare, index, promote, ctx)
+                  pii: PiiConfig, ctx: StageContext, corpus: dict[str, Any]) -> dict[str, Any]:
+    return reindex_table_step(prepare, index, promote, pii, ctx)
 
 
 @task(name="evaluate_reindexed", **IO_RETRIES)

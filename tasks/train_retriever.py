@@ -191,7 +191,8 @@ def train_retriever_stage(section: TrainRetrieverConfig, ctx: StageContext) -> d
                 "train_retriever": section_dict(section), "models": section_dict(ctx.models),
                 "seed": ctx.seed}})
 
-        out_dir = publish_dir(cat.retriever_adapter_dir, build)  # readers never see half an adapter
+        out_dir = publish_dir(cat.retriever_adapter_dir, build,  # readers never see half of one
+                              what="the retriever adapter", key="paths.adapters_dir")
         stats = {"pairs": len(pairs), "steps": len(history), "train_seconds": round(seconds, 2),
                  "pairs_per_second": pairs_per_second(len(pairs), len(history), section, seconds),
                  "trainable_parameters": trainable, "total_parameters": total,

@@ -2,7 +2,9 @@
 
 Reads the raw corpus and QA (catalog: corpus_path, qa_path). Writes reports/validation/:
 summary.json and summary.md (each failed expectation with column, unexpected count, example
-values and source lines), metrics.json (for DVC) and GX Data Docs HTML (gx/.../index.html).
+values and source lines; personal data found per field and kind), metrics.json (for DVC) and
+GX Data Docs HTML (gx/.../index.html). The PII gate (config `pii`): warn logs the counts, fail
+adds an expectation per text field, redact validates and logs the redacted text.
 """
 
 from __future__ import annotations
@@ -13,13 +15,14 @@ from typing import Any
 import pandas as pd
 from prefect import task
 
-from tasks.lib.config import ValidateConfig
+from tasks.lib.config import PiiConfig, ValidateConfig
 from tasks.lib.context import StageContext
 from tasks.lib.errors import DataError, ValidationFailed
 from tasks.lib.expectations import (
     ValidationReport,
     corpus_expectations,
     failure_message,
+    pii_expectations,
     qa_expectations,
     qa_frame,
     reference_expectations,
@@ -27,6 +30,7 @@ from tasks.lib.expectations import (
     run_suites,
     write_report,
 )
+from tasks.lib.pii import Scan, describe_findings, field_counts, pii_metrics, scan_frames
 from tasks.lib.runtime import IO_RETRIES
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,48 @@ def suites_for(corpus: pd.DataFrame, qa: pd.DataFrame, section: ValidateConfig
     return frames, suites
 
 
+def pii_gate(corpus: pd.DataFrame, qa: pd.DataFrame, pii: PiiConfig
+             ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Scan]]:
+    """Scan corpus and QA for personal data; under policy redact the redacted copies are what
+    GX validates and MLflow logs (so examples and Data Docs hold none), else the raw frames."""
+    scans = scan_frames({"corpus": corpus, "qa": qa}, pii)
+    if pii.policy == "redact":
+        return scans["corpus"].frame, scans["qa"].frame, scans
+    return corpus, qa, scans
+
+
+def with_pii_checks(frames: dict[str, pd.DataFrame], suites: dict[str, list[tuple[str, dict]]],
+                    scans: dict[str, Scan], policy: str
+                    ) -> tuple[dict[str, pd.DataFrame], dict[str, list[tuple[str, dict]]]]:
+    """Under policy fail: a `pii_<field>` column per scanned field (the kinds each row holds)
+    and an expectation that it is null; otherwise the frames and suites unchanged."""
+    if policy != "fail":
+        return frames, suites
+    frames, suites = dict(frames), dict(suites)
+    for name, scan in scans.items():
+        columns = {f"pii_{field}": scan.kinds_column(field) for field in scan.found}
+        frames[name] = frames[name].assign(**columns)
+        suites[name] = [*suites[name], *pii_expectations(list(columns))]
+    return frames, suites
+
+
+def pii_summary(scans: dict[str, Scan], pii: PiiConfig) -> dict[str, Any]:
+    """What the summary says about personal data: policy, kinds, count by field and kind."""
+    counts = field_counts(scans)
+    return {"policy": pii.policy, "kinds": list(pii.kinds), "counts": counts,
+            "total": sum(n for by_kind in counts.values() for n in by_kind.values())}
+
+
+def pii_warning(summary: dict[str, Any]) -> str | None:
+    """The warning line for policy warn when anything was found (counts only, no values)."""
+    if summary["policy"] != "warn" or not summary["total"]:
+        return None
+    found = "; ".join(f"{where}: " + ", ".join(f"{n} {kind}" for kind, n in by_kind.items())
+                      for where, by_kind in summary["counts"].items() if by_kind)
+    return (f"personal data left in the text (pii.policy: warn): {found}. Set pii.policy: "
+            "redact to replace it before prepare, or fail to stop here")
+
+
 def failure_sources(ctx: StageContext) -> dict[str, str]:
     """Which file each suite checks (named in the error message)."""
     cat = ctx.catalog
@@ -53,10 +99,36 @@ def failure_sources(ctx: StageContext) -> dict[str, str]:
             "qa_references": f"{cat.qa_path} (doc_ids)"}
 
 
+def failure_text(report: ValidationReport, scans: dict[str, Scan], pii: PiiConfig,
+                 ctx: StageContext) -> str:
+    """The error: each failed expectation; under policy fail, the first findings by line."""
+    sources = failure_sources(ctx)
+    text = failure_message(report, sources)
+    if pii.policy == "fail" and report.pii.get("total"):
+        text += "\n" + describe_findings(scans, sources, pii.examples)
+    return text
+
+
 # ---- effects ------------------------------------------------------------------------------------
 
 
-def validate_stage(section: ValidateConfig, ctx: StageContext) -> dict[str, Any]:
+def log_report(report: ValidationReport, ctx: StageContext, pii: PiiConfig) -> None:
+    """The report's metrics (PII counts too), tag, files and Data Docs in the active MLflow run."""
+    import mlflow
+
+    cat, out_dir = ctx.catalog, ctx.catalog.validation_dir
+    mlflow.log_metrics({"failed_expectations": len(report.failures),
+                        "expectations": report.checked,
+                        **{f"rows_{k}": v for k, v in report.rows.items()},
+                        **pii_metrics(report.pii["counts"], pii.kinds)})
+    mlflow.set_tag("validation.success", str(report.success).lower())
+    for name in REPORT_FILES:
+        mlflow.log_artifact(str(out_dir / name), "validation")
+    if cat.data_docs_path.parent.is_dir():
+        mlflow.log_artifacts(str(cat.data_docs_path.parent), "validation/data_docs")
+
+
+def validate_stage(section: ValidateConfig, pii: PiiConfig, ctx: StageContext) -> dict[str, Any]:
     """Validate the raw data in the stage's MLflow run; raise ValidationFailed on any failure."""
     import mlflow
 
@@ -66,7 +138,7 @@ def validate_stage(section: ValidateConfig, ctx: StageContext) -> dict[str, Any]
 
     cat, out_dir = ctx.catalog, ctx.catalog.validation_dir
     md5s = data_md5s(cat.corpus_path, cat.qa_path)
-    with stage_run(ctx, "validate", section):
+    with stage_run(ctx, "validate", section, pii):
         try:
             corpus, qa = load_corpus(str(cat.corpus_path)), load_qa(str(cat.qa_path))
         except DataError as err:  # structural errors: still leave a report behind
@@ -74,26 +146,22 @@ def validate_stage(section: ValidateConfig, ctx: StageContext) -> dict[str, Any]
             for name in REPORT_FILES:
                 mlflow.log_artifact(str(out_dir / name), "validation")
             raise
+        corpus, qa, scans = pii_gate(corpus, qa, pii)
         log_dataset(corpus, str(cat.corpus_path), "raw_corpus", "raw")
         log_dataset(qa, str(cat.qa_path), "raw_qa", "raw")
-        frames, suites = suites_for(corpus, qa, section)
+        frames, suites = with_pii_checks(*suites_for(corpus, qa, section), scans, pii.policy)
         failures, checked = run_suites(frames, suites, out_dir, section.examples)
         report = ValidationReport(not failures, {k: len(v) for k, v in frames.items()}, checked,
-                                  failures)
+                                  failures, pii_summary(scans, pii))
         write_report(report, out_dir, md5s)
-        mlflow.log_metrics({"failed_expectations": len(report.failures),
-                            "expectations": report.checked,
-                            **{f"rows_{k}": v for k, v in report.rows.items()}})
-        mlflow.set_tag("validation.success", str(report.success).lower())
-        for name in REPORT_FILES:
-            mlflow.log_artifact(str(out_dir / name), "validation")
-        if cat.data_docs_path.parent.is_dir():
-            mlflow.log_artifacts(str(cat.data_docs_path.parent), "validation/data_docs")
+        log_report(report, ctx, pii)
         log.info("validation %s: %d expectations, %d failed (report: %s)",
                  "passed" if report.success else "FAILED", report.checked,
                  len(report.failures), out_dir / "summary.md")
+        if (warning := pii_warning(report.pii)) is not None:
+            log.warning(warning)
         if not report.success:
-            raise ValidationFailed(failure_message(report, failure_sources(ctx)))
+            raise ValidationFailed(failure_text(report, scans, pii, ctx))
     return {**report.to_dict(), "summary_path": str(cat.validation_summary_path)}
 
 
@@ -101,8 +169,8 @@ def validate_stage(section: ValidateConfig, ctx: StageContext) -> dict[str, Any]
 
 
 @task(name="validate", **IO_RETRIES)
-def validate(section: ValidateConfig, ctx: StageContext) -> dict[str, Any]:
+def validate(section: ValidateConfig, pii: PiiConfig, ctx: StageContext) -> dict[str, Any]:
     """Validate raw data with Great Expectations; fail the flow on any failed expectation."""
     from tasks.lib.incremental import run_or_reuse
 
-    return run_or_reuse(ctx, "validate", lambda: validate_stage(section, ctx))
+    return run_or_reuse(ctx, "validate", lambda: validate_stage(section, pii, ctx))

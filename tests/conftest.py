@@ -57,6 +57,26 @@ TINY_QA = [
      "answer": "No, priority chat support comes with Pro.", "doc_ids": ["plan-01"]},
 ]
 
+# Personal data for the PII gate's tests: a document (corpus line 4) and two questions (qa lines
+# 9 and 10) holding each kind; what a redacted output must not contain.
+PII_DOC = {"doc_id": "sup-01", "title": "Refunds",
+           "text": "Refunds go to DE89 3704 0044 0532 0130 00 within five days. Questions? Write "
+                   "to refunds@kestrel.example or call +44 20 7946 0958."}
+PII_QA = [
+    {"qid": "p1", "question": "I paid with 4111 1111 1111 1111, mail me at jo.doe@example.org",
+     "answer": "We will call you on (212) 555-0123.", "doc_ids": ["pay-01"], "split": "train"},
+    {"qid": "p2", "question": "refund to DE89 3704 0044 0532 0130 00 please?",
+     "answer": "Within five days.", "doc_ids": ["sup-01"], "split": "eval"},
+]
+PII_VALUES = ("DE89 3704", "refunds@kestrel.example", "7946 0958", "4111 1111", "jo.doe@example.org",
+              "555-0123")
+
+
+def write_pii_data(corpus_path: str | Path, qa_path: str | Path) -> None:
+    """Overwrite the tiny data with its PII-holding version (corpus line 4, qa lines 9-10)."""
+    write_jsonl_lines(Path(corpus_path), [*TINY_DOCS, PII_DOC])
+    write_jsonl_lines(Path(qa_path), [*TINY_QA, *PII_QA])
+
 
 MLFLOW_URI_VARS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
@@ -171,8 +191,8 @@ def run_stages(cfg: Any, names: tuple[str, ...] | None = None) -> dict[str, Any]
     from tasks.validate import validate_stage
 
     ctx = StageContext.of(cfg)
-    calls = {"validate": lambda: validate_stage(cfg.validate_, ctx),
-             "prepare": lambda: prepare_stage(cfg.prepare, ctx),
+    calls = {"validate": lambda: validate_stage(cfg.validate_, cfg.pii, ctx),
+             "prepare": lambda: prepare_stage(cfg.prepare, cfg.pii, ctx),
              "train_retriever": lambda: train_retriever_stage(cfg.train_retriever, ctx),
              "index": lambda: index_stage(cfg.index, ctx),
              "train_generator": lambda: train_generator_stage(cfg.train_generator, cfg.index, ctx),

@@ -94,6 +94,12 @@ class Catalog:
     def generator_adapter_dir(self) -> Path:
         return Path(self.paths.adapters_dir) / "generator"
 
+    @property
+    def work_dirs(self) -> tuple[Path, ...]:
+        """Where stages publish through temp names (searched for what a killed run left)."""
+        return (self.prepared_dir, self.reports_dir, self.models_dir, self.registry_cache_dir,
+                Path(self.paths.adapters_dir))
+
     # ---- index -------------------------------------------------------------------------------
     @property
     def index_uri(self) -> str:

@@ -77,6 +77,39 @@ class PrepareConfig(Section):
         return self
 
 
+PiiKind = Literal["email", "phone", "card", "iban"]
+
+
+class PiiConfig(Section):
+    """Personal data in corpus and QA text (tasks/lib/pii.py); validate counts it, prepare
+    redacts it under `redact`. Serving's query log is always redacted, whatever the policy."""
+
+    # warn: count per field, report and log the counts, change nothing (the demo: its corpus
+    # quotes the company's own 0800 support lines, which a detector cannot tell from a
+    # customer's number); redact: replace with [EMAIL]/[PHONE]/[CARD]/[IBAN] before prepare
+    # chunks or writes anything; fail: validation fails, naming file, line, field and kind.
+    policy: Literal["warn", "redact", "fail"] = "warn"
+    kinds: tuple[PiiKind, ...] = ("email", "phone", "card", "iban")  # what is looked for
+    # ISO 3166 regions whose national formats (0800 414 2290, (212) 555-0123) count as phone
+    # numbers; a number written with + or 00 is found whatever the region. More regions, more
+    # lookalikes: a 10-digit order number is a valid US phone number.
+    phone_regions: tuple[str, ...] = ("US", "GB", "DE", "FR")
+    # valid: any grouping of a valid number; strict_grouping: grouped as the country writes it
+    # too (misses "+49 30 9018 20", no longer takes ticket "2024-000123" for a US number)
+    phone_leniency: Literal["valid", "strict_grouping"] = "valid"
+    examples: int = Field(5, ge=1, le=50)  # findings named in the failure message (policy fail)
+
+    @model_validator(mode="after")
+    def _known_regions(self) -> PiiConfig:
+        import phonenumbers
+
+        unknown = [r for r in self.phone_regions if r not in phonenumbers.SUPPORTED_REGIONS]
+        if unknown:
+            raise ValueError(f"phone_regions: unknown region(s) {unknown}; use ISO 3166 codes "
+                             "such as GB (not UK), US, DE")
+        return self
+
+
 Device = Literal["auto", "cpu", "cuda"]
 
 
@@ -200,6 +233,10 @@ class ServeConfig(Section):
     max_batch: int = Field(8, ge=1)  # answers generated per batch at most
     max_question_chars: int = Field(2000, ge=1)  # longer questions/queries get a 422
     max_body_bytes: int = Field(65_536, ge=1024)  # larger request bodies get a 413
+    # Per client IP on /search, /ask, /feedback (429 past it): a person on the page sends a few
+    # a minute, a script asking one question at a time ~1/s on CPU; 0: no limit.
+    rate_limit_per_minute: int = Field(120, ge=0)  # requests per minute a client keeps up
+    rate_burst: int = Field(30, ge=1)  # requests a client may send at once before the rate holds
     query_log: bool = True  # append every request to <logs_dir>/queries/ (off: nothing kept)
     retention_days: int = Field(30, ge=0)  # delete query-log days older than this; 0: keep all
     traces: bool = True  # also record a sample of /ask requests as MLflow traces
@@ -248,6 +285,7 @@ class Config(Section):
     models: ModelsConfig = ModelsConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
     prepare: PrepareConfig = PrepareConfig()
+    pii: PiiConfig = PiiConfig()
     train_retriever: TrainRetrieverConfig = TrainRetrieverConfig()
     train_generator: TrainGeneratorConfig = TrainGeneratorConfig()
     index: IndexConfig = IndexConfig()

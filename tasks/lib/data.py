@@ -119,14 +119,9 @@ def load_qa(path: str | Path) -> pd.DataFrame:
 
 def write_jsonl(records: list[dict[str, Any]], path: str | Path) -> Path:
     """Write records as JSON Lines atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    from tasks.lib.files import write_text_atomic
+
+    return write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -9,6 +9,15 @@ def first_line(err: BaseException, limit: int = 300) -> str:
     return (lines[0] if lines else type(err).__name__)[:limit]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM arrived (a timeout, a worker's cancellation): unwinds like Ctrl-C, so every `with`
+    cleans up (temp outputs, MLflow runs ended KILLED, the write lock) before the exit."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signal = signum
+
+
 class TunedexError(Exception):
     """Base for errors shown to the user without a traceback (CLI exits non-zero)."""
 
@@ -47,3 +56,16 @@ class ModelNotAvailable(TunedexError):
 
 class ServingError(TunedexError):
     """The release to serve cannot be used as recorded (missing alias, table or version)."""
+
+
+class DiskFull(TunedexError):
+    """A write ran out of space or quota (ENOSPC, EDQUOT); what was published before is intact."""
+
+    def __init__(self, what: str, path: str, free_bytes: int | None, key: str | None = None):
+        free = ("free space unknown" if free_bytes is None else
+                f"{free_bytes / 1e6:.1f} MB free" if free_bytes >= 100_000 else
+                f"{free_bytes // 1000} KB free")
+        elsewhere = f"point {key} elsewhere" if key else "write elsewhere"
+        super().__init__(f"no space left on device while writing {what} to {path} ({free}): "
+                         f"free space or {elsewhere}; nothing was published")
+        self.what, self.path, self.free_bytes, self.key = what, path, free_bytes, key

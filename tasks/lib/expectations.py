@@ -5,7 +5,6 @@ Used by validate (corpus, qa, qa_references) and reindex (corpus only).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pandas as pd
 from tasks.lib.catalog import DATA_DOCS_INDEX
 from tasks.lib.config import ValidateConfig
 from tasks.lib.data import LINE_COLUMN
+from tasks.lib.files import write_json, write_text_atomic
 from tasks.lib.text import VISIBLE
 
 ALLOWED_SPLITS = ["train", "eval"]
@@ -55,6 +55,12 @@ def qa_expectations(cfg: ValidateConfig) -> list[tuple[str, dict[str, Any]]]:
     ]
 
 
+def pii_expectations(columns: list[str]) -> list[tuple[str, dict[str, Any]]]:
+    """No personal data (pii.policy: fail): each `pii_<field>` column (the kinds a row's field
+    holds, tasks/lib/pii.py) is null, so a failure names lines and kinds, never values."""
+    return [("ExpectColumnValuesToBeNull", {"column": c}) for c in columns]
+
+
 def reference_expectations(corpus_ids: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """Referential integrity: every qa doc_ids entry names a corpus document."""
     return [("ExpectColumnValuesToBeInSet", {"column": "doc_id", "value_set": corpus_ids})]
@@ -92,6 +98,7 @@ class ValidationReport:
     rows: dict[str, int]
     checked: int
     failures: list[Failure] = field(default_factory=list)
+    pii: dict[str, Any] = field(default_factory=dict)  # policy and count by field and kind
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,8 +136,21 @@ def format_summary(report: ValidationReport, paths: dict[str, str]) -> str:
                        f"{', '.join(repr(e) for e in f.examples)} | "
                        f"{', '.join(str(n) for n in f.lines)} |")
         out.append("")
+    out += format_pii(report.pii)
     out += [f"- {name}: `{path}`" for name, path in paths.items()]
     return "\n".join(out) + "\n"
+
+
+def format_pii(pii: dict[str, Any]) -> list[str]:
+    """The PII section of the summary: count by field and kind, and what the policy did."""
+    if not pii:
+        return []
+    kinds = list(pii["kinds"])
+    out = [f"## Personal data (pii.policy: {pii['policy']}): {pii['total']} found", "",
+           "| field | " + " | ".join(kinds) + " |", "|---|" + "---|" * len(kinds)]
+    out += [f"| {where} | " + " | ".join(str(counts.get(k, 0)) for k in kinds) + " |"
+            for where, counts in pii["counts"].items()]
+    return [*out, ""]
 
 
 def failure_message(report: ValidationReport, sources: dict[str, str]) -> str:
@@ -194,10 +214,11 @@ def write_report(report: ValidationReport, out_dir: Path, md5s: dict[str, str | 
     paths = {"summary": str(out_dir / "summary.json"),
              "data_docs": str(out_dir / DATA_DOCS_INDEX)}
     summary = {**report.to_dict(), "data_md5": md5s, "error": error}
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    text = format_summary(report, paths) + (f"\n**Error:** {error}\n" if error else "")
-    (out_dir / "summary.md").write_text(text, encoding="utf-8")
+    write_json(out_dir / "summary.json", summary)  # atomic, as every report a stage reads
+    write_text_atomic(out_dir / "summary.md",
+                      format_summary(report, paths) + (f"\n**Error:** {error}\n" if error else ""))
     metrics = {"success": int(report.success), "expectations": report.checked,
                "failed_expectations": len(report.failures),
-               **{f"rows_{k}": v for k, v in report.rows.items()}}
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+               **{f"rows_{k}": v for k, v in report.rows.items()},
+               **({"pii_total": report.pii["total"]} if report.pii else {})}
+    write_json(out_dir / "metrics.json", metrics)

@@ -93,7 +93,8 @@ def save_adapter(peft_model: Any, out_dir: Path, base_id: str, base_dir: Path,
         make_adapter_portable(tmp, base_id)
         write_adapter_meta(tmp, base_id, base_dir, extra)
 
-    return publish_dir(Path(out_dir), write, replace=True)  # a retrained adapter replaces the old
+    return publish_dir(Path(out_dir), write, replace=True,  # a retrained adapter replaces the old
+                       what="the generator adapter", key="paths.adapters_dir")
 
 
 def load_generator(base_dir: Path, adapter_dir: Path | None = None, device: str = "auto",

@@ -12,11 +12,11 @@ Questions are PII-redacted before they are written anywhere.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from tasks.lib.errors import DataError
+from tasks.lib.files import write_bytes_atomic
 from tasks.lib.pii import redact
 from tasks.lib.text import is_blank, normalize_question
 
@@ -130,13 +130,10 @@ def read_review(path: Path) -> list[tuple[int, dict[str, Any]]]:
 
 def write_lines(path: Path, rows: list[dict[str, Any]], append_to: bytes = b"") -> None:
     """Write JSON lines (after `append_to`) to a temp file, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     if append_to and not append_to.endswith(b"\n"):
         append_to += b"\n"
     body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
-    tmp.write_bytes(append_to + body)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, append_to + body)
 
 
 def add_to_review(path: Path, rows: list[dict[str, Any]]) -> int:

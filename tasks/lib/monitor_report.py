@@ -187,16 +187,14 @@ def read_history(path: Path) -> list[dict[str, Any]]:
 
 def write_report(cat: Any, report: dict[str, Any], flat: dict[str, float | None]) -> dict[str, Path]:
     """report.json, report.html and one history line under reports/monitor/."""
-    from tasks.lib.files import write_json
+    from tasks.lib.files import write_json, write_text_atomic
 
     out = cat.monitor_dir
     out.mkdir(parents=True, exist_ok=True)
     with cat.monitor_history_path.open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(history_line(report, flat)) + "\n")
     paths = {"json": write_json(out / "report.json", report), "html": out / "report.html"}
-    tmp = out / ".report.html.tmp"
-    tmp.write_text(render_html(report, read_history(cat.monitor_history_path)), encoding="utf-8")
-    tmp.replace(paths["html"])
+    write_text_atomic(paths["html"], render_html(report, read_history(cat.monitor_history_path)))
     return paths
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.lib.errors import ConfigError, ServingError, first_line
+from tasks.lib.failpoints import failpoint
 from tasks.lib.text import mask_uri
 
 log = logging.getLogger(__name__)
@@ -266,6 +267,8 @@ def repin_rag(reg: RegistryRef, retriever_version: int, table_version: int) -> i
         "release.rag_version")
     if not old:
         return None
+    if c.get_model_version(reg.rag_model, old).tags.get("index.version") == str(table_version):
+        return int(old)  # already serves that table version
     mlflow.set_registry_uri(reg.registry_uri)
     local = Path(mlflow.artifacts.download_artifacts(f"models:/{reg.rag_model}/{old}"))
     pyfunc = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
@@ -298,6 +301,7 @@ def move_release(reg: RegistryRef, alias: str, retriever_version: int, generator
     c.set_registered_model_alias(reg.generator_model, alias, str(generator_version))
     if rag_version is not None:
         c.set_registered_model_alias(reg.rag_model, alias, str(rag_version))
+    failpoint(f"release.move.{alias}")  # crash tests: mirrors moved, the record not yet
     c.set_registered_model_alias(reg.retriever_model, alias, str(retriever_version))
 
 
@@ -498,11 +502,14 @@ def _gc(reg: RegistryRef, connect: Any) -> dict[str, Any]:
     plan = gc_plan(reg)
     if not plan["drop"]:
         return plan
-    db = connect(reg.catalog.index_uri)
-    for name in plan["drop"]:
-        db.drop_table(name)
-        log.info("gc: dropped LanceDB table %s", name)
     c = client(reg)
+    # Tag first: a crash before a drop leaves a tagged version whose table the next gc drops;
+    # dropping first would leave untagged versions pointing at nothing.
     for version in plan["versions_losing_index"]:
         c.set_model_version_tag(reg.retriever_model, str(version), "index.gc", "dropped")
+    db = connect(reg.catalog.index_uri)
+    for name in plan["drop"]:
+        failpoint("gc.drop")
+        db.drop_table(name)
+        log.info("gc: dropped LanceDB table %s", name)
     return plan

@@ -54,3 +54,45 @@ def notify_failure(flow: Any, flow_run: Any, state: Any) -> None:
     text = (f"tunedex flow '{flow.name}' run '{flow_run.name}' ended {state.type.value}: "
             f"{state.message}")
     log.error(text)
+
+
+def clean_killed_runs(catalog: Any) -> list[Any]:
+    """Remove the temp files and dirs killed runs left (call it holding the write lock)."""
+    from tasks.lib.files import clean_leftovers
+
+    removed = clean_leftovers(*catalog.work_dirs)
+    if removed:
+        log.warning("removed %d temp output(s) left by killed runs: %s", len(removed),
+                    ", ".join(map(str, removed[:5])) + (" ..." if len(removed) > 5 else ""))
+    return removed
+
+
+def stage_of(tb: Any) -> str:
+    """The innermost stage (tasks/<stage>.py) a traceback passes through, else "start-up"."""
+    import traceback
+
+    from tasks.lib.stages import ALL_STAGES
+
+    names = [frame.f_globals.get("__name__", "") for frame, _ in traceback.walk_tb(tb)]
+    stages = [n.removeprefix("tasks.") for n in names if n.removeprefix("tasks.") in ALL_STAGES]
+    return stages[-1] if stages else "start-up"
+
+
+def until_cancelled(what: str, fn: Any, *args: Any) -> Any:
+    """Call fn(*args); a SIGTERM (a timeout, a worker's cancellation) or Ctrl-C ends it as a
+    Cancelled flow state instead of a crash.
+
+    The exception has unwound every `with` on its way here: MLflow runs ended KILLED
+    (tracking.py), temp outputs removed, and the caller's write lock is released as it returns.
+    The champion is untouched: promotion moves it last, and that step is atomic per alias."""
+    from prefect.exceptions import TerminationSignal
+    from prefect.states import Cancelled
+
+    try:
+        return fn(*args)
+    except (TerminationSignal, KeyboardInterrupt) as exc:  # KeyboardInterrupt: also errors.Terminated
+        sig = getattr(exc, "signal", 2)
+        message = (f"{what} cancelled by signal {sig} during {stage_of(exc.__traceback__)}; "
+                   "the interrupted step published nothing (`tunedex releases` shows the champion)")
+        log.warning(message)
+        return Cancelled(message=message)

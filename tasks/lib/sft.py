@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from tasks.lib.config import TrainGeneratorConfig
+from tasks.lib.failpoints import failpoint
 from tasks.lib.generator import build_messages, cut_chunks, render_prompt
 
 IGNORE = -100  # label value the loss skips (torch cross-entropy's ignore_index)
@@ -220,6 +221,7 @@ def train_lora_generator(model: Any, tokenizer: Any, examples: list[dict[str, An
                         "seconds": round(out["seconds"], 3),
                         "tokens_per_second": round(out["tokens"] / out["seconds"], 1)})
         bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{history[-1]['tokens_per_second']:.0f}")
+        failpoint("train_generator.step")  # crash tests: mid-training, nothing published yet
     peft_model.eval()
     model.config.use_cache = True
     return peft_model, history

@@ -42,10 +42,10 @@ def _metrics(stage: str) -> Callable[[Any], list[Path]]:
 
 
 STAGES: tuple[StageSpec, ...] = (
-    StageSpec("validate", ("validate",), (),
+    StageSpec("validate", ("validate", "pii"), (),
               lambda c: [c.corpus_path, c.qa_path], lambda c: [c.validation_summary_path], False,
               _none, lambda c: [c.validation_metrics_path]),
-    StageSpec("prepare", ("prepare",), ("project.seed", "models.retriever_id"),
+    StageSpec("prepare", ("prepare", "pii"), ("project.seed", "models.retriever_id"),
               lambda c: [c.corpus_path, c.qa_path, c.validation_summary_path],
               lambda c: [c.chunks_path, c.train_qa_path, c.eval_qa_path], True, _none,
               _metrics("prepare")),

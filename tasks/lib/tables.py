@@ -13,7 +13,9 @@ from datetime import timedelta
 from typing import Any
 
 from tasks.lib.config import IndexConfig
+from tasks.lib.diskfull import disk_full_as_error
 from tasks.lib.errors import ConfigError
+from tasks.lib.failpoints import failpoint
 from tasks.lib.text import passage_text
 
 KEY = "chunk_id"
@@ -115,6 +117,21 @@ def ensure_indexes(table: Any, cfg: IndexConfig, rebuilt_text: bool) -> None:
                                                   num_partitions=partitions))
 
 
+def create_or_drop(db: Any, name: str, rows: list[dict[str, Any]], table_schema: Any):
+    """Create a table with every row in one write; when the write fails (a full disk) a table
+    that was not there before is dropped again (lance leaves a folder list_tables would show)."""
+    existed = name in db.list_tables().tables
+    try:
+        return db.create_table(name, data=rows, schema=table_schema, mode="overwrite")
+    except Exception:
+        if not existed:
+            try:
+                db.drop_table(name)
+            except Exception:  # noqa: BLE001 - the write's error is the one to show
+                pass
+        raise
+
+
 def update_table(db: Any, name: str, model: Any, chunks: list[dict[str, Any]],
                  cfg: IndexConfig, encoder: Any = None) -> dict[str, Any]:
     """Bring one retriever's table up to date with the chunks; one commit per data change.
@@ -130,15 +147,18 @@ def update_table(db: Any, name: str, model: Any, chunks: list[dict[str, Any]],
     vectors = (encoder or encode)(model, [passage_text(c) for c in plan.to_embed], cfg.batch_size)
     encode_seconds = time.perf_counter() - started
     rows = build_rows(plan.to_embed, vectors)
-    if table is None:  # one write creates the table with every row (nothing half-built)
-        table = db.create_table(name, data=rows, schema=schema(dim), mode="overwrite")
-    elif rows or plan.deleted:  # one merge commit: upsert changed, delete removed
-        merge = table.merge_insert(KEY).when_matched_update_all().when_not_matched_insert_all()
-        if plan.deleted:
-            merge = merge.when_not_matched_by_source_delete(f"{KEY} IN ({sql_list(plan.deleted)})")
-        merge.execute(rows or schema(dim).empty_table())
-    ensure_indexes(table, cfg, rebuilt_text=bool(rows or plan.deleted)
-                   or not any(i.columns == ["text"] for i in table.list_indices()))
+    with disk_full_as_error(f"LanceDB table {name}", db.uri, "paths.index_uri"):
+        if table is None:  # one write creates the table with every row (nothing half-built)
+            table = create_or_drop(db, name, rows, schema(dim))
+        elif rows or plan.deleted:  # one merge commit: upsert changed, delete removed
+            merge = table.merge_insert(KEY).when_matched_update_all().when_not_matched_insert_all()
+            if plan.deleted:
+                merge = merge.when_not_matched_by_source_delete(
+                    f"{KEY} IN ({sql_list(plan.deleted)})")
+            failpoint("index.merge")  # crash tests (":go": the kill lands inside the merge)
+            merge.execute(rows or schema(dim).empty_table())  # a failed write commits no version
+        ensure_indexes(table, cfg, rebuilt_text=bool(rows or plan.deleted)
+                       or not any(i.columns == ["text"] for i in table.list_indices()))
     seconds = time.perf_counter() - started
     return {"table": name, "version": table.version, "rows": table.count_rows(),
             "embedded": len(plan.to_embed), "deleted": len(plan.deleted),

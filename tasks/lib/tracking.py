@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import tempfile
 import warnings
@@ -16,6 +17,7 @@ from typing import Any
 import yaml
 
 from tasks.lib.config import Config, TrackingConfig, flatten, tracking_uri_source
+from tasks.lib.failpoints import failpoint
 from tasks.lib.files import data_md5s
 from tasks.lib.text import mask_uri
 
@@ -120,10 +122,12 @@ def pipeline_run(cfg: Config, run_name: str) -> Iterator[str]:
     from tasks.lib.catalog import Catalog
 
     experiment_id = configure_tracking(cfg.tracking, cfg.project.name)
-    with mlflow.start_run(run_name=run_name, experiment_id=experiment_id) as run:
+    end_orphan_runs(experiment_id)
+    with mlflow.start_run(run_name=run_name, experiment_id=experiment_id) as run, killed_on_signal():
         resolved = redact_secrets(cfg.to_dict())
         log_params_flat(resolved)
-        mlflow.set_tags({"tunedex.profile": cfg.project.profile, **data_tags(Catalog(cfg.paths))})
+        mlflow.set_tags({"tunedex.profile": cfg.project.profile, **data_tags(Catalog(cfg.paths)),
+                         **process_tags()})
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "resolved_config.yaml"
             path.write_text(yaml.safe_dump(resolved, sort_keys=False), encoding="utf-8")
@@ -147,11 +151,55 @@ def stage_run(ctx: Any, stage: str, *sections: Any) -> Iterator[str]:
     with write_lock(ctx.lock, f"stage {stage}"):
         experiment_id = configure_tracking(ctx.tracking, ctx.project.name)
         nested = {"nested": True, "parent_run_id": ctx.parent_run_id} if ctx.parent_run_id else {}
-        with mlflow.start_run(run_name=stage, experiment_id=experiment_id, **nested) as run:
+        with mlflow.start_run(run_name=stage, experiment_id=experiment_id, **nested) as run, \
+                killed_on_signal():
             for section in sections:
                 log_params_flat(section_dict(section), f"{section_name(section)}.")
-            mlflow.set_tag("tunedex.stage", stage)
+            mlflow.set_tags({"tunedex.stage": stage, **process_tags()})
+            failpoint(f"stage.{stage}")
             yield run.info.run_id
+
+
+def process_tags() -> dict[str, str]:
+    """Which process runs this MLflow run: how the next run tells a killed one from a live one."""
+    return {"tunedex.pid": str(os.getpid()), "tunedex.host": socket.gethostname()}
+
+
+@contextmanager
+def killed_on_signal() -> Iterator[None]:
+    """End the active run KILLED, not FAILED, when a signal (SIGTERM, Ctrl-C) unwinds it."""
+    import mlflow
+
+    try:
+        yield
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt) or type(exc).__name__ == "TerminationSignal":
+            mlflow.end_run("KILLED")
+        raise
+
+
+def end_orphan_runs(experiment_id: str) -> list[str]:
+    """End as KILLED the runs still RUNNING whose process (on this host) is gone: what a SIGKILL
+    or a power cut leaves. Return their ids."""
+    from mlflow import MlflowClient
+
+    from tasks.lib.files import pid_alive
+
+    c = MlflowClient()
+    host = socket.gethostname()
+    ended = []
+    for run in c.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=500):
+        tags = run.data.tags
+        pid = tags.get("tunedex.pid", "")
+        if tags.get("tunedex.host") != host or not pid.isdigit() or pid_alive(int(pid)):
+            continue
+        c.set_tag(run.info.run_id, "tunedex.ended_by", f"the next run: process {pid} was gone")
+        c.set_terminated(run.info.run_id, "KILLED")
+        ended.append(run.info.run_id)
+    if ended:
+        log.warning("ended %d MLflow run(s) left RUNNING by a killed process as KILLED: %s",
+                    len(ended), ", ".join(ended))
+    return ended
 
 
 def section_name(section: Any) -> str:

@@ -85,6 +85,19 @@ def test_leaked_eval_question_fails_prepare(smoke_overrides, tmp_path):
 
 
 @pytest.mark.slow
+def test_pii_policy_fail_exits_with_the_validation_error(smoke_overrides, tmp_path):
+    from tests.conftest import PII_VALUES, write_pii_data
+
+    qa_path = smoke_overrides["paths.qa_path"]
+    write_pii_data(smoke_overrides["paths.corpus_path"], qa_path)
+    args = ("-c", str(SMOKE), *sets({**smoke_overrides, "pii.policy": "fail"}))
+    done = tunedex("stage", "validate", *args, cwd=tmp_path)
+    assert done.returncode == 3
+    assert f"{qa_path} line 9, field 'question': card, email" in plain(done.stderr)
+    assert not [v for v in PII_VALUES if v in done.stdout + done.stderr]
+
+
+@pytest.mark.slow
 def test_prepare_refuses_data_changed_since_validation(smoke_overrides, tmp_path):
     args = ("-c", str(SMOKE), *sets(smoke_overrides))
     assert tunedex("stage", "validate", *args, cwd=tmp_path).returncode == 0

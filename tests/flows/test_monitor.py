@@ -49,7 +49,8 @@ def demo_release(tmp_path_factory) -> dict[str, str]:
                  "models.retriever_id": "sentence-transformers/all-MiniLM-L6-v2",
                  "prepare.chunk_tokens": 200, "prepare.chunk_overlap": 32,
                  "train_retriever.max_seq_length": 128, "evaluate.answer_questions": 4,
-                 "serve.poll_seconds": 0, "serve.traces": False, "monitor.permutations": 300}
+                 "serve.poll_seconds": 0, "serve.traces": False, "monitor.permutations": 300,
+                 "serve.rate_limit_per_minute": 0}  # ~130 questions in a row from one client
     with clean_mlflow_env():
         run_stages(load_config(SMOKE, overrides))
         floor_only = [{"metric": "retrieval.hybrid.ndcg@10", "floor": 0.0}]

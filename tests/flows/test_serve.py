@@ -9,7 +9,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from flows.serve import api_mode, check_text, hit_view, is_loopback, serve_token
+from flows.serve import api_mode, check_text, hit_view, is_loopback, rate_limit_message, serve_token
 from tasks.lib.config import ServeConfig
 from tasks.lib.errors import ConfigError
 from tests.conftest import SMOKE, promote_release, uvicorn_app
@@ -36,6 +36,20 @@ def test_token_is_required_off_loopback():
     assert serve_token(ServeConfig(token="s3cret"), "0.0.0.0") == "s3cret"
     with pytest.raises(ConfigError, match="needs a bearer token"):
         serve_token(ServeConfig(), "0.0.0.0")
+
+
+def test_rate_limit_message_names_the_client_limit_and_keys():
+    message = rate_limit_message(ServeConfig(), "10.1.2.3", 0.2)
+    assert message == ("rate limit: 10.1.2.3 sent more than serve.rate_burst=30 requests at once "
+                       "or serve.rate_limit_per_minute=120 a minute to /search, /ask, /feedback; "
+                       "retry in 1 s (Retry-After), or raise those keys "
+                       "(serve.rate_limit_per_minute: 0 turns the limit off)")
+
+
+def unlimited(cfg):
+    """`cfg` without the per-client rate limit (for tests that send hundreds of requests)."""
+    return cfg.model_copy(update={"serve": cfg.serve.model_copy(
+        update={"rate_limit_per_minute": 0})})
 
 
 def test_hits_and_modes_as_the_api_shows_them():
@@ -159,6 +173,35 @@ def test_bearer_token(served):
 
 
 @pytest.mark.slow
+def test_rate_limit_answers_429_with_retry_after_and_leaves_health_open(served, tmp_path):
+    from tasks.lib.catalog import Catalog
+    from tasks.lib.querylog import read_log
+
+    cfg, _ = served
+    # One token a minute, three at once: the fourth request in a row is over the limit.
+    cfg = cfg.model_copy(update={"serve": cfg.serve.model_copy(
+        update={"rate_limit_per_minute": 1, "rate_burst": 3}), "paths": cfg.paths.model_copy(
+        update={"logs_dir": str(tmp_path / "logs")})})  # a query log of this test alone
+    with running(cfg) as (client, _app):
+        assert [client.post("/search", json={"query": "cards"}).status_code
+                for _ in range(3)] == [200, 200, 200]
+        for path, body in (("/search", {"query": "cards"}), ("/ask", {"question": "cards?"}),
+                           ("/feedback", {"request_id": "x", "rating": 1})):
+            refused = client.post(path, json=body)
+            assert refused.status_code == 429, (path, refused.text)
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+            error = refused.json()
+            assert error["error"].startswith("rate limit: 127.0.0.1 sent more than "
+                                             "serve.rate_burst=3 requests at once or "
+                                             "serve.rate_limit_per_minute=1 a minute")
+            assert error["request_id"] and error["release"]["retriever_version"] == 1
+        for path in ("/health", "/release", "/", "/openapi.json"):  # probes, page, docs: open
+            assert client.get(path).status_code == 200, path
+    kinds = [r["kind"] for r in read_log(Catalog(cfg.paths).query_log_dir)]
+    assert kinds == ["search"] * 3  # refused requests never reached a route
+
+
+@pytest.mark.slow
 def test_follows_champion_swaps_whole_and_refuses_a_missing_table(served):
     from tasks.lib.config import load_config
     from tasks.lib.registry import client as registry_client
@@ -207,7 +250,8 @@ def test_any_request_body_gets_an_answer_or_a_4xx_never_a_5xx(served):
     bodies = st.one_of(values.map(json.dumps), st.dictionaries(keys, values, max_size=4).map(
         json.dumps), st.binary(max_size=80))
     seen: list[int] = []
-    with running(cfg) as (client, _app):
+    # 150 requests in a burst from one client: the rate limit would answer most with 429.
+    with running(unlimited(cfg)) as (client, _app):
         @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
         @given(path=st.sampled_from(["/search", "/ask", "/feedback"]), body=bodies)
         def check(path, body):
@@ -235,7 +279,8 @@ def test_schemathesis_finds_no_server_error(served):
 
     cfg, _ = served
     calls: list[tuple[str, int]] = []
-    with running(cfg) as (client, _app):
+    # Hundreds of requests from one client: with the rate limit most would be 429s, not tests.
+    with running(unlimited(cfg)) as (client, _app):
         base = str(client.base_url).rstrip("/")
         schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
         operations = [result.ok() for result in schema.get_all_operations()]

@@ -86,7 +86,7 @@ def test_write_report_records_data_version_and_error(tmp_path):
     md5s = {"corpus": "abc", "qa": None}
     write_report(ValidationReport(False, {}, 0), out, md5s, "qa.jsonl, line 2: not valid JSON")
     summary = json.loads((out / "summary.json").read_text())
-    assert summary == {"success": False, "rows": {}, "checked": 0, "failures": [],
+    assert summary == {"success": False, "rows": {}, "checked": 0, "failures": [], "pii": {},
                        "data_md5": md5s, "error": "qa.jsonl, line 2: not valid JSON"}
     assert json.loads((out / "metrics.json").read_text()) == {
         "success": 0, "expectations": 0, "failed_expectations": 0}

@@ -1,4 +1,8 @@
-"""prepare (tasks/prepare.py): the seeded split, the leakage check, records and counts."""
+"""prepare (tasks/prepare.py): the seeded split, the leakage check, records and counts, and the
+PII gate's redaction before anything is chunked or written."""
+
+import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -11,8 +15,10 @@ from tasks.prepare import (
     hash_split,
     prepare_stats,
     qa_records,
+    redacted_inputs,
     split_counts,
 )
+from tests.conftest import PII_DOC, PII_QA, PII_VALUES, TINY_DOCS, TINY_QA, write_pii_data
 
 
 def test_hash_split_is_stable_and_seeded():
@@ -80,3 +86,75 @@ def test_a_split_left_empty_is_named_before_anything_is_written():
         check_splits({"train": 0, "eval": 8}, "qa.jsonl")
     with pytest.raises(DataError, match=r"no question ends up in 'eval'"):
         check_splits({"train": 8, "eval": 0}, "qa.jsonl")
+
+
+# ---- the PII gate: redact before chunking and splitting -----------------------------------------
+
+
+def pii_frames():
+    from tasks.lib.data import LINE_COLUMN
+
+    corpus = pd.DataFrame([*TINY_DOCS, PII_DOC]).assign(**{LINE_COLUMN: [1, 2, 3, 4]})
+    qa = pd.DataFrame([*TINY_QA, *PII_QA]).assign(**{LINE_COLUMN: list(range(1, 11))})
+    return corpus, qa
+
+
+def test_redact_replaces_titles_texts_questions_answers_and_counts_them(smoke_cfg):
+    corpus, qa = pii_frames()
+    redact = smoke_cfg.pii.model_copy(update={"policy": "redact"})
+    clean_corpus, clean_qa, counts = redacted_inputs(corpus, qa, redact)
+    assert clean_corpus["text"].iloc[3] == ("Refunds go to [IBAN] within five days. Questions? "
+                                            "Write to [EMAIL] or call [PHONE].")
+    assert clean_qa["question"].iloc[8] == "I paid with [CARD], mail me at [EMAIL]"
+    assert clean_qa["answer"].iloc[8] == "We will call you on [PHONE]."
+    assert clean_qa["qid"].tolist() == qa["qid"].tolist()  # rows and other fields kept
+    assert corpus["text"].iloc[3] == PII_DOC["text"]  # inputs not mutated
+    assert counts["pii_redacted.total"] == 7
+    assert {k: v for k, v in counts.items() if v} == {
+        "pii_redacted.corpus.text.email": 1, "pii_redacted.corpus.text.phone": 1,
+        "pii_redacted.corpus.text.iban": 1, "pii_redacted.qa.question.email": 1,
+        "pii_redacted.qa.question.card": 1, "pii_redacted.qa.question.iban": 1,
+        "pii_redacted.qa.answer.phone": 1, "pii_redacted.total": 7}
+    assert counts["pii_redacted.corpus.title.email"] == 0
+
+
+@pytest.mark.parametrize("policy", ["warn", "fail"])
+def test_warn_and_fail_leave_the_text_alone(smoke_cfg, policy):
+    corpus, qa = pii_frames()
+    section = smoke_cfg.pii.model_copy(update={"policy": policy})
+    out_corpus, out_qa, counts = redacted_inputs(corpus, qa, section)
+    assert out_corpus is corpus and out_qa is qa and counts == {"pii_redacted.total": 0}
+
+
+def prepared_text(cat) -> str:
+    return "".join(Path(p).read_text() for p in (cat.chunks_path, cat.train_qa_path,
+                                                 cat.eval_qa_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["redact", "warn"])
+def test_stage_redact_writes_no_personal_data_and_warn_changes_nothing(smoke_cfg, policy):
+    """validate then prepare on data holding each kind: under redact no value reaches the chunks
+    or the train/eval files, and prepare's metrics count what was replaced per field."""
+    from tasks.lib.context import StageContext
+    from tasks.prepare import prepare_stage
+    from tasks.validate import validate_stage
+
+    write_pii_data(smoke_cfg.paths.corpus_path, smoke_cfg.paths.qa_path)
+    pii = smoke_cfg.pii.model_copy(update={"policy": policy})
+    ctx = StageContext.of(smoke_cfg)
+    validate_stage(smoke_cfg.validate_, pii, ctx)
+    result = prepare_stage(smoke_cfg.prepare, pii, ctx)
+    text = prepared_text(ctx.catalog)
+    metrics = json.loads(ctx.catalog.stage_metrics_path("prepare").read_text())
+    chunks = ctx.catalog.chunks_path.read_text()
+    if policy == "warn":
+        assert all(v in text for v in PII_VALUES) and metrics["pii_redacted.total"] == 0
+        assert "refunds@kestrel.example" in chunks and "DE89 3704" in chunks
+        return
+    assert "[EMAIL]" in chunks and "[IBAN]" in chunks
+    assert not [v for v in PII_VALUES if v in text]
+    assert all(p in text for p in ("[EMAIL]", "[PHONE]", "[CARD]", "[IBAN]"))
+    assert result["pii_redacted.total"] == metrics["pii_redacted.total"] == 7
+    assert metrics["pii_redacted.qa.question.card"] == 1
+    assert metrics["pii_redacted.corpus.text.phone"] == 1

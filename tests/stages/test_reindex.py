@@ -56,3 +56,21 @@ def test_answerable_drops_questions_about_deleted_documents():
     assert [q["qid"] for q in answerable(questions, {"d1", "d2"})] == ["a", "c"]
     assert answerable(questions, set()) == []
     assert answerable([], {"d1"}) == []
+
+
+@pytest.mark.parametrize("policy", ["redact", "warn"])
+def test_the_refreshed_corpus_is_redacted_as_prepare_would(policy):
+    import pandas as pd
+
+    from tasks.lib.config import PiiConfig
+    from tasks.reindex import corpus_to_index
+    from tests.conftest import PII_DOC
+
+    corpus = pd.DataFrame([PII_DOC]).assign(line=[1])
+    out = corpus_to_index(corpus, PiiConfig(policy=policy))
+    if policy == "warn":
+        assert out is corpus
+        return
+    assert out["text"][0] == ("Refunds go to [IBAN] within five days. Questions? Write to [EMAIL] "
+                              "or call [PHONE].")
+    assert corpus["text"][0] == PII_DOC["text"]

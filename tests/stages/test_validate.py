@@ -2,6 +2,7 @@
 broken data, and the messages a user sees."""
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -18,8 +19,23 @@ from tasks.lib.expectations import (
     write_report,
 )
 from tasks.lib.files import data_md5s
-from tasks.validate import failure_sources, suites_for, validate_stage
-from tests.conftest import TINY_DOCS, TINY_QA, write_jsonl_lines
+from tasks.validate import (
+    failure_sources,
+    failure_text,
+    pii_gate,
+    pii_summary,
+    pii_warning,
+    suites_for,
+    validate_stage,
+    with_pii_checks,
+)
+from tests.conftest import (
+    PII_VALUES,
+    TINY_DOCS,
+    TINY_QA,
+    write_jsonl_lines,
+    write_pii_data,
+)
 
 
 def run(section, tmp_path, docs=TINY_DOCS, qa=TINY_QA) -> ValidationReport:
@@ -142,7 +158,111 @@ def test_stage_raises_with_the_message_and_leaves_the_report(smoke_cfg):
                       [*TINY_DOCS, {"doc_id": "x-01", "title": "No body"}])
     with pytest.raises(ValidationFailed, match=r"corpus.jsonl \(lines 4\): "
                                                "expect_column_values_to_not_be_null on column 'text'"):
-        validate_stage(smoke_cfg.validate_, StageContext.of(smoke_cfg))
+        validate_stage(smoke_cfg.validate_, smoke_cfg.pii, StageContext.of(smoke_cfg))
     summary = json.loads((StageContext.of(smoke_cfg).catalog.validation_summary_path).read_text())
     assert summary["success"] is False and summary["data_md5"] == data_md5s(
         smoke_cfg.paths.corpus_path, smoke_cfg.paths.qa_path)
+
+
+# ---- the PII gate (config `pii`) ---------------------------------------------------------------
+
+PII_COUNTS = {"corpus.title": {}, "corpus.text": {"email": 1, "iban": 1, "phone": 1},
+              "qa.question": {"card": 1, "email": 1, "iban": 1}, "qa.answer": {"phone": 1}}
+
+
+def gated_run(cfg, tmp_path, policy, validate=None):
+    """validate's suites with the PII gate for `policy` on the PII data, through real GX."""
+    write_pii_data(cfg.paths.corpus_path, cfg.paths.qa_path)
+    pii = cfg.pii.model_copy(update={"policy": policy})
+    corpus, qa, scans = pii_gate(load_corpus(cfg.paths.corpus_path), load_qa(cfg.paths.qa_path),
+                                 pii)
+    frames, suites = with_pii_checks(*suites_for(corpus, qa, validate or cfg.validate_), scans,
+                                     policy)
+    out_dir = tmp_path / "reports" / "validation"
+    failures, checked = run_suites(frames, suites, out_dir, 5)
+    report = ValidationReport(not failures, {k: len(v) for k, v in frames.items()}, checked,
+                              failures, pii_summary(scans, pii))
+    write_report(report, out_dir, {})
+    return report, scans, pii
+
+
+def test_pii_policy_fail_is_an_expectation_naming_line_field_and_kind(smoke_cfg, tmp_path):
+    report, scans, pii = gated_run(smoke_cfg, tmp_path, "fail")
+    assert failed(report) == {("corpus", "expect_column_values_to_be_null", "pii_text"),
+                              ("qa", "expect_column_values_to_be_null", "pii_question"),
+                              ("qa", "expect_column_values_to_be_null", "pii_answer")}
+    by_column = {f.column: f for f in report.failures}
+    assert by_column["pii_question"].lines == [9, 10]
+    assert by_column["pii_question"].examples == ["card, email", "iban"]  # kinds, not values
+    assert by_column["pii_text"].lines == [4] and by_column["pii_answer"].lines == [9]
+    text = failure_text(report, scans, pii, StageContext.of(smoke_cfg))
+    corpus, qa = smoke_cfg.paths.corpus_path, smoke_cfg.paths.qa_path
+    assert f"{corpus} line 4, field 'text': email, iban, phone" in text
+    assert f"{qa} line 9, field 'answer': phone" in text
+    assert f"{qa} line 9, field 'question': card, email" in text
+    assert f"{qa} line 10, field 'question': iban" in text
+    assert f"{qa} (lines 9, 10): expect_column_values_to_be_null on column 'pii_question'" in text
+    assert not [v for v in PII_VALUES if v in text]
+
+
+@pytest.mark.parametrize("policy", ["warn", "redact"])
+def test_pii_policy_warn_or_redact_passes_and_counts_per_field(smoke_cfg, tmp_path, policy):
+    report, _, _ = gated_run(smoke_cfg, tmp_path, policy)
+    assert report.success, report.failures
+    assert report.pii == {"policy": policy, "kinds": ["email", "phone", "card", "iban"],
+                          "counts": PII_COUNTS, "total": 7}
+    out = tmp_path / "reports" / "validation"
+    assert json.loads((out / "summary.json").read_text())["pii"]["counts"] == PII_COUNTS
+    assert json.loads((out / "metrics.json").read_text())["pii_total"] == 7
+    md = (out / "summary.md").read_text()
+    assert f"## Personal data (pii.policy: {policy}): 7 found" in md
+    assert "| field | email | phone | card | iban |" in md and "| qa.question | 1 | 0 | 1 | 1 |" in md
+
+
+def test_pii_warning_counts_without_values_and_only_for_warn(smoke_cfg, tmp_path):
+    report, _, _ = gated_run(smoke_cfg, tmp_path, "warn")
+    assert pii_warning(report.pii) == (
+        "personal data left in the text (pii.policy: warn): corpus.text: 1 email, 1 iban, 1 "
+        "phone; qa.question: 1 card, 1 email, 1 iban; qa.answer: 1 phone. Set pii.policy: "
+        "redact to replace it before prepare, or fail to stop here")
+    assert pii_warning({**report.pii, "policy": "redact"}) is None
+    assert pii_warning({**report.pii, "total": 0}) is None
+
+
+def test_pii_policy_redact_validates_the_redacted_text(smoke_cfg, tmp_path):
+    """Under redact GX sees placeholders: a failure's examples and the Data Docs hold no values."""
+    short = smoke_cfg.validate_.model_copy(update={"max_question_chars": 37})
+    report, _, _ = gated_run(smoke_cfg, tmp_path, "redact", short)
+    failure = next(f for f in report.failures if f.column == "question")
+    assert failure.lines == [7, 8, 9]
+    assert failure.examples[2] == "I paid with [CARD], mail me at [EMAIL]"
+    docs = "".join(p.read_text(errors="ignore") for p in (tmp_path / "reports").rglob("*.html"))
+    assert docs and not [v for v in PII_VALUES if v in docs]
+    raw, _, _ = gated_run(smoke_cfg, tmp_path / "raw-run", "warn", short)
+    assert "4111 1111 1111 1111" in next(f for f in raw.failures if f.column == "question").examples[2]
+    raw_docs = "".join(p.read_text(errors="ignore")
+                       for p in (tmp_path / "raw-run" / "reports").rglob("*.html"))
+    assert "4111 1111 1111 1111" in raw_docs  # what the check above would catch
+
+
+@pytest.mark.slow
+def test_stage_pii_fail_raises_and_warn_passes_with_counts_in_summary_and_mlflow(smoke_cfg, caplog):
+    from mlflow.tracking import MlflowClient
+
+    write_pii_data(smoke_cfg.paths.corpus_path, smoke_cfg.paths.qa_path)
+    ctx = StageContext.of(smoke_cfg)
+    fail = smoke_cfg.pii.model_copy(update={"policy": "fail"})
+    with pytest.raises(ValidationFailed, match=r"qa.jsonl line 9, field 'question': card, email"):
+        validate_stage(smoke_cfg.validate_, fail, ctx)
+    summary_path = ctx.catalog.validation_summary_path
+    assert json.loads(summary_path.read_text())["success"] is False
+    with caplog.at_level(logging.WARNING, logger="tasks.validate"):
+        result = validate_stage(smoke_cfg.validate_, smoke_cfg.pii, ctx)  # smoke: warn
+    assert result["success"] and result["pii"]["counts"] == PII_COUNTS
+    assert "(pii.policy: warn): corpus.text: 1 email, 1 iban, 1 phone;" in caplog.text
+    assert json.loads(summary_path.read_text())["pii"]["total"] == 7
+    client = MlflowClient(smoke_cfg.tracking.tracking_uri)
+    run = client.search_runs([client.get_experiment_by_name(smoke_cfg.project.name).experiment_id],
+                             order_by=["attributes.start_time DESC"], max_results=1)[0]
+    assert run.data.metrics["pii.qa.question.email"] == 1 and run.data.metrics["pii.total"] == 7
+    assert run.data.metrics["pii.qa.answer.email"] == 0 and run.data.params["pii.policy"] == "warn"

@@ -49,8 +49,8 @@ def run_steps(cfg: Any) -> dict[str, Any]:
     """The four steps inside one MLflow parent run (the write lock is held)."""
     with pipeline_run(cfg, run_name="reindex") as run_id:
         ctx = StageContext.of(cfg, run_id)
-        # 1. Corpus expectations only (the QA file is the pipeline's business).
-        corpus = validate_corpus(cfg.validate_, ctx)
+        # 1. Corpus expectations and the PII gate (the QA file is the pipeline's business).
+        corpus = validate_corpus(cfg.validate_, cfg.pii, ctx)
         # 2. Chunk and embed what changed into the champion's table (one merge commit).
         table = reindex_table(cfg.prepare, cfg.index, cfg.promote, cfg.pii, ctx, corpus)
         # 3. Retrieval metrics of the new version on the eval questions whose documents remain.

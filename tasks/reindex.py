@@ -69,8 +69,10 @@ def answerable(questions: list[dict[str, Any]], doc_ids: set[str]) -> list[dict[
 # ---- effects ------------------------------------------------------------------------------------
 
 
-def validate_corpus_step(section: ValidateConfig, ctx: StageContext) -> dict[str, Any]:
-    """Run the corpus suite (GX) on the raw corpus; stop the flow on any failed expectation."""
+def validate_corpus_step(section: ValidateConfig, pii: PiiConfig, ctx: StageContext
+                         ) -> dict[str, Any]:
+    """Run the corpus suite (GX) and the PII gate on the raw corpus; stop the flow on any
+    failed expectation."""
     import mlflow
 
     from tasks.lib.data import load_corpus
@@ -81,22 +83,34 @@ def validate_corpus_step(section: ValidateConfig, ctx: StageContext) -> dict[str
         run_suites,
     )
     from tasks.lib.files import file_md5
+    from tasks.lib.pii import describe_findings, pii_metrics
+    from tasks.lib.pii_gate import gate_frames, pii_summary, pii_warning, with_pii_checks
     from tasks.lib.tracking import log_dataset, stage_run
 
     corpus_path = str(ctx.catalog.corpus_path)
-    with stage_run(ctx, "validate_corpus", section):
-        corpus = load_corpus(corpus_path)
+    with stage_run(ctx, "validate_corpus", section, pii):
+        gated, scans = gate_frames({"corpus": load_corpus(corpus_path)}, pii)
+        corpus = gated["corpus"]
         log_dataset(corpus, corpus_path, "raw_corpus", "raw")
+        frames, suites = with_pii_checks({"corpus": corpus.drop(columns=["metadata"])},
+                                         {"corpus": corpus_expectations(section)}, scans,
+                                         pii.policy)
         out = ctx.catalog.reindex_dir / "validation"
-        failures, checked = run_suites({"corpus": corpus.drop(columns=["metadata"])},
-                                       {"corpus": corpus_expectations(section)}, out,
-                                       section.examples)
-        mlflow.log_metrics({"expectations": checked, "failed_expectations": len(failures)})
+        failures, checked = run_suites(frames, suites, out, section.examples)
+        found = pii_summary(scans, pii)
+        mlflow.log_metrics({"expectations": checked, "failed_expectations": len(failures),
+                            **pii_metrics(found["counts"], pii.kinds)})
         if failures:
-            report = ValidationReport(False, {"corpus": len(corpus)}, checked, failures)
-            raise ValidationFailed(failure_message(report, {"corpus": corpus_path}))
+            report = ValidationReport(False, {"corpus": len(corpus)}, checked, failures, found)
+            text = failure_message(report, {"corpus": corpus_path})
+            if pii.policy == "fail" and found["total"]:
+                text += "\n" + describe_findings(scans, {"corpus": corpus_path}, pii.examples)
+            raise ValidationFailed(text)
+        if (warning := pii_warning(found)) is not None:
+            log.warning("reindex: %s", warning)
         log.info("reindex: corpus valid (%d documents, %d expectations)", len(corpus), checked)
-    return {"documents": len(corpus), "expectations": checked, "corpus_md5": file_md5(corpus_path)}
+    return {"documents": len(corpus), "expectations": checked, "corpus_md5": file_md5(corpus_path),
+            "pii": found["counts"]}
 
 
 def reindex_table_step(prepare: PrepareConfig, index: IndexConfig, promote: PromoteConfig,
@@ -236,8 +250,8 @@ def pin_release_step(promote: PromoteConfig, ctx: StageContext, table: dict[str,
 
 
 @task(name="validate_corpus", **IO_RETRIES)
-def validate_corpus(section: ValidateConfig, ctx: StageContext) -> dict[str, Any]:
-    return validate_corpus_step(section, ctx)
+def validate_corpus(section: ValidateConfig, pii: PiiConfig, ctx: StageContext) -> dict[str, Any]:
+    return validate_corpus_step(section, pii, ctx)
 
 
 @task(name="reindex_table", **IO_RETRIES)

@@ -22,7 +22,6 @@ from tasks.lib.expectations import (
     ValidationReport,
     corpus_expectations,
     failure_message,
-    pii_expectations,
     qa_expectations,
     qa_frame,
     reference_expectations,
@@ -30,7 +29,8 @@ from tasks.lib.expectations import (
     run_suites,
     write_report,
 )
-from tasks.lib.pii import Scan, describe_findings, field_counts, pii_metrics, scan_frames
+from tasks.lib.pii import Scan, describe_findings, pii_metrics
+from tasks.lib.pii_gate import gate_frames, pii_summary, pii_warning, with_pii_checks
 from tasks.lib.runtime import IO_RETRIES
 
 log = logging.getLogger(__name__)
@@ -48,48 +48,6 @@ def suites_for(corpus: pd.DataFrame, qa: pd.DataFrame, section: ValidateConfig
     suites = {"corpus": corpus_expectations(section), "qa": qa_expectations(section),
               "qa_references": reference_expectations(corpus["doc_id"].dropna().tolist())}
     return frames, suites
-
-
-def pii_gate(corpus: pd.DataFrame, qa: pd.DataFrame, pii: PiiConfig
-             ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Scan]]:
-    """Scan corpus and QA for personal data; under policy redact the redacted copies are what
-    GX validates and MLflow logs (so examples and Data Docs hold none), else the raw frames."""
-    scans = scan_frames({"corpus": corpus, "qa": qa}, pii)
-    if pii.policy == "redact":
-        return scans["corpus"].frame, scans["qa"].frame, scans
-    return corpus, qa, scans
-
-
-def with_pii_checks(frames: dict[str, pd.DataFrame], suites: dict[str, list[tuple[str, dict]]],
-                    scans: dict[str, Scan], policy: str
-                    ) -> tuple[dict[str, pd.DataFrame], dict[str, list[tuple[str, dict]]]]:
-    """Under policy fail: a `pii_<field>` column per scanned field (the kinds each row holds)
-    and an expectation that it is null; otherwise the frames and suites unchanged."""
-    if policy != "fail":
-        return frames, suites
-    frames, suites = dict(frames), dict(suites)
-    for name, scan in scans.items():
-        columns = {f"pii_{field}": scan.kinds_column(field) for field in scan.found}
-        frames[name] = frames[name].assign(**columns)
-        suites[name] = [*suites[name], *pii_expectations(list(columns))]
-    return frames, suites
-
-
-def pii_summary(scans: dict[str, Scan], pii: PiiConfig) -> dict[str, Any]:
-    """What the summary says about personal data: policy, kinds, count by field and kind."""
-    counts = field_counts(scans)
-    return {"policy": pii.policy, "kinds": list(pii.kinds), "counts": counts,
-            "total": sum(n for by_kind in counts.values() for n in by_kind.values())}
-
-
-def pii_warning(summary: dict[str, Any]) -> str | None:
-    """The warning line for policy warn when anything was found (counts only, no values)."""
-    if summary["policy"] != "warn" or not summary["total"]:
-        return None
-    found = "; ".join(f"{where}: " + ", ".join(f"{n} {kind}" for kind, n in by_kind.items())
-                      for where, by_kind in summary["counts"].items() if by_kind)
-    return (f"personal data left in the text (pii.policy: warn): {found}. Set pii.policy: "
-            "redact to replace it before prepare, or fail to stop here")
 
 
 def failure_sources(ctx: StageContext) -> dict[str, str]:
@@ -146,7 +104,8 @@ def validate_stage(section: ValidateConfig, pii: PiiConfig, ctx: StageContext) -
             for name in REPORT_FILES:
                 mlflow.log_artifact(str(out_dir / name), "validation")
             raise
-        corpus, qa, scans = pii_gate(corpus, qa, pii)
+        gated, scans = gate_frames({"corpus": corpus, "qa": qa}, pii)
+        corpus, qa = gated["corpus"], gated["qa"]
         log_dataset(corpus, str(cat.corpus_path), "raw_corpus", "raw")
         log_dataset(qa, str(cat.qa_path), "raw_qa", "raw")
         frames, suites = with_pii_checks(*suites_for(corpus, qa, section), scans, pii.policy)

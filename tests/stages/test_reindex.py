@@ -74,3 +74,26 @@ def test_the_refreshed_corpus_is_redacted_as_prepare_would(policy):
     assert out["text"][0] == ("Refunds go to [IBAN] within five days. Questions? Write to [EMAIL] "
                               "or call [PHONE].")
     assert corpus["text"][0] == PII_DOC["text"]
+
+
+@pytest.mark.parametrize("policy", ["warn", "redact", "fail"])
+def test_the_corpus_check_applies_the_pii_gate(smoke_cfg, policy, caplog):
+    """reindex's corpus check counts personal data as validate does; `fail` stops it naming the
+    line, field and kind (never the value)."""
+    from tasks.lib.context import StageContext
+    from tasks.lib.errors import ValidationFailed
+    from tasks.reindex import validate_corpus_step
+    from tests.conftest import PII_VALUES, write_pii_data
+
+    write_pii_data(smoke_cfg.paths.corpus_path, smoke_cfg.paths.qa_path)
+    pii = smoke_cfg.pii.model_copy(update={"policy": policy})
+    ctx = StageContext.of(smoke_cfg)
+    if policy == "fail":
+        with pytest.raises(ValidationFailed, match=r"corpus.jsonl line 4, field 'text': ") as err:
+            validate_corpus_step(smoke_cfg.validate_, pii, ctx)
+        assert not any(value in str(err.value) for value in PII_VALUES)
+        return
+    result = validate_corpus_step(smoke_cfg.validate_, pii, ctx)
+    assert sum(result["pii"]["corpus.text"].values()) >= 3  # the PII document's e-mail, phone, IBAN
+    warned = [r.message for r in caplog.records if "pii.policy: warn" in r.message]
+    assert bool(warned) == (policy == "warn")

@@ -19,16 +19,8 @@ from tasks.lib.expectations import (
     write_report,
 )
 from tasks.lib.files import data_md5s
-from tasks.validate import (
-    failure_sources,
-    failure_text,
-    pii_gate,
-    pii_summary,
-    pii_warning,
-    suites_for,
-    validate_stage,
-    with_pii_checks,
-)
+from tasks.lib.pii_gate import gate_frames, pii_summary, pii_warning, with_pii_checks
+from tasks.validate import failure_sources, failure_text, suites_for, validate_stage
 from tests.conftest import (
     PII_VALUES,
     TINY_DOCS,
@@ -174,8 +166,9 @@ def gated_run(cfg, tmp_path, policy, validate=None):
     """validate's suites with the PII gate for `policy` on the PII data, through real GX."""
     write_pii_data(cfg.paths.corpus_path, cfg.paths.qa_path)
     pii = cfg.pii.model_copy(update={"policy": policy})
-    corpus, qa, scans = pii_gate(load_corpus(cfg.paths.corpus_path), load_qa(cfg.paths.qa_path),
-                                 pii)
+    gated, scans = gate_frames({"corpus": load_corpus(cfg.paths.corpus_path),
+                                "qa": load_qa(cfg.paths.qa_path)}, pii)
+    corpus, qa = gated["corpus"], gated["qa"]
     frames, suites = with_pii_checks(*suites_for(corpus, qa, validate or cfg.validate_), scans,
                                      policy)
     out_dir = tmp_path / "reports" / "validation"

@@ -213,7 +213,7 @@ def create_app(cfg: Any, ref: str = "champion", host: str = "127.0.0.1") -> Any:
     default_mode = api_mode(judged(cfg.promote.gate, "retrieval", "hybrid"))
     holder = ReleaseHolder(lambda served: LoadedRelease(served, sections, cat),
                            lambda r: resolve_served(reg, cat, cfg.models, r), (default_setup,), ref)
-    recorder = RequestRecorder(sv, cfg.tracking, cfg.project.name, cat)
+    recorder = RequestRecorder(sv, cfg.tracking, cfg.project.name, cat, cfg.pii)
 
     def run_batch(key: Any, items: list[tuple[Any, str]]) -> list[Any]:
         release, setup = items[0][0], key[1]

@@ -118,15 +118,18 @@ def read_log(log_dir: Path, since: float | None = None) -> Iterator[dict[str, An
                     yield record
 
 
-def redacted(record: dict[str, Any]) -> dict[str, Any]:
+def redacted(record: dict[str, Any], pii: Any = None) -> dict[str, Any]:
     """The record with e-mail addresses, card numbers, IBANs and phone numbers in its free text
-    (question, answer, comment) replaced by placeholders: the log keeps no personal data."""
+    (question, answer, comment) replaced by placeholders: the log keeps no personal data.
+    Every kind, whatever `pii.kinds` says (users' questions are not the team's corpus); phone
+    numbers by the `pii` section's regions and leniency when given."""
     from tasks.lib.pii import redact
 
+    phones = {} if pii is None else {"regions": pii.phone_regions, "leniency": pii.phone_leniency}
     out = dict(record)
     for key in ("question", "answer", "comment"):
         if isinstance(out.get(key), str):
-            out[key] = redact(out[key])[0]
+            out[key] = redact(out[key], **phones)[0]
     return out
 
 
@@ -137,9 +140,10 @@ class RequestRecorder:
     """The server's side of the log: one record per request, the request ids feedback may
     name, and a sample of requests as MLflow traces (spans retrieve and generate)."""
 
-    def __init__(self, serve: Any, tracking: Any, experiment: str, cat: Any):
+    def __init__(self, serve: Any, tracking: Any, experiment: str, cat: Any, pii: Any = None):
         import random
 
+        self.pii = pii  # the phone rules redaction follows (tasks/lib/pii.py)
         self.enabled = serve.query_log
         self.sample = serve.trace_sample if serve.traces else 0.0
         self.tracking, self.experiment = tracking, experiment
@@ -167,7 +171,7 @@ class RequestRecorder:
         """Log the record with personal data redacted; return what was logged."""
         if record["kind"] != "feedback":
             self._remember(record["request_id"])
-        record = redacted(record)
+        record = redacted(record, self.pii)
         if self.log is not None:
             self.log.append(record)
         return record

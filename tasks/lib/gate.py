@@ -178,7 +178,7 @@ def plan_pairing(candidate: dict[str, Any] | None, champion: dict[str, Any] | No
     if candidate is None or champion is None:
         whose = "the candidate" if candidate is None else "the champion"
         info["note"] = (f"{whose} has no per-question results (released before paired gating, or "
-                        f"evaluate not rerun): compared point estimates; {RESCORE}")
+                        f"evaluate not rerun); compared point estimates — {RESCORE}")
         return None, info
     asked = {q["qid"]: (q["question"], q["reference"]) for q in champion["questions"]}
     qids = frozenset(q["qid"] for q in candidate["questions"]
@@ -187,13 +187,13 @@ def plan_pairing(candidate: dict[str, Any] | None, champion: dict[str, Any] | No
     info["questions"] = len(qids)
     if not same and len(qids) < min_shared * total:
         info["note"] = (f"champion released on another eval set ({len(qids)} of {total} current "
-                        f"questions shared, below {min_shared:.0%}); compared point estimates; "
+                        f"questions shared, below {min_shared:.0%}); compared point estimates — "
                         f"{RESCORE}")
         return None, info
     info["mode"] = "paired"
     if not same:
-        info["note"] = (f"champion released on another eval set: paired on the {len(qids)} of "
-                        f"{total} current questions it also answered")
+        info["note"] = (f"champion released on another eval set: {total - len(qids)} of the "
+                        f"{total} current questions are new or changed and left out")
     return Pairing(candidate, champion, qids, resamples, seed), info
 
 
@@ -208,13 +208,12 @@ def _change_cell(row: dict[str, Any]) -> str:
 
 def _compared(pairing: dict[str, Any]) -> str:
     """The decision's line on what was compared: paired on how many questions, or why not."""
-    if pairing["mode"] == "paired":
-        head = (f"paired on {pairing['questions']} of {pairing['eval_questions']} eval questions "
-                f"(eval set {pairing['candidate_digest']}); 95% BCa intervals of candidate − "
-                "champion")
-    else:
-        head = "point estimates"
-    return f"Compared: {head}" + (f". {pairing['note']}" if pairing.get("note") else "")
+    if pairing["mode"] != "paired":  # the note says why and what to do
+        return f"Compared: {pairing.get('note') or 'point estimates'}"
+    note = f" ({pairing['note']})" if pairing.get("note") else ""
+    return (f"Compared: paired on {pairing['questions']} of {pairing['eval_questions']} eval "
+            f"questions (eval set {pairing['candidate_digest']}){note}; 95% BCa intervals of "
+            "candidate − champion")
 
 
 def decision_markdown(decision: dict[str, Any]) -> str:

@@ -298,8 +298,8 @@ def test_missing_champion_results_fall_back_to_point_estimates_and_say_so():
                     champion_version={"retriever": 1, "generator": 1})
     decision["summary"] = summarize(decision)
     md = decision_markdown(decision)
-    assert "Compared: point estimates. the champion has no per-question results" in md
-    assert "rescore by" in md
+    assert ("Compared: the champion has no per-question results (released before paired gating, "
+            "or evaluate not rerun); compared point estimates — rescore by") in md
 
 
 def test_another_eval_set_pairs_on_shared_questions_or_falls_back():
@@ -309,14 +309,14 @@ def test_another_eval_set_pairs_on_shared_questions_or_falls_back():
     pairing, info = plan_pairing(mostly, champ, 0.8)
     assert info["mode"] == "paired" and info["questions"] == 39 and len(pairing.qids) == 39
     assert info["candidate_digest"] != info["champion_digest"]
-    assert info["note"] == ("champion released on another eval set: paired on the 39 of 40 "
-                            "current questions it also answered")
+    assert info["note"] == ("champion released on another eval set: 1 of the 40 current "
+                            "questions are new or changed and left out")
     assert len(pairing.values("answers.hybrid.token_f1")[0]) == 39
     other = per_question(F1S, NDCGS, asked="Other")  # same qids, other questions
     pairing, info = plan_pairing(other, champ, 0.8)
     assert pairing is None and info["mode"] == "point" and info["questions"] == 0
     assert info["note"].startswith("champion released on another eval set (0 of 40 current "
-                                   "questions shared, below 80%); compared point estimates; "
+                                   "questions shared, below 80%); compared point estimates — "
                                    "rescore by")
 
 

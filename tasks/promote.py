@@ -6,7 +6,8 @@ and the validation summary. Registers the release as three models (the retriever
 adapters, and tunedex-rag: both plus the pinned table, from code), tagged with all of that and
 the eval-set digest, with the per-question results as an artifact of its run; compares
 candidate and champion per question on the questions both answered (paired intervals; point
-estimates for latencies and older champions), moves `champion` (generator and rag first,
+estimates for latencies), re-scoring the champion on the current eval set when its own results
+cannot be paired (the `evaluate` section: how), moves `champion` (generator and rag first,
 retriever last: the commit point) or sets `challenger`, and writes
 reports/promote/decision.{json,md}. Not a DVC stage: it changes the registry, not files DVC tracks.
 """
@@ -21,7 +22,14 @@ from typing import Any
 
 from prefect import task
 
-from tasks.lib.config import GenerateConfig, IndexConfig, PrepareConfig, PromoteConfig, flatten
+from tasks.lib.config import (
+    EvaluateConfig,
+    GenerateConfig,
+    IndexConfig,
+    PrepareConfig,
+    PromoteConfig,
+    flatten,
+)
 from tasks.lib.context import StageContext
 from tasks.lib.errors import ConfigError
 from tasks.lib.gate import decision_markdown, evaluate_gate, judged, plan_pairing, summarize
@@ -73,14 +81,16 @@ def release_tags(section: PromoteConfig, prepare: PrepareConfig, ctx: StageConte
     return tags
 
 
-def decide(section: PromoteConfig, seed: int, cand: dict[str, Any],
-           champion: tuple[Any, dict[str, float] | None, dict[str, Any] | None],
+def decide(section: PromoteConfig, seed: int, cand: dict[str, Any], champion: tuple[Any, ...],
            versions: dict[str, int]) -> dict[str, Any]:
     """The gate's decision on the registered candidate: paired on the questions both releases
-    answered alike where it can, on point estimates where it cannot (and it says which)."""
-    release, metrics, per_question = champion
+    answered alike where it can, on point estimates where it cannot (and it says which).
+    `champion`: (release, logged metrics, per-question results, how those were obtained)."""
+    release, metrics, per_question, origin = champion
     pairing, compared = (None, None) if release is None else plan_pairing(
         cand["per_question"], per_question, section.min_shared, section.bootstrap, seed)
+    if compared is not None and origin:  # re-scored, or why it was not
+        compared["note"] = " — ".join(n for n in (compared["note"], origin) if n)
     decision = evaluate_gate(section.gate, cand["metrics"], metrics, pairing)
     decision.update(pairing=compared, candidate_version=versions, champion_version=None
                     if release is None else {"retriever": release.retriever_version,
@@ -168,18 +178,6 @@ def write_decision(out: Path, decision: dict[str, Any]) -> Path:
     return out
 
 
-def read_champion(c: Any, reg: Any) -> tuple[Any, dict[str, float] | None, dict[str, Any] | None]:
-    """(release, logged metrics, per-question results) of the champion; all None without one."""
-    from tasks.lib import registry
-    from tasks.lib.release_eval import release_per_question
-
-    champion = registry.alias_version(c, reg.retriever_model, registry.CHAMPION)
-    if champion is None:
-        return None, None, None
-    return (registry.release_from_version(champion), registry.version_metrics(c, champion),
-            release_per_question(c, champion))
-
-
 def log_gate(decision: dict[str, Any]) -> None:
     """Every compared number of the gate as MLflow metrics of the promote run."""
     import mlflow
@@ -225,14 +223,16 @@ def register_rag(reg: Any, ctx: StageContext, sections: dict[str, Any], cand: di
 
 
 def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: GenerateConfig,
-                  index: IndexConfig, ctx: StageContext, inputs: str) -> dict[str, Any]:
+                  index: IndexConfig, evaluate: EvaluateConfig, ctx: StageContext,
+                  inputs: str) -> dict[str, Any]:
     """Register the candidate release; move `champion` if the gate passes, else set `challenger`.
     `inputs` is the release-inputs digest (tasks/lib/release_skip.py) recorded for skip-if-unchanged."""
     import mlflow
 
     from tasks.lib import registry
     from tasks.lib.reference import log_reference
-    from tasks.lib.release_eval import log_per_question
+    from tasks.lib.release_eval import log_per_question, log_rescored, read_champion
+    from tasks.lib.rescore import rescore_release
     from tasks.lib.tracking import log_json_artifact, mlflow_key, stage_run
 
     reg = registry.RegistryRef.of(ctx.tracking, section, ctx.catalog, ctx.lock)
@@ -244,7 +244,9 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
         parent = mlflow.get_run(run_id).data.tags.get("mlflow.parentRunId", run_id)
         registry.repair_mirror(reg)
         c = registry.client(reg)
-        champion = read_champion(c, reg)
+        champion = read_champion(c, reg, section, cand, lambda release, questions: log_rescored(
+            rescore_release(reg, release, ctx, evaluate, generate, index, section.gate,
+                            questions)))
         champion_release = champion[0]
 
         mlflow.log_metrics({f"eval.{mlflow_key(k)}": v for k, v in cand["metrics"].items()})
@@ -290,8 +292,8 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
 
 @task(name="promote")
 def promote(section: PromoteConfig, prepare: PrepareConfig, generate: GenerateConfig,
-            index: IndexConfig, ctx: StageContext, inputs: str,
+            index: IndexConfig, evaluate: EvaluateConfig, ctx: StageContext, inputs: str,
             scoreboard: dict[str, Any]) -> dict[str, Any]:
     """Register the release and apply the gate to `scoreboard` (evaluate's result). Not
     retried: it moves registry aliases."""
-    return promote_stage(section, prepare, generate, index, ctx, inputs)
+    return promote_stage(section, prepare, generate, index, evaluate, ctx, inputs)

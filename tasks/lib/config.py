@@ -211,6 +211,9 @@ class PromoteConfig(Section):
     # Pair on a changed eval set while the questions both releases answered alike are at least
     # this share of the current ones; below it the gate compares point estimates and says so.
     min_shared: float = Field(0.8, gt=0, le=1)
+    # Without comparable per-question results, re-score the champion on the current eval set
+    # (its adapters and pinned table, the gate's methods and setups: costs generation time).
+    rescore: bool = True
 
 
 class ScheduleConfig(Section):

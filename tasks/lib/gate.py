@@ -16,8 +16,6 @@ from typing import Any
 from tasks.lib.config import GateRule
 
 TOLERANCE = 1e-12  # a bound exactly at the bar passes despite float noise
-RESCORE = ("rescore by running the pipeline on the champion's adapters and the current eval set, "
-           "or lower the bar knowingly")
 
 
 def judged(gate: tuple[GateRule, ...], prefix: str, default: str) -> str:
@@ -175,10 +173,13 @@ def plan_pairing(candidate: dict[str, Any] | None, champion: dict[str, Any] | No
         "eval_questions": None if candidate is None else len(candidate["questions"]),
         "candidate_digest": None if candidate is None else eval_set_digest(candidate),
         "champion_digest": None if champion is None else eval_set_digest(champion), "note": None}
-    if candidate is None or champion is None:
-        whose = "the candidate" if candidate is None else "the champion"
-        info["note"] = (f"{whose} has no per-question results (released before paired gating, or "
-                        f"evaluate not rerun); compared point estimates — {RESCORE}")
+    if candidate is None:
+        info["note"] = ("the candidate has no per-question results (evaluate ran before they "
+                        "existed); compared point estimates — rerun evaluate")
+        return None, info
+    if champion is None:
+        info["note"] = ("champion has no per-question results (released before they were "
+                        "logged); compared point estimates")
         return None, info
     asked = {q["qid"]: (q["question"], q["reference"]) for q in champion["questions"]}
     qids = frozenset(q["qid"] for q in candidate["questions"]
@@ -187,8 +188,7 @@ def plan_pairing(candidate: dict[str, Any] | None, champion: dict[str, Any] | No
     info["questions"] = len(qids)
     if not same and len(qids) < min_shared * total:
         info["note"] = (f"champion released on another eval set ({len(qids)} of {total} current "
-                        f"questions shared, below {min_shared:.0%}); compared point estimates — "
-                        f"{RESCORE}")
+                        f"questions shared, below {min_shared:.0%}); compared point estimates")
         return None, info
     info["mode"] = "paired"
     if not same:

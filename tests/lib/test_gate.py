@@ -290,7 +290,8 @@ def test_missing_champion_results_fall_back_to_point_estimates_and_say_so():
     cand = per_question([v + 0.02 for v in F1S], NDCGS)
     pairing, info = plan_pairing(cand, None, 0.8)
     assert pairing is None and info["mode"] == "point"
-    assert info["note"].startswith("the champion has no per-question results")
+    assert info["note"] == ("champion has no per-question results (released before they were "
+                            "logged); compared point estimates")
     decision = evaluate_gate(RULES, means(cand), means(per_question(F1S, NDCGS)), pairing)
     assert decision["promoted"]  # +0.02 on the means: the point comparison's verdict
     assert [r["comparison"] for r in decision["rules"]] == ["point"] * 3
@@ -298,8 +299,8 @@ def test_missing_champion_results_fall_back_to_point_estimates_and_say_so():
                     champion_version={"retriever": 1, "generator": 1})
     decision["summary"] = summarize(decision)
     md = decision_markdown(decision)
-    assert ("Compared: the champion has no per-question results (released before paired gating, "
-            "or evaluate not rerun); compared point estimates — rescore by") in md
+    assert ("Compared: champion has no per-question results (released before they were logged); "
+            "compared point estimates\n") in md
 
 
 def test_another_eval_set_pairs_on_shared_questions_or_falls_back():
@@ -315,9 +316,11 @@ def test_another_eval_set_pairs_on_shared_questions_or_falls_back():
     other = per_question(F1S, NDCGS, asked="Other")  # same qids, other questions
     pairing, info = plan_pairing(other, champ, 0.8)
     assert pairing is None and info["mode"] == "point" and info["questions"] == 0
-    assert info["note"].startswith("champion released on another eval set (0 of 40 current "
-                                   "questions shared, below 80%); compared point estimates — "
-                                   "rescore by")
+    assert info["note"] == ("champion released on another eval set (0 of 40 current questions "
+                            "shared, below 80%); compared point estimates")
+    assert plan_pairing(None, champ, 0.8)[1]["note"] == (
+        "the candidate has no per-question results (evaluate ran before they existed); compared "
+        "point estimates — rerun evaluate")
 
 
 def test_decision_markdown_shows_the_paired_interval_and_count():

@@ -49,14 +49,14 @@ def results(f1: list[float]) -> dict:
             "answers": {"hybrid": {q: {"token_f1": v} for q, v in zip(qids, f1, strict=True)}}}
 
 
-def release(f1: list[float] | None, mean: float) -> tuple:
-    """(release, logged metrics, per-question results) as promote reads a champion."""
+def release(f1: list[float] | None, mean: float, origin: str | None = None) -> tuple:
+    """(release, logged metrics, per-question results, their origin) as promote reads a champion."""
     from types import SimpleNamespace
 
     metrics = {"answers.hybrid.token_f1": mean, "retrieval.hybrid.ndcg@10": 1.0,
                "retrieval.hybrid.p95_ms": 10.0}
     return (SimpleNamespace(retriever_version=1, generator_version=1), metrics,
-            None if f1 is None else results(f1))
+            None if f1 is None else results(f1), origin)
 
 
 F1 = [0.1, 0.3, 0.2, 0.6, 0.0, 0.4] * 5  # mean 0.2667
@@ -65,7 +65,7 @@ VERSIONS = {"retriever": 2, "generator": 2, "rag": 2}
 
 
 def candidate(f1: list[float]) -> dict:
-    _, metrics, per_question = release(f1, sum(f1) / len(f1))
+    _, metrics, per_question, _ = release(f1, sum(f1) / len(f1))
     return {"metrics": metrics, "per_question": per_question}
 
 
@@ -82,7 +82,7 @@ def test_a_retrain_with_identical_per_question_results_is_not_promoted():
 
 
 def test_a_first_release_pairs_with_nothing():
-    decision = decide(SECTION, 13, candidate(F1), (None, None, None), VERSIONS)
+    decision = decide(SECTION, 13, candidate(F1), (None, None, None, None), VERSIONS)
     assert decision["promoted"] and decision["first_release"] and decision["pairing"] is None
     assert decision["champion_version"] is None
 
@@ -97,37 +97,23 @@ def test_a_clearly_better_candidate_is_promoted():
 def test_a_champion_without_per_question_results_is_compared_on_point_estimates():
     from tasks.lib.gate import decision_markdown
 
-    decision = decide(SECTION, 13, candidate([v + 0.02 for v in F1]), release(None, 0.2), VERSIONS)
+    champion = release(None, 0.2, "rescore by setting promote.rescore: true")
+    decision = decide(SECTION, 13, candidate([v + 0.02 for v in F1]), champion, VERSIONS)
     assert decision["promoted"]  # +0.087 on the logged mean: today's point comparison
     assert [r["comparison"] for r in decision["rules"]] == ["point", "point", "point"]
     assert decision["pairing"]["mode"] == "point"
     md = decision_markdown(decision)
-    assert ("Compared: the champion has no per-question results (released before paired gating, "
-            "or evaluate not rerun); compared point estimates — rescore by") in md
+    assert ("Compared: champion has no per-question results (released before they were logged); "
+            "compared point estimates — rescore by setting promote.rescore: true\n") in md
 
 
-def test_release_per_question_reads_the_artifact_or_none(tmp_path):
-    import json
-    from types import SimpleNamespace
-
-    from tasks.lib.release_eval import release_per_question
-
-    class Client:
-        def __init__(self, files):
-            self.files = files
-
-        def list_artifacts(self, run_id, path):
-            assert (run_id, path) == ("r1", "evaluate")
-            return [SimpleNamespace(path=p) for p in self.files]
-
-        def download_artifacts(self, run_id, path, dst):
-            out = Path(dst) / "per_question.json"
-            out.write_text(json.dumps(results([0.5])))
-            return str(out)
-
-    version = SimpleNamespace(run_id="r1")
-    assert release_per_question(Client(["evaluate/per_question.json"]), version) == results([0.5])
-    assert release_per_question(Client([]), version) is None  # released before it was logged
+def test_a_re_scored_champion_is_paired_and_the_decision_says_so():
+    champion = release(F1, 0.9, "champion re-scored on the current eval set (none were logged)")
+    decision = decide(SECTION, 13, candidate(F1), champion, VERSIONS)
+    assert decision["pairing"]["mode"] == "paired" and decision["pairing"]["questions"] == 30
+    assert decision["pairing"]["note"] == ("champion re-scored on the current eval set (none were "
+                                           "logged)")
+    assert decision["rules"][0]["champion"] == pytest.approx(sum(F1) / len(F1))  # not 0.9: paired
 
 
 # ---- releases on a real registry (slow: the DVC stages run once per session) ----------------------
@@ -196,6 +182,26 @@ def test_gate_rejects_then_promotes_then_rollback_restores(registry_overrides, t
 
     done = tunedex("rollback", "-c", str(SMOKE), *sets(overrides), cwd=tmp_path)
     assert done.returncode == 2 and "no previous release" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_champion_without_per_question_results_is_re_scored(registry_overrides, monkeypatch):
+    from tasks.lib import release_eval
+
+    overrides = registry_overrides
+    assert promote(overrides)["promoted"]
+    # as for a release from before per-question results were logged
+    monkeypatch.setattr(release_eval, "release_per_question", lambda c, version: None)
+    second = promote(overrides)  # the same adapters: re-scored, the champion answers alike
+    assert second["pairing"]["mode"] == "paired"
+    assert second["pairing"]["note"] == ("champion re-scored on the current eval set (none were "
+                                         "logged)")
+    rows = {r["metric"]: r for r in second["rules"]}
+    for metric in ("answers.hybrid.token_f1", "retrieval.hybrid.ndcg@10"):
+        assert rows[metric]["comparison"] == "paired" and rows[metric]["change"] == 0.0, metric
+        assert rows[metric]["interval"]["method"] == "degenerate", metric
+    assert not second["promoted"] and champion_versions(registry_ref(
+        load_config(SMOKE, overrides))) == (1, 1)
 
 
 @pytest.mark.slow

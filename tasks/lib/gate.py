@@ -192,8 +192,8 @@ def plan_pairing(candidate: dict[str, Any] | None, champion: dict[str, Any] | No
         return None, info
     info["mode"] = "paired"
     if not same:
-        info["note"] = (f"champion released on another eval set: {total - len(qids)} of the "
-                        f"{total} current questions are new or changed and left out")
+        info["note"] = (f"champion released on another eval set: paired on the {len(qids)} of "
+                        f"{total} current questions it was asked alike")
     return Pairing(candidate, champion, qids, resamples, seed), info
 
 

@@ -310,8 +310,8 @@ def test_another_eval_set_pairs_on_shared_questions_or_falls_back():
     pairing, info = plan_pairing(mostly, champ, 0.8)
     assert info["mode"] == "paired" and info["questions"] == 39 and len(pairing.qids) == 39
     assert info["candidate_digest"] != info["champion_digest"]
-    assert info["note"] == ("champion released on another eval set: 1 of the 40 current "
-                            "questions are new or changed and left out")
+    assert info["note"] == ("champion released on another eval set: paired on the 39 of 40 "
+                            "current questions it was asked alike")
     assert len(pairing.values("answers.hybrid.token_f1")[0]) == 39
     other = per_question(F1S, NDCGS, asked="Other")  # same qids, other questions
     pairing, info = plan_pairing(other, champ, 0.8)

@@ -42,8 +42,8 @@ def run_one_stage(cfg: Any, name: str, parent_run_id: str) -> Any:
         from tasks.lib.release_skip import release_inputs
         from tasks.promote import promote_stage
 
-        return promote_stage(cfg.promote, cfg.prepare, cfg.generate, cfg.index, ctx,
-                             release_inputs(cfg))
+        return promote_stage(cfg.promote, cfg.prepare, cfg.generate, cfg.index, cfg.evaluate,
+                             ctx, release_inputs(cfg))
     from tasks.lib.stages import BY_NAME
 
     fn = getattr(importlib.import_module(BY_NAME[name].module), f"{name}_stage")

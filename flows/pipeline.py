@@ -80,8 +80,8 @@ def run_stages(cfg: Any, plan: Any, inputs: str) -> dict[str, Any]:
         scoreboard = evaluate(cfg.evaluate, cfg.generate, cfg.index, ctx, prepared, tables,
                               generator)
         # 7. Register the release; move `champion` only if the gate passes.
-        release = promote(cfg.promote, cfg.prepare, cfg.generate, cfg.index, ctx, inputs,
-                          scoreboard)
+        release = promote(cfg.promote, cfg.prepare, cfg.generate, cfg.index, cfg.evaluate, ctx,
+                          inputs, scoreboard)
     return {"skipped": False, "run_id": run_id, "incremental": plan.reason,
             "validate": validated, "prepare": prepared, "train_retriever": retriever,
             "index": tables, "train_generator": generator, "evaluate": scoreboard,

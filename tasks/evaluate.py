@@ -2,8 +2,9 @@
 answers (base, finetuned, rag, hybrid).
 
 Reads data/prepared/eval_qa.jsonl, reports/index/index.json (pinned tables + retrievers) and the
-generator adapter; writes reports/evaluate/: retrieval.json/.md, answers.json, scoreboard.md,
-scoreboard.html (self-contained, with plots) and metrics.json (means, for DVC).
+generator adapter; writes reports/evaluate/: retrieval.json/.md, answers.json, per_question.json
+(every question's scores, retrieved documents and answers: what promote pairs releases on),
+scoreboard.md, scoreboard.html (self-contained, with plots) and metrics.json (means, for DVC).
 """
 
 from __future__ import annotations
@@ -46,8 +47,9 @@ def open_indexed(ctx: StageContext, index: IndexConfig, info: dict[str, Any]
 
 def evaluate_retrieval(section: EvaluateConfig, index: IndexConfig, seed: int,
                        questions: list[dict[str, Any]], info: dict[str, Any],
-                       tables: dict[str, Any], models: dict[str, Any]) -> dict[str, Any]:
-    """Run every method available in the index on the eval questions."""
+                       tables: dict[str, Any], models: dict[str, Any]
+                       ) -> tuple[dict[str, Any], dict[str, list[dict[str, Any]]]]:
+    """Run every method available in the index on the eval questions: (report, rows per method)."""
     per_method, report_methods = {}, {}
     for name, (table_role, mode, model_role) in METHODS.items():
         if table_role not in tables:
@@ -61,7 +63,7 @@ def evaluate_retrieval(section: EvaluateConfig, index: IndexConfig, seed: int,
     return {"questions": len(questions), "methods": report_methods,
             "comparisons": compare(per_method, section, seed),
             "tables": {r: {"table": i["table"], "version": i["version"]}
-                       for r, i in info["tables"].items()}}
+                       for r, i in info["tables"].items()}}, per_method
 
 
 def answer_report(section: EvaluateConfig, generate: GenerateConfig, index: IndexConfig,
@@ -84,14 +86,17 @@ def answer_report(section: EvaluateConfig, generate: GenerateConfig, index: Inde
             "verdict": verdict(summary, winners, costs), "answers": per_setup}
 
 
-def write_reports(out: Path, retrieval: dict[str, Any], answers: dict[str, Any]) -> Path:
-    """reports/evaluate/: retrieval and answer JSON, Markdown, self-contained HTML, DVC metrics."""
+def write_reports(out: Path, retrieval: dict[str, Any], answers: dict[str, Any],
+                  per_question: dict[str, Any]) -> Path:
+    """reports/evaluate/: retrieval and answer JSON, per-question results, Markdown,
+    self-contained HTML, DVC metrics."""
     from tasks.lib.files import write_json, write_text_atomic
     from tasks.lib.scoreboard import plot_bars, plot_cost_quality, scoreboard_html, scoreboard_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "retrieval.json", retrieval)
     write_json(out / "answers.json", answers)
+    write_json(out / "per_question.json", per_question)
     md = f"# tunedex scoreboard\n\n{scoreboard_markdown(answers)}\n{retrieval_markdown(retrieval)}"
     write_text_atomic(out / "retrieval.md", retrieval_markdown(retrieval))
     write_text_atomic(out / "scoreboard.md", md)
@@ -113,6 +118,7 @@ def evaluate_stage(section: EvaluateConfig, generate: GenerateConfig, index: Ind
 
     from tasks.lib.config import flatten
     from tasks.lib.data import read_jsonl
+    from tasks.lib.per_question import build_per_question
     from tasks.lib.search import load_index_info
     from tasks.lib.tracking import mlflow_key, stage_run
 
@@ -123,9 +129,11 @@ def evaluate_stage(section: EvaluateConfig, generate: GenerateConfig, index: Ind
             questions = questions[: section.max_questions]
         info = load_index_info(cat)
         tables, models = open_indexed(ctx, index, info)
-        retrieval = evaluate_retrieval(section, index, ctx.seed, questions, info, tables, models)
+        retrieval, rows = evaluate_retrieval(section, index, ctx.seed, questions, info, tables,
+                                             models)
         answers = answer_report(section, generate, index, ctx, questions, tables, models)
-        out = write_reports(cat.evaluate_dir, retrieval, answers)
+        per_question = build_per_question(questions, rows, answers["answers"])
+        out = write_reports(cat.evaluate_dir, retrieval, answers, per_question)
         metrics = json.loads(cat.evaluate_metrics_path.read_text())
         mlflow.log_metrics({mlflow_key(k): v for k, v in flatten(metrics).items()})
         mlflow.log_artifacts(str(out), "evaluate")

@@ -1,11 +1,14 @@
 """promote: register the candidate as one release and move `champion` only if it passes the gate.
 
 Reads the adapters (<adapters_dir>/retriever, /generator), reports/index/index.json (the table and
-version built by the candidate retriever), reports/evaluate/metrics.json and the validation
-summary. Registers the release as three models (the retriever and generator adapters, and
-tunedex-rag: both plus the pinned table, from code), tagged with all of that; compares the gate's
-metrics with the champion's, moves `champion` (generator and rag first, retriever last: the
-commit point) or sets `challenger`, and writes
+version built by the candidate retriever), reports/evaluate/metrics.json and per_question.json,
+and the validation summary. Registers the release as three models (the retriever and generator
+adapters, and tunedex-rag: both plus the pinned table, from code), tagged with all of that and
+the eval-set digest, with the per-question results as an artifact of its run; compares
+candidate and champion per question on the questions both answered (paired intervals; point
+estimates for latencies), re-scoring the champion on the current eval set when its own results
+cannot be paired (the `evaluate` section: how), moves `champion` (generator and rag first,
+retriever last: the commit point) or sets `challenger`, and writes
 reports/promote/decision.{json,md}. Not a DVC stage: it changes the registry, not files DVC tracks.
 """
 
@@ -19,10 +22,17 @@ from typing import Any
 
 from prefect import task
 
-from tasks.lib.config import GenerateConfig, IndexConfig, PrepareConfig, PromoteConfig, flatten
+from tasks.lib.config import (
+    EvaluateConfig,
+    GenerateConfig,
+    IndexConfig,
+    PrepareConfig,
+    PromoteConfig,
+    flatten,
+)
 from tasks.lib.context import StageContext
 from tasks.lib.errors import ConfigError
-from tasks.lib.gate import decision_markdown, evaluate_gate, judged, summarize
+from tasks.lib.gate import decision_markdown, evaluate_gate, judged, plan_pairing, summarize
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +57,7 @@ def gate_metrics(section: PromoteConfig, metrics: dict[str, Any], path: Path) ->
 def release_tags(section: PromoteConfig, prepare: PrepareConfig, ctx: StageContext,
                  cand: dict[str, Any], run_ids: tuple[str, str]) -> dict[str, str]:
     """Tags every version of the release carries (the design's release record)."""
+    from tasks.lib.per_question import eval_set_digest
     from tasks.lib.tracking import data_tags, mlflow_key
 
     table, validation = cand["table"], cand["validation"]
@@ -64,7 +75,28 @@ def release_tags(section: PromoteConfig, prepare: PrepareConfig, ctx: StageConte
             "tunedex.profile": ctx.project.profile, **data_tags(ctx.catalog)}
     for rule in section.gate:
         tags[f"metric.{mlflow_key(rule.metric)}"] = f"{cand['metrics'][rule.metric]:.4f}"
+    if cand["per_question"] is not None:  # which questions the metrics were measured on
+        tags["eval.digest"] = eval_set_digest(cand["per_question"])
+        tags["eval.questions"] = str(len(cand["per_question"]["questions"]))
     return tags
+
+
+def decide(section: PromoteConfig, seed: int, cand: dict[str, Any], champion: tuple[Any, ...],
+           versions: dict[str, int]) -> dict[str, Any]:
+    """The gate's decision on the registered candidate: paired on the questions both releases
+    answered alike where it can, on point estimates where it cannot (and it says which).
+    `champion`: (release, logged metrics, per-question results, how those were obtained)."""
+    release, metrics, per_question, origin = champion
+    pairing, compared = (None, None) if release is None else plan_pairing(
+        cand["per_question"], per_question, section.min_shared, section.bootstrap, seed)
+    if compared is not None and origin:  # re-scored, or why it was not
+        compared["note"] = " — ".join(n for n in (compared["note"], origin) if n)
+    decision = evaluate_gate(section.gate, cand["metrics"], metrics, pairing)
+    decision.update(pairing=compared, candidate_version=versions, champion_version=None
+                    if release is None else {"retriever": release.retriever_version,
+                                             "generator": release.generator_version})
+    decision["summary"] = summarize(decision)
+    return decision
 
 
 # ---- effects ------------------------------------------------------------------------------------
@@ -88,6 +120,10 @@ def candidate_inputs(section: PromoteConfig, ctx: StageContext) -> dict[str, Any
     metrics = gate_metrics(section, read_json(cat.evaluate_metrics_path, "evaluate"),
                            cat.evaluate_metrics_path)
     validation = read_json(cat.validation_summary_path, "validate")
+    # Missing only when evaluate last ran before per-question results existed: the gate then
+    # compares point estimates and says so.
+    per_question = (read_json(cat.per_question_path, "evaluate")
+                    if cat.per_question_path.is_file() else None)
     built_by = retriever_fingerprint(ctx.models.retriever_id,
                                      retriever_base_dir(ctx.models, cat.models_dir),
                                      adapters["retriever"])
@@ -97,7 +133,7 @@ def candidate_inputs(section: PromoteConfig, ctx: StageContext) -> dict[str, Any
                           f"{adapters['retriever']} (fingerprint {recorded} vs {built_by}): run "
                           "`tunedex stage index` (and evaluate) before promoting")
     return {"index": info, "table": info["tables"]["candidate"], "adapters": adapters,
-            "metrics": metrics, "validation": validation}
+            "metrics": metrics, "validation": validation, "per_question": per_question}
 
 
 def log_adapter_model(ctx: StageContext, generate: GenerateConfig, role: str, adapter: Path) -> str:
@@ -150,11 +186,11 @@ def log_gate(decision: dict[str, Any]) -> None:
 
     for row in decision["rules"]:
         key = mlflow_key(row["metric"])
-        mlflow.log_metric(f"gate.{key}.passed", float(row["passed"]))
-        if row["change"] is not None and math.isfinite(row["change"]):
-            mlflow.log_metric(f"gate.{key}.change", row["change"])
-        if row["champion"] is not None:
-            mlflow.log_metric(f"gate.{key}.champion", row["champion"])
+        numbers = {"passed": float(row["passed"]), "change": row["change"],
+                   "champion": row["champion"], "paired": float(row["paired"]),
+                   **({k: row["interval"][k] for k in ("lo", "hi")} if row["interval"] else {})}
+        mlflow.log_metrics({f"gate.{key}.{name}": v for name, v in numbers.items()
+                            if v is not None and math.isfinite(v)})
     mlflow.log_metric("gate.promoted", float(decision["promoted"]))
 
 
@@ -187,13 +223,16 @@ def register_rag(reg: Any, ctx: StageContext, sections: dict[str, Any], cand: di
 
 
 def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: GenerateConfig,
-                  index: IndexConfig, ctx: StageContext, inputs: str) -> dict[str, Any]:
+                  index: IndexConfig, evaluate: EvaluateConfig, ctx: StageContext,
+                  inputs: str) -> dict[str, Any]:
     """Register the candidate release; move `champion` if the gate passes, else set `challenger`.
     `inputs` is the release-inputs digest (tasks/lib/release_skip.py) recorded for skip-if-unchanged."""
     import mlflow
 
     from tasks.lib import registry
     from tasks.lib.reference import log_reference
+    from tasks.lib.release_eval import log_per_question, log_rescored, read_champion
+    from tasks.lib.rescore import rescore_release
     from tasks.lib.tracking import log_json_artifact, mlflow_key, stage_run
 
     reg = registry.RegistryRef.of(ctx.tracking, section, ctx.catalog, ctx.lock)
@@ -205,13 +244,16 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
         parent = mlflow.get_run(run_id).data.tags.get("mlflow.parentRunId", run_id)
         registry.repair_mirror(reg)
         c = registry.client(reg)
-        champion = registry.alias_version(c, reg.retriever_model, registry.CHAMPION)
-        champion_release = None if champion is None else registry.release_from_version(champion)
-        champion_metrics = None if champion is None else registry.version_metrics(c, champion)
+        champion = read_champion(c, reg, section, cand, lambda release, questions: log_rescored(
+            rescore_release(reg, release, ctx, evaluate, generate, index, section.gate,
+                            questions)))
+        champion_release = champion[0]
 
         mlflow.log_metrics({f"eval.{mlflow_key(k)}": v for k, v in cand["metrics"].items()})
         # What the release was trained and measured on: the monitor's reference for drift.
         log_reference(ctx.catalog)
+        if cand["per_question"] is not None:  # what a later candidate is paired against
+            log_per_question(cand["per_question"])
         tags = release_tags(section, prepare, ctx, cand, (parent, run_id))
         uris = {role: log_adapter_model(ctx, generate, role, path)
                 for role, path in cand["adapters"].items()}
@@ -220,13 +262,8 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
                                    (ret_version, gen_version), tags,
                                    judged(section.gate, "answers", "hybrid"))
 
-        decision = evaluate_gate(section.gate, cand["metrics"], champion_metrics)
-        decision["candidate_version"] = {"retriever": ret_version, "generator": gen_version,
-                                         "rag": rag_version}
-        decision["champion_version"] = None if champion_release is None else {
-            "retriever": champion_release.retriever_version,
-            "generator": champion_release.generator_version}
-        decision["summary"] = summarize(decision)
+        decision = decide(section, ctx.seed, cand, champion,
+                          {"retriever": ret_version, "generator": gen_version, "rag": rag_version})
         outcome = "promoted" if decision["promoted"] else "rejected"
         registry.tag_release(reg, ret_version, gen_version, {"gate.decision": outcome})
         if decision["promoted"]:
@@ -255,8 +292,8 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
 
 @task(name="promote")
 def promote(section: PromoteConfig, prepare: PrepareConfig, generate: GenerateConfig,
-            index: IndexConfig, ctx: StageContext, inputs: str,
+            index: IndexConfig, evaluate: EvaluateConfig, ctx: StageContext, inputs: str,
             scoreboard: dict[str, Any]) -> dict[str, Any]:
     """Register the release and apply the gate to `scoreboard` (evaluate's result). Not
     retried: it moves registry aliases."""
-    return promote_stage(section, prepare, generate, index, ctx, inputs)
+    return promote_stage(section, prepare, generate, index, evaluate, ctx, inputs)

@@ -227,8 +227,8 @@ def promote_release(overrides: dict[str, str], **extra: Any) -> dict[str, Any]:
     from tasks.promote import promote_stage
 
     cfg = load_config(SMOKE, {**overrides, **extra})
-    return promote_stage(cfg.promote, cfg.prepare, cfg.generate, cfg.index, StageContext.of(cfg),
-                         release_inputs(cfg))
+    return promote_stage(cfg.promote, cfg.prepare, cfg.generate, cfg.index, cfg.evaluate,
+                         StageContext.of(cfg), release_inputs(cfg))
 
 
 def champion_versions(reg: Any) -> tuple[int, int]:

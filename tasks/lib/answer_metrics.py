@@ -1,15 +1,18 @@
 """Answer metrics on plain strings (pure): exact match, token F1, ROUGE-L, groundedness, yes/no/maybe.
 
-Exact match and token F1 follow the SQuAD v1.1 evaluation script: lowercase, drop punctuation
-and the articles a/an/the, collapse whitespace. ROUGE-L uses the same tokens. Semantic similarity
-needs the retriever model and is computed in evaluate.
+Exact match and token F1 follow the SQuAD v1.1 evaluation script (SQuAD-normalised): lowercase,
+drop punctuation and the articles a/an/the, collapse whitespace. ROUGE-L is the rouge-score
+package's, on its own tokens, so it compares with published ROUGE-L. Semantic similarity needs
+the retriever model and is computed in evaluate.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import string
 from collections import Counter
+from typing import Any
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
@@ -51,27 +54,22 @@ def token_f1(prediction: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
-def lcs_length(a: list[str], b: list[str]) -> int:
-    """Length of the longest common subsequence of two token lists (O(len(a) * len(b)))."""
-    previous = [0] * (len(b) + 1)
-    for token in a:
-        current = [0]
-        for j, other in enumerate(b):
-            current.append(previous[j] + 1 if token == other else max(previous[j + 1], current[j]))
-        previous = current
-    return previous[-1]
+@functools.cache
+def _rouge_scorer() -> Any:
+    """One rouge-score scorer per process (importing it pulls in nltk: done on first use)."""
+    from rouge_score.rouge_scorer import RougeScorer
+
+    # No stemming: plain rouge-score tokens, so the numbers match its default (and nltk's
+    # stemmer never loads). No split_summaries: that needs NLTK data not installable offline.
+    return RougeScorer(["rougeL"], use_stemmer=False)
 
 
 def rouge_l(prediction: str, reference: str) -> float:
-    """ROUGE-L F1: LCS precision and recall on normalised tokens."""
-    pred, ref = answer_tokens(prediction), answer_tokens(reference)
-    if not pred or not ref:
-        return float(pred == ref)
-    lcs = lcs_length(pred, ref)
-    if lcs == 0:
-        return 0.0
-    precision, recall = lcs / len(pred), lcs / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    """ROUGE-L F-measure from rouge-score (its own tokens: lowercase [a-z0-9] runs).
+
+    0.0 when either side has no such tokens (text in other scripts has none: see README).
+    """
+    return float(_rouge_scorer().score(reference, prediction)["rougeL"].fmeasure)
 
 
 def content_tokens(text: str) -> list[str]:

@@ -7,6 +7,7 @@ Every setup answers the same questions with batched greedy generation.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from tasks.lib.config import GenerateConfig, IndexConfig
@@ -67,8 +68,10 @@ def question_contexts(generate: GenerateConfig, index: IndexConfig, questions: l
 
 
 def run_setups(generate: GenerateConfig, ctx: Any, questions: list[dict[str, Any]],
-               contexts: list[list[str]]) -> dict[str, list[dict[str, Any]]]:
-    """Generate answers for every available setup; one generator load per adapter choice."""
+               contexts: list[list[str]], adapter: Path | None = None,
+               setups: tuple[str, ...] = tuple(SETUPS)) -> dict[str, list[dict[str, Any]]]:
+    """Generate answers for each of `setups` that can run; one generator load per adapter
+    choice. `adapter`: the LoRA generator (default: the candidate's, <adapters_dir>/generator)."""
     from tasks.lib.generator import (
         build_prompt,
         generate_answers,
@@ -78,16 +81,16 @@ def run_setups(generate: GenerateConfig, ctx: Any, questions: list[dict[str, Any
     )
 
     base_dir = generator_base_dir(ctx.models, ctx.catalog.models_dir)
-    adapter, g = ctx.catalog.generator_adapter_dir, generate
+    adapter, g = adapter or ctx.catalog.generator_adapter_dir, generate
     outputs: dict[str, list[dict[str, Any]]] = {}
     for lora in (False, True):
-        if lora and not adapter.is_dir():
+        if (lora and not adapter.is_dir()) or not any(SETUPS[s][0] == lora for s in setups):
             continue
         model, tok = load_generator(base_dir, adapter if lora else None, g.device,
                                     ctx.models.generator_id)
         warm_up_generation(model, tok)
         for setup, (uses_lora, uses_context) in SETUPS.items():
-            if uses_lora != lora:
+            if uses_lora != lora or setup not in setups:
                 continue
             prompts = [build_prompt(tok, q["question"], ctx if uses_context else None,
                                     g.max_context_tokens)
@@ -106,11 +109,14 @@ def semantic_similarity(model: Any, predictions: list[str], references: list[str
 
 def evaluate_answers(generate: GenerateConfig, index: IndexConfig, ctx: Any,
                      questions: list[dict[str, Any]], tables: dict[str, Any],
-                     models: dict[str, Any]) -> dict[str, Any]:
-    """Per-answer scores and speed for each setup (the scoreboard aggregates them)."""
+                     models: dict[str, Any], adapter: Path | None = None,
+                     setups: tuple[str, ...] = tuple(SETUPS)) -> dict[str, Any]:
+    """Per-answer scores and speed for each setup (the scoreboard aggregates them). Also
+    re-scores a registered release: its generator `adapter`, its table and retriever as the
+    "candidate" role, only the `setups` a gate needs."""
     hits = question_contexts(generate, index, questions, tables, models)
     contexts = [[h["text"] for h in hh] for hh in hits]
-    outputs = run_setups(generate, ctx, questions, contexts)
+    outputs = run_setups(generate, ctx, questions, contexts, adapter, setups)
     judge = models["base"]  # semantic similarity under the base retriever, for every setup
     per_setup: dict[str, list[dict[str, Any]]] = {}
     for setup, results in outputs.items():

@@ -120,6 +120,11 @@ class Catalog:
         return self.stage_metrics_path("evaluate")
 
     @property
+    def per_question_path(self) -> Path:
+        """reports/evaluate/per_question.json: every question's scores (promote pairs on them)."""
+        return self.evaluate_dir / "per_question.json"
+
+    @property
     def promote_dir(self) -> Path:
         return self.stage_dir("promote")
 

@@ -207,6 +207,13 @@ class PromoteConfig(Section):
     rag_model: str = "tunedex-rag"  # the whole release as one models-from-code pyfunc
     keep_releases: int = Field(3, ge=1)  # `tunedex gc` keeps the tables of the newest N versions
     gate: tuple[GateRule, ...] = DEFAULT_GATE  # every rule must pass to move `champion`
+    bootstrap: int = Field(1000, ge=100)  # resamples of the gate's paired intervals (BCa, 95%)
+    # Pair on a changed eval set while the questions both releases answered alike are at least
+    # this share of the current ones; below it the gate compares point estimates and says so.
+    min_shared: float = Field(0.8, gt=0, le=1)
+    # Without comparable per-question results, re-score the champion on the current eval set
+    # (its adapters and pinned table, the gate's methods and setups: costs generation time).
+    rescore: bool = True
 
 
 class ScheduleConfig(Section):

@@ -1,9 +1,11 @@
-"""Retrieval metrics at document level and bootstrap intervals (pure numpy, no I/O)."""
+"""Retrieval metrics at document level and bootstrap intervals (numpy, scipy; no I/O)."""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,22 +37,52 @@ def retrieval_scores(ranked: Sequence[str], relevant: set[str]) -> dict[str, flo
     return scores
 
 
+CONFIDENCE = 0.95  # every interval in the reports and the gate
+
+
 def bootstrap_ci(values: Sequence[float], resamples: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> dict[str, float]:
-    """Mean with a percentile-bootstrap interval over queries."""
+                 level: float = CONFIDENCE) -> dict[str, Any]:
+    """Mean with a BCa bootstrap interval over queries (scipy); `method` says how it was made.
+
+    All-equal values (or fewer than two) have no spread to resample: the interval is the value
+    itself ("degenerate"), without asking scipy, whose BCa returns NaN there. A NaN from BCa on
+    near-constant data falls back to the percentile interval of the same resamples.
+    """
     data = np.asarray(values, dtype=float)
     if data.size == 0:
-        return {"mean": float("nan"), "lo": float("nan"), "hi": float("nan")}
-    rng = np.random.default_rng(seed)
-    means = data[rng.integers(0, data.size, size=(resamples, data.size))].mean(axis=1)
+        return {"mean": math.nan, "lo": math.nan, "hi": math.nan, "method": "empty"}
+    mean = float(data.mean())
+    if data.size < 2 or np.ptp(data) == 0:
+        return {"mean": mean, "lo": mean, "hi": mean, "method": "degenerate"}
+    lo, hi, method = bca_interval(data, resamples, seed, level)
+    return {"mean": mean, "lo": lo, "hi": hi, "method": method}
+
+
+def bca_interval(data: np.ndarray, resamples: int, seed: int,
+                 level: float) -> tuple[float, float, str]:
+    """(lo, hi, method) of the mean: BCa, or percentile where BCa gives NaN."""
+    from scipy.stats import DegenerateDataWarning, bootstrap
+
+    with warnings.catch_warnings():  # a NaN is handled below and named in `method`
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)
+        result = bootstrap((data,), np.mean, n_resamples=resamples, confidence_level=level,
+                           method="BCa", rng=np.random.default_rng(seed))
+    lo, hi = (float(x) for x in result.confidence_interval)
+    if math.isfinite(lo) and math.isfinite(hi):
+        return lo, hi, "BCa"
     tail = (1 - level) / 2 * 100
-    return {"mean": float(data.mean()), "lo": float(np.percentile(means, tail)),
-            "hi": float(np.percentile(means, 100 - tail))}
+    lo, hi = np.percentile(result.bootstrap_distribution, [tail, 100 - tail])
+    return float(lo), float(hi), "percentile"
 
 
 def paired_diff_ci(a: Sequence[float], b: Sequence[float], resamples: int = 1000,
-                   seed: int = 0) -> dict[str, float]:
-    """Bootstrap interval of mean(a - b) over the same queries (paired)."""
+                   seed: int = 0) -> dict[str, Any]:
+    """BCa interval of mean(a - b) over the same queries (paired).
+
+    Resampling the per-query differences is scipy's `paired=True` for a difference of means,
+    with a one-sample statistic.
+    """
     if len(a) != len(b):
         raise ValueError(f"paired samples differ in length: {len(a)} != {len(b)}")
     return bootstrap_ci(np.asarray(a, dtype=float) - np.asarray(b, dtype=float), resamples, seed)

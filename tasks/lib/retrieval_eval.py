@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from tasks.lib.config import EvaluateConfig, IndexConfig
-from tasks.lib.metrics import bootstrap_ci, latency_summary, paired_diff_ci, retrieval_scores, separated
+from tasks.lib.metrics import bootstrap_ci, latency_summary, paired_diff_ci, separated
 
 METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 # method -> (table role, search mode, model role)
@@ -22,14 +22,14 @@ COMPARISONS = (("lora", "base"), ("hybrid", "base"), ("hybrid", "lora"), ("base"
 # ---- pure: aggregation and the report ---------------------------------------------------------
 
 
-def summarize_method(per_query: list[dict[str, float]], seconds: list[float],
+def summarize_method(per_query: list[dict[str, Any]], seconds: list[float],
                      cfg: EvaluateConfig, seed: int) -> dict[str, Any]:
     """Mean and bootstrap interval of each metric, plus latency percentiles."""
     out = {m: bootstrap_ci([q[m] for q in per_query], cfg.bootstrap, seed) for m in METRICS}
     return {**out, "latency": latency_summary(seconds)}
 
 
-def compare(per_method: dict[str, list[dict[str, float]]], cfg: EvaluateConfig,
+def compare(per_method: dict[str, list[dict[str, Any]]], cfg: EvaluateConfig,
             seed: int) -> dict[str, Any]:
     """Paired nDCG@10 / Recall@10 differences between methods, with intervals and a verdict."""
     out = {}
@@ -69,14 +69,16 @@ def retrieval_markdown(report: dict[str, Any]) -> str:
 
 
 def run_queries(questions: list[dict[str, Any]], table: Any, mode: str, model: Any,
-                section: EvaluateConfig, index: IndexConfig) -> tuple[list[dict[str, float]], list[float]]:
-    """Search every question one at a time (as serving would); score and time each."""
-    from tasks.lib.search import collapse_to_docs, search
+                section: EvaluateConfig, index: IndexConfig) -> tuple[list[dict[str, Any]], list[float]]:
+    """Search every question one at a time (as serving would); score and time each. A row holds
+    the question's metrics and its top documents ("retrieved"), for the per-question file."""
+    from tasks.lib.per_question import score_retrieval
+    from tasks.lib.search import search
 
-    scores, seconds = [], []
+    rows, seconds = [], []
     for q in questions:
         started = time.perf_counter()
         hits = search(table, q["question"], mode, section.chunk_k, model, section.rrf_k, index)
         seconds.append(time.perf_counter() - started)
-        scores.append(retrieval_scores(collapse_to_docs(hits), set(q["doc_ids"])))
-    return scores, seconds
+        rows.append(score_retrieval(hits, set(q["doc_ids"])))
+    return rows, seconds

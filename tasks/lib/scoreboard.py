@@ -19,6 +19,10 @@ SETUPS = {"base": (False, False), "finetuned": (True, False), "rag": (False, Tru
 PLAIN_NAMES = {"base": "baseline", "finetuned": "fine-tuning", "rag": "embeddings",
                "hybrid": "fine-tuning + embeddings"}
 HEADLINE = ("token_f1", "rouge_l", "exact_match", "semantic_sim", "groundedness", "accuracy")
+# What the answer metrics are, under the table: two texts named "F1" are not always comparable.
+METRIC_NOTE = ("token_f1 and exact_match: token F1 and exact match (SQuAD-normalised: lowercase, "
+               "no punctuation, no articles); rouge_l: ROUGE-L F-measure (rouge-score, no "
+               "stemming); intervals: 95% BCa bootstrap over questions.")
 
 
 def summarize_setups(per_setup: dict[str, list[dict[str, Any]]], resamples: int,
@@ -83,6 +87,7 @@ def scoreboard_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {setup} ({PLAIN_NAMES[setup]}) | "
                      + " | ".join(_fmt(row.get(m)) for m in metrics)
                      + f" | {speed[setup]['latency_ms']:.0f} | {speed[setup]['tokens_per_s']:.1f} |")
+    lines += ["", METRIC_NOTE]
     lines += ["", "Winner per metric (only where the paired interval separates it from every "
               "other setup): " + ", ".join(f"{m}: {w or 'none'}" for m, w in
                                             report["winners"].items()), ""]

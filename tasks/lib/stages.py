@@ -63,7 +63,7 @@ STAGES: tuple[StageSpec, ...] = (
               ("project.seed", "models.generator_id", "models.retriever_id"),
               lambda c: [c.eval_qa_path, c.index_info_path, c.retriever_adapter_dir,
                          c.generator_adapter_dir],
-              _none, False,
+              lambda c: [c.per_question_path], False,  # promote pairs releases on it
               lambda c: [c.evaluate_dir / n for n in ("retrieval.json", "retrieval.md",
                                                        "answers.json", "scoreboard.md",
                                                        "scoreboard.html")],

@@ -4,7 +4,6 @@ from tasks.lib.answer_metrics import (
     content_tokens,
     exact_match,
     groundedness,
-    lcs_length,
     normalize_answer,
     rouge_l,
     token_f1,
@@ -37,16 +36,34 @@ def test_token_f1_squad_style():
     assert token_f1("x x y", "x y y") == pytest.approx(2 / 3)
 
 
-def test_lcs_and_rouge_l():
-    assert lcs_length(["a", "b", "c", "d"], ["a", "c", "d", "b"]) == 3
-    assert lcs_length([], ["a"]) == 0
-    # pred tokens [paris, is, capital], ref [capital, is, paris]: LCS 1 -> P=R=1/3
-    assert rouge_l("Paris is the capital", "the capital is Paris") == pytest.approx(1 / 3)
-    # pred [on, first, working, day], ref [first, working, day, of, each, month]: LCS 3
-    # P 3/4, R 3/6 -> F = 2 * 0.75 * 0.5 / 1.25 = 0.6
-    assert rouge_l("On the first working day", "First working day of each month.") == pytest.approx(0.6)
-    assert rouge_l("same words", "same words") == 1.0
-    assert rouge_l("", "") == 1.0 and rouge_l("x", "") == 0.0 and rouge_l("x", "y") == 0.0
+def test_rouge_l_is_rouge_scores_on_its_own_tokens():
+    # rouge-score keeps articles (no SQuAD normalisation): pred [paris, is, the, capital],
+    # ref [the, capital, is, paris] -> LCS 2 ("the capital"), P = R = 1/2
+    assert rouge_l("Paris is the capital", "the capital is Paris") == 0.5
+    # pred [on, the, first, working, day], ref [first, working, day, of, each, month]: LCS 3,
+    # P 3/5, R 3/6 -> F = 2 * 0.6 * 0.5 / 1.1
+    assert rouge_l("On the first working day", "First working day of each month.") == pytest.approx(
+        6 / 11)
+    assert rouge_l("same words", "Same words!") == 1.0
+    assert rouge_l("x", "y") == 0.0 and rouge_l("x", "") == 0.0
+    assert rouge_l("", "") == 0.0  # unlike token F1: rouge-score scores no tokens as 0
+    # its tokenizer keeps [a-z0-9] only: "Café" -> "caf", CJK text -> no tokens
+    assert rouge_l("Café au lait", "cafe au lait") == pytest.approx(2 / 3)
+    assert rouge_l("東京です", "東京です") == 0.0
+
+
+def test_rouge_l_needs_no_network(monkeypatch):
+    import socket
+
+    from tasks.lib import answer_metrics
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("rouge-score tried the network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    answer_metrics._rouge_scorer.cache_clear()
+    assert rouge_l("night tariff", "the night tariff") == pytest.approx(0.8)
 
 
 def test_groundedness_share_of_content_tokens_in_context():

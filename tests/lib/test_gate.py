@@ -7,7 +7,14 @@ import pytest
 
 from tasks.lib.config import GateRule
 from tasks.lib.errors import ConfigError
-from tasks.lib.gate import check_rule, decision_markdown, evaluate_gate, summarize
+from tasks.lib.gate import (
+    check_paired,
+    check_rule,
+    decision_markdown,
+    evaluate_gate,
+    plan_pairing,
+    summarize,
+)
 
 F1 = GateRule(metric="answers.hybrid.token_f1", min_improvement=0.01, floor=0.02)
 NDCG = GateRule(metric="retrieval.hybrid.ndcg@10", max_regression=0.01, floor=0.1)
@@ -196,3 +203,135 @@ def test_decision_markdown_of_a_first_release():
     assert ("| retrieval.hybrid.p95_ms | 12 | n/a | n/a | no champion yet: nothing to compare | "
             "pass |") in text
     assert text.endswith("release v1 is the new champion (first release)\n")
+
+
+# ---- the paired gate: candidate and champion on the same questions -------------------------------
+
+
+def per_question(f1: list[float], ndcg: list[float], asked: str = "Q") -> dict:
+    """Per-question results of one release: hybrid nDCG@10 and token F1 on questions q0, q1, …"""
+    qids = [f"q{i}" for i in range(len(f1))]
+    return {"questions": [{"qid": q, "question": f"{asked} {q}?", "reference": "A.", "doc_ids": [],
+                           "metadata": {}} for q in qids],
+            "retrieval": {"hybrid": {q: {"ndcg@10": v} for q, v in zip(qids, ndcg, strict=True)}},
+            "answers": {"hybrid": {q: {"token_f1": v} for q, v in zip(qids, f1, strict=True)}}}
+
+
+def means(pq: dict, p95: float = 20.0) -> dict:
+    def mean(rows, m):
+        return sum(r[m] for r in rows.values()) / len(rows)
+    return {"answers.hybrid.token_f1": mean(pq["answers"]["hybrid"], "token_f1"),
+            "retrieval.hybrid.ndcg@10": mean(pq["retrieval"]["hybrid"], "ndcg@10"),
+            "retrieval.hybrid.p95_ms": p95}
+
+
+F1S = [0.1, 0.3, 0.0, 0.5, 0.2, 0.4, 0.25, 0.15] * 5  # 40 questions, mean 0.2375
+NDCGS = [1.0, 0.5, 0.0, 0.63, 1.0, 0.0, 0.39, 1.0] * 5
+
+
+def paired_decision(cand_pq, champ_pq, p95=(20.0, 20.0), min_shared=0.8):
+    pairing, info = plan_pairing(cand_pq, champ_pq, min_shared, resamples=500, seed=0)
+    decision = evaluate_gate(RULES, means(cand_pq, p95[0]), means(champ_pq, p95[1]), pairing)
+    return {**decision, "pairing": info}
+
+
+def test_a_retrain_with_identical_answers_is_not_promoted():
+    same = per_question(F1S, NDCGS)
+    decision = paired_decision(same, per_question(F1S, NDCGS))
+    rows = {r["metric"]: r for r in decision["rules"]}
+    assert decision["pairing"]["mode"] == "paired" and decision["pairing"]["questions"] == 40
+    f1 = rows["answers.hybrid.token_f1"]
+    assert f1["comparison"] == "paired" and f1["paired"] == 40
+    assert f1["interval"] == {"lo": 0.0, "hi": 0.0, "method": "degenerate"}
+    assert not f1["passed"] and not decision["promoted"]
+    assert f1["checks"][1]["text"] == "improvement +0 at the lower bound (need >= 0.01)"
+    assert rows["retrieval.hybrid.ndcg@10"]["passed"]  # no regression either
+    assert rows["retrieval.hybrid.p95_ms"]["comparison"] == "point"  # latency: no per-question
+
+
+def test_a_clearly_better_candidate_is_promoted_on_its_interval():
+    better = per_question([v + 0.05 + 0.01 * (i % 3) for i, v in enumerate(F1S)], NDCGS)
+    decision = paired_decision(better, per_question(F1S, NDCGS))
+    f1 = decision["rules"][0]
+    assert decision["promoted"]
+    assert f1["change"] == pytest.approx(0.05 + 0.39 / 40)  # 13 questions +0.01, 13 +0.02
+    assert 0.05 <= f1["interval"]["lo"] < f1["change"] < f1["interval"]["hi"] <= 0.07
+    assert f1["interval"]["method"] == "BCa"
+
+
+def test_a_mean_gain_inside_the_noise_is_not_promoted():
+    # +0.02 on average, but one question in two gains 0.24 and the other loses 0.20
+    noisy = per_question([v + (0.24 if i % 2 else -0.2) for i, v in enumerate(F1S)], NDCGS)
+    decision = paired_decision(noisy, per_question(F1S, NDCGS))
+    f1 = decision["rules"][0]
+    assert f1["change"] == pytest.approx(0.02)  # the point gate would have promoted (>= 0.01)
+    assert f1["interval"]["lo"] < 0.01 and not decision["promoted"]
+
+
+def test_a_regression_beyond_the_tolerance_fails():
+    worse = per_question([v + 0.1 for v in F1S], [max(0.0, v - 0.05) for v in NDCGS])
+    decision = paired_decision(worse, per_question(F1S, NDCGS))
+    ndcg = decision["rules"][1]
+    assert decision["rules"][0]["passed"] and not ndcg["passed"] and not decision["promoted"]
+    assert ndcg["change"] < -0.03 and ndcg["interval"]["lo"] < -0.01
+    assert ndcg["checks"][1]["text"].startswith("regression 0.0")
+    assert ndcg["checks"][1]["text"].endswith(" at the lower bound (allowed <= 0.01)")
+
+
+def test_relative_paired_rule_scales_by_the_champion_mean():
+    rule = GateRule(metric="answers.hybrid.token_f1", min_improvement=0.1, relative=True)
+    row = check_paired(rule, 0.55, ([0.55, 0.65, 0.45], [0.5, 0.6, 0.4]), 200, 0)
+    assert row["change"] == pytest.approx(0.1)  # +0.05 on a champion mean of 0.5
+    assert row["interval"]["lo"] == pytest.approx(0.1) and row["passed"]
+    assert check_paired(rule, 0.1, ([0.1, 0.2], [0.0, 0.0]), 200, 0) is None  # zero scale
+
+
+def test_missing_champion_results_fall_back_to_point_estimates_and_say_so():
+    cand = per_question([v + 0.02 for v in F1S], NDCGS)
+    pairing, info = plan_pairing(cand, None, 0.8)
+    assert pairing is None and info["mode"] == "point"
+    assert info["note"] == ("champion has no per-question results (released before they were "
+                            "logged); compared point estimates")
+    decision = evaluate_gate(RULES, means(cand), means(per_question(F1S, NDCGS)), pairing)
+    assert decision["promoted"]  # +0.02 on the means: the point comparison's verdict
+    assert [r["comparison"] for r in decision["rules"]] == ["point"] * 3
+    decision.update(candidate_version={"retriever": 2, "generator": 2}, pairing=info,
+                    champion_version={"retriever": 1, "generator": 1})
+    decision["summary"] = summarize(decision)
+    md = decision_markdown(decision)
+    assert ("Compared: champion has no per-question results (released before they were logged); "
+            "compared point estimates\n") in md
+
+
+def test_another_eval_set_pairs_on_shared_questions_or_falls_back():
+    champ = per_question(F1S, NDCGS)
+    mostly = per_question(F1S, NDCGS)
+    mostly["questions"][0]["reference"] = "Another answer."  # 39 of 40 asked alike
+    pairing, info = plan_pairing(mostly, champ, 0.8)
+    assert info["mode"] == "paired" and info["questions"] == 39 and len(pairing.qids) == 39
+    assert info["candidate_digest"] != info["champion_digest"]
+    assert info["note"] == ("champion released on another eval set: paired on the 39 of 40 "
+                            "current questions it was asked alike")
+    assert len(pairing.values("answers.hybrid.token_f1")[0]) == 39
+    other = per_question(F1S, NDCGS, asked="Other")  # same qids, other questions
+    pairing, info = plan_pairing(other, champ, 0.8)
+    assert pairing is None and info["mode"] == "point" and info["questions"] == 0
+    assert info["note"] == ("champion released on another eval set (0 of 40 current questions "
+                            "shared, below 80%); compared point estimates")
+    assert plan_pairing(None, champ, 0.8)[1]["note"] == (
+        "the candidate has no per-question results (evaluate ran before they existed); compared "
+        "point estimates — rerun evaluate")
+
+
+def test_decision_markdown_shows_the_paired_interval_and_count():
+    better = per_question([v + 0.05 for v in F1S], NDCGS)
+    decision = paired_decision(better, per_question(F1S, NDCGS))
+    decision.update(candidate_version={"retriever": 2, "generator": 2},
+                    champion_version={"retriever": 1, "generator": 1})
+    decision["summary"] = summarize(decision)
+    md = decision_markdown(decision)
+    digest = decision["pairing"]["candidate_digest"]
+    assert (f"Compared: paired on 40 of 40 eval questions (eval set {digest}); 95% BCa intervals "
+            "of candidate − champion\n") in md
+    assert "| answers.hybrid.token_f1 | 0.2875 | 0.2375 | +0.05 [+0.05, +0.05] (n=40) |" in md
+    assert "| retrieval.hybrid.p95_ms | 20 | 20 | +0 |" in md  # point: no interval

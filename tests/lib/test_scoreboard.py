@@ -35,5 +35,7 @@ def test_markdown_and_html_render_every_setup():
     md = scoreboard_markdown(report)
     assert "| base (baseline) | 0.200 [" in md and "| rag (embeddings) | 0.500 [" in md
     assert "token_f1: rag" in md
+    assert "token F1 and exact match (SQuAD-normalised: lowercase, no punctuation, no articles)" in md
+    assert "rouge_l: ROUGE-L F-measure (rouge-score, no stemming)" in md
     html = scoreboard_html(md, {"plot": b"\x89PNG"}, "t")
     assert "data:image/png;base64,iVBORw==" in html and "&lt;" not in html.split("<pre>")[0]

@@ -27,11 +27,15 @@ ANSWERS = {
     "answers": {"base": [], "rag": []}}
 
 
+PER_QUESTION = {"questions": [], "retrieval": {}, "answers": {}}
+
+
 def test_write_reports_writes_every_report_and_rounded_metrics(tmp_path):
-    out = write_reports(tmp_path / "evaluate", RETRIEVAL, ANSWERS)
+    out = write_reports(tmp_path / "evaluate", RETRIEVAL, ANSWERS, PER_QUESTION)
     assert sorted(p.name for p in out.iterdir()) == [
-        "answers.json", "metrics.json", "retrieval.json", "retrieval.md", "scoreboard.html",
-        "scoreboard.md"]
+        "answers.json", "metrics.json", "per_question.json", "retrieval.json", "retrieval.md",
+        "scoreboard.html", "scoreboard.md"]
+    assert json.loads((out / "per_question.json").read_text()) == PER_QUESTION
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == {
         "retrieval": {"bm25": {**dict.fromkeys(METRICS, 0.5123), "p95_ms": 2.35},

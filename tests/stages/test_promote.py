@@ -9,7 +9,7 @@ import pytest
 from tasks.lib.config import PromoteConfig, load_config
 from tasks.lib.errors import ConfigError
 from tasks.lib.registry import registry_ref
-from tasks.promote import gate_metrics, local_abspath
+from tasks.promote import decide, gate_metrics, local_abspath
 from tests.conftest import SMOKE, champion_versions, sets, tunedex
 from tests.conftest import promote_release as promote
 
@@ -40,6 +40,82 @@ def test_gate_metrics_flatten_and_refuse_unknown_ones():
                               "retrieval.hybrid.ndcg@10")
 
 
+def results(f1: list[float]) -> dict:
+    """Per-question results with hybrid token F1 (and nDCG@10 1.0) on questions q0, q1, …"""
+    qids = [f"q{i}" for i in range(len(f1))]
+    return {"questions": [{"qid": q, "question": f"{q}?", "reference": "A", "doc_ids": ["d"],
+                           "metadata": {}} for q in qids],
+            "retrieval": {"hybrid": {q: {"ndcg@10": 1.0} for q in qids}},
+            "answers": {"hybrid": {q: {"token_f1": v} for q, v in zip(qids, f1, strict=True)}}}
+
+
+def release(f1: list[float] | None, mean: float, origin: str | None = None) -> tuple:
+    """(release, logged metrics, per-question results, their origin) as promote reads a champion."""
+    from types import SimpleNamespace
+
+    metrics = {"answers.hybrid.token_f1": mean, "retrieval.hybrid.ndcg@10": 1.0,
+               "retrieval.hybrid.p95_ms": 10.0}
+    return (SimpleNamespace(retriever_version=1, generator_version=1), metrics,
+            None if f1 is None else results(f1), origin)
+
+
+F1 = [0.1, 0.3, 0.2, 0.6, 0.0, 0.4] * 5  # mean 0.2667
+SECTION = PromoteConfig(bootstrap=500)
+VERSIONS = {"retriever": 2, "generator": 2, "rag": 2}
+
+
+def candidate(f1: list[float]) -> dict:
+    _, metrics, per_question, _ = release(f1, sum(f1) / len(f1))
+    return {"metrics": metrics, "per_question": per_question}
+
+
+def test_a_retrain_with_identical_per_question_results_is_not_promoted():
+    decision = decide(SECTION, 13, candidate(F1), release(F1, sum(F1) / len(F1)), VERSIONS)
+    assert not decision["promoted"]
+    f1 = decision["rules"][0]
+    assert (f1["comparison"], f1["paired"], f1["change"]) == ("paired", 30, 0.0)
+    assert f1["interval"] == {"lo": 0.0, "hi": 0.0, "method": "degenerate"}
+    assert decision["pairing"]["mode"] == "paired" and decision["pairing"]["note"] is None
+    assert decision["summary"] == ("release v2 is challenger; champion unchanged. Failed: "
+                                   "answers.hybrid.token_f1: improvement +0 at the lower bound "
+                                   "(need >= 0.01)")
+
+
+def test_a_first_release_pairs_with_nothing():
+    decision = decide(SECTION, 13, candidate(F1), (None, None, None, None), VERSIONS)
+    assert decision["promoted"] and decision["first_release"] and decision["pairing"] is None
+    assert decision["champion_version"] is None
+
+
+def test_a_clearly_better_candidate_is_promoted():
+    better = [v + 0.1 for v in F1]
+    decision = decide(SECTION, 13, candidate(better), release(F1, sum(F1) / len(F1)), VERSIONS)
+    assert decision["promoted"] and decision["rules"][0]["interval"]["lo"] == pytest.approx(0.1)
+    assert decision["champion_version"] == {"retriever": 1, "generator": 1}
+
+
+def test_a_champion_without_per_question_results_is_compared_on_point_estimates():
+    from tasks.lib.gate import decision_markdown
+
+    champion = release(None, 0.2, "rescore by setting promote.rescore: true")
+    decision = decide(SECTION, 13, candidate([v + 0.02 for v in F1]), champion, VERSIONS)
+    assert decision["promoted"]  # +0.087 on the logged mean: today's point comparison
+    assert [r["comparison"] for r in decision["rules"]] == ["point", "point", "point"]
+    assert decision["pairing"]["mode"] == "point"
+    md = decision_markdown(decision)
+    assert ("Compared: champion has no per-question results (released before they were logged); "
+            "compared point estimates — rescore by setting promote.rescore: true\n") in md
+
+
+def test_a_re_scored_champion_is_paired_and_the_decision_says_so():
+    champion = release(F1, 0.9, "champion re-scored on the current eval set (none were logged)")
+    decision = decide(SECTION, 13, candidate(F1), champion, VERSIONS)
+    assert decision["pairing"]["mode"] == "paired" and decision["pairing"]["questions"] == 30
+    assert decision["pairing"]["note"] == ("champion re-scored on the current eval set (none were "
+                                           "logged)")
+    assert decision["rules"][0]["champion"] == pytest.approx(sum(F1) / len(F1))  # not 0.9: paired
+
+
 # ---- releases on a real registry (slow: the DVC stages run once per session) ----------------------
 
 
@@ -61,7 +137,11 @@ def test_gate_rejects_then_promotes_then_rollback_restores(registry_overrides, t
     assert tags["data.qa_md5"] != "missing" and tags["git.commit"]
     assert set(tags) >= {"pipeline.run_id", "metric.answers.hybrid.token_f1",
                          "metric.retrieval.hybrid.ndcg_at_10", "metric.retrieval.hybrid.p95_ms",
-                         "release.inputs"}
+                         "release.inputs", "eval.digest", "eval.questions"}
+    from tasks.lib.release_eval import release_per_question
+
+    logged = release_per_question(client(reg), version)  # what the next candidate pairs with
+    assert logged is not None and tags["eval.questions"] == str(len(logged["questions"]))
     assert client(reg).get_run(version.run_id).data.metrics["gate.promoted"] == 1.0
 
     second = promote(overrides)  # same adapters and metrics: no token-F1 improvement
@@ -72,6 +152,8 @@ def test_gate_rejects_then_promotes_then_rollback_restores(registry_overrides, t
     assert int(c.get_model_version_by_alias(GEN, "challenger").version) == 2
     failed = [r["metric"] for r in second["rules"] if not r["passed"]]
     assert failed == ["answers.hybrid.token_f1"]
+    assert second["pairing"]["mode"] == "paired" and second["pairing"]["note"] is None
+    assert second["rules"][0]["interval"] == {"lo": 0.0, "hi": 0.0, "method": "degenerate"}
     decision = (Path(overrides["paths.reports_dir"]) / "promote" / "decision.md").read_text()
     assert "NOT PROMOTED" in decision and "champion unchanged" in decision
 
@@ -100,6 +182,26 @@ def test_gate_rejects_then_promotes_then_rollback_restores(registry_overrides, t
 
     done = tunedex("rollback", "-c", str(SMOKE), *sets(overrides), cwd=tmp_path)
     assert done.returncode == 2 and "no previous release" in done.stderr
+
+
+@pytest.mark.slow
+def test_a_champion_without_per_question_results_is_re_scored(registry_overrides, monkeypatch):
+    from tasks.lib import release_eval
+
+    overrides = registry_overrides
+    assert promote(overrides)["promoted"]
+    # as for a release from before per-question results were logged
+    monkeypatch.setattr(release_eval, "release_per_question", lambda c, version: None)
+    second = promote(overrides)  # the same adapters: re-scored, the champion answers alike
+    assert second["pairing"]["mode"] == "paired"
+    assert second["pairing"]["note"] == ("champion re-scored on the current eval set (none were "
+                                         "logged)")
+    rows = {r["metric"]: r for r in second["rules"]}
+    for metric in ("answers.hybrid.token_f1", "retrieval.hybrid.ndcg@10"):
+        assert rows[metric]["comparison"] == "paired" and rows[metric]["change"] == 0.0, metric
+        assert rows[metric]["interval"]["method"] == "degenerate", metric
+    assert not second["promoted"] and champion_versions(registry_ref(
+        load_config(SMOKE, overrides))) == (1, 1)
 
 
 @pytest.mark.slow

@@ -1,0 +1,85 @@
+"""Per-question results (tasks/lib/per_question.py): the file's exact shape, the eval-set digest,
+and the per-question values the gate pairs on."""
+
+import pytest
+
+from tasks.lib.per_question import (
+    build_per_question,
+    eval_set_digest,
+    metric_values,
+    retrieved_docs,
+    score_retrieval,
+)
+
+QUESTIONS = [
+    {"qid": "q1", "question": "Which cards?", "answer": "Visa.", "doc_ids": ["d1"],
+     "metadata": {"topic": "pay"}, "split": "eval"},
+    {"qid": "q2", "question": "Night hours?", "answer": "22 to 6.", "doc_ids": ["d2", "d3"]},
+]
+HITS = [{"doc_id": "d2", "chunk_id": "d2#0", "score": 0.9, "text": "..."},
+        {"doc_id": "d1", "chunk_id": "d1#1", "score": 0.8, "text": "..."},
+        {"doc_id": "d2", "chunk_id": "d2#1", "score": 0.7, "text": "..."},
+        {"doc_id": "d3", "chunk_id": "d3#0", "score": 0.5, "text": "..."}]
+
+
+def test_retrieved_documents_each_at_its_best_chunk():
+    assert retrieved_docs(HITS) == [{"doc_id": "d2", "chunk_id": "d2#0", "score": 0.9},
+                                    {"doc_id": "d1", "chunk_id": "d1#1", "score": 0.8},
+                                    {"doc_id": "d3", "chunk_id": "d3#0", "score": 0.5}]
+    assert retrieved_docs(HITS, 1) == [{"doc_id": "d2", "chunk_id": "d2#0", "score": 0.9}]
+
+
+def test_score_retrieval_ranks_documents_and_keeps_the_top_ten():
+    row = score_retrieval(HITS, {"d1"})
+    assert row == {"recall@1": 0.0, "recall@5": 1.0, "recall@10": 1.0, "mrr@10": 0.5,
+                   "ndcg@10": pytest.approx(1 / 1.5849625007211563),
+                   "retrieved": retrieved_docs(HITS)}
+    many = [{"doc_id": f"d{i}", "chunk_id": f"d{i}#0", "score": 1 / (i + 1)} for i in range(15)]
+    assert [h["doc_id"] for h in score_retrieval(many, {"d14"})["retrieved"]] == [
+        f"d{i}" for i in range(10)]
+
+
+def per_question():
+    retrieval = {"hybrid": [score_retrieval(HITS, {"d1"}), score_retrieval(HITS, {"d2", "d3"})]}
+    answers = {"rag": [{"qid": "q1", "answer": "Visa", "token_f1": 1.0, "rouge_l": 1.0,
+                        "exact_match": 1.0, "semantic_sim": 0.9, "groundedness": None,
+                        "cited": ["d2", "d1"], "accuracy": 1.0}]}  # accuracy: not in the file
+    return build_per_question(QUESTIONS, retrieval, answers)
+
+
+def test_build_per_question_has_exactly_the_agreed_shape():
+    out = per_question()
+    assert out["questions"] == [
+        {"qid": "q1", "question": "Which cards?", "reference": "Visa.", "doc_ids": ["d1"],
+         "metadata": {"topic": "pay"}},
+        {"qid": "q2", "question": "Night hours?", "reference": "22 to 6.", "doc_ids": ["d2", "d3"],
+         "metadata": {}}]
+    assert list(out["retrieval"]["hybrid"]) == ["q1", "q2"]
+    assert list(out["retrieval"]["hybrid"]["q2"]) == ["ndcg@10", "recall@1", "recall@5",
+                                                      "recall@10", "mrr@10", "retrieved"]
+    assert out["retrieval"]["hybrid"]["q2"]["recall@1"] == 0.5
+    assert out["answers"] == {"rag": {"q1": {
+        "answer": "Visa", "token_f1": 1.0, "rouge_l": 1.0, "exact_match": 1.0,
+        "semantic_sim": 0.9, "groundedness": None, "cited": ["d2", "d1"]}}}
+
+
+def test_eval_set_digest_follows_questions_and_references_not_order():
+    out = per_question()
+    digest = eval_set_digest(out)
+    assert len(digest) == 16
+    assert eval_set_digest({"questions": out["questions"][::-1]}) == digest
+    changed = [{**out["questions"][0], "reference": "Visa and Mastercard."}, out["questions"][1]]
+    assert eval_set_digest({"questions": changed}) != digest
+    assert eval_set_digest({"questions": out["questions"][:1]}) != digest
+
+
+def test_metric_values_by_qid_or_none_without_per_question_values():
+    out = per_question()
+    assert metric_values(out, "retrieval.hybrid.recall@1") == {"q1": 0.0, "q2": 0.5}
+    assert metric_values(out, "answers.rag.token_f1") == {"q1": 1.0}
+    assert metric_values(out, "answers.rag.groundedness") == {}  # no value for any question
+    assert metric_values(out, "retrieval.hybrid.p95_ms") is None  # latency: a point value only
+    assert metric_values(out, "retrieval.bm25.ndcg@10") is None  # method not run
+    assert metric_values(out, "answers.rag.cited") is None
+    assert metric_values(out, "answers.rag.accuracy") is None
+    assert metric_values(out, "other.rag.token_f1") is None

@@ -156,6 +156,18 @@ def recommend(values: dict[str, list[float]], summary: dict[str, dict[str, Any]]
     return rec_out
 
 
+def recommend_reports(answers: dict[str, Any], retrieval: dict[str, Any], resamples: int, seed: int,
+                      metric: str = "token_f1") -> dict[str, Any]:
+    """The recommendation from evaluate's answer and retrieval reports (answers.json's content)."""
+    methods = retrieval.get("methods", {})
+    # rag/hybrid get their context from a LoRA vector search (base when no candidate was indexed)
+    context = methods.get("lora") or methods.get("base") or {}
+    table = option_costs_table(answers.get("costs", {}), answers.get("speed", {}),
+                               context.get("latency", {}).get("p95_ms"))
+    return recommend(paired_values(answers.get("answers", {}), metric), answers["summary"], table,
+                     metric, resamples, seed)
+
+
 # ---- the words ----------------------------------------------------------------------------------
 
 
@@ -210,8 +222,8 @@ def why(rec: dict[str, Any], summary: dict[str, dict[str, Any]]) -> list[str]:
         out.append(f"{name(setup)} beats {', '.join(name(c) for c in wins)} with a paired interval "
                    f"above 0, but its difference to {ev['vs']} ({fmt_diff(ev)}) covers 0.")
     elif ev:
-        out.append(f"No option separates from {name(setup)} ({setup} − {ev['vs']}: {fmt_diff(ev)}), "
-                   f"so ship the cheapest of the tied options ({', '.join(rec['tied'])}).")
+        out.append(f"No option separates from {name(setup)}: {setup} − {ev['vs']} {fmt_diff(ev)} "
+                   f"covers 0, so ship the cheapest of the tied options ({', '.join(rec['tied'])}).")
     ruled = [f"{s} (by {', '.join(beaten[s])})" for s in order if beaten[s]]
     if ruled:
         out.append("Ruled out with separated intervals: " + "; ".join(ruled) + ".")

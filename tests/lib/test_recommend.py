@@ -38,7 +38,7 @@ def test_nothing_separates_so_the_cheapest_tied_option_ships():
     assert rec["best_mean"] == "rag"  # ties on the mean go to the cheaper option
     assert rec["evidence"]["vs"] == "rag" and rec["evidence"]["mean"] == pytest.approx(-0.025)
     assert rec["evidence"]["lo"] < 0 < rec["evidence"]["hi"] and rec["evidence"]["n"] == N
-    assert rec["why"][1].startswith("No option separates from base (base − rag: -0.025 [")
+    assert rec["why"][1].startswith("No option separates from base: base − rag -0.025 [")
     assert rec["summary"].startswith("Ship base [tied]: token_f1 0.150; base − rag -0.025 [")
 
 

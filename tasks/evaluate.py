@@ -121,6 +121,8 @@ def write_reports(out: Path, retrieval: dict[str, Any], answers: dict[str, Any],
     write_text_atomic(out / "retrieval.md", retrieval_markdown(retrieval))
     write_text_atomic(out / "scoreboard.md", md)
     write_text_atomic(out / "report.html", render_report(answers, retrieval, **(page or {})))
+    # the page report.html replaced: a stale copy would be logged beside it and contradict it
+    (out / "scoreboard.html").unlink(missing_ok=True)
     metrics = {"retrieval": {name: {m: round(row[m]["mean"], 4) for m in METRICS}
                              | {"p95_ms": round(row["latency"]["p95_ms"], 2)}
                              for name, row in retrieval["methods"].items()},

@@ -108,6 +108,8 @@ def confidence_of(rec: str, best: str, order: list[str], beaten: dict[str, list[
     leaning: beats some cheaper option, a costlier one may be better; tied: beats none."""
     cheaper = order[:order.index(rec)]
     wins = [c for c in cheaper if rec in beaten[c]]
+    if len(order) == 1:  # nothing to compare with
+        return "tied"
     if rec == best and (wins == cheaper if cheaper else
                         all(rec in beaten[o] for o in order if o != rec)):
         return "separated"
@@ -183,6 +185,9 @@ def fmt_diff(d: dict[str, float]) -> str:
 def what_would_change(rec: dict[str, Any]) -> dict[str, Any]:
     """The eval-set size that would settle the open comparison, or why none is open."""
     setup, best, n, diffs = rec["setup"], rec["best_mean"], rec["n"], rec["pairwise"]
+    if rec["evidence"] is None:
+        return {"n_needed": None, "target": None,
+                "text": f"Only {setup} was scored: score another setup to compare."}
     if rec["confidence"] == "separated":
         ev = rec["evidence"]
         return {"n_needed": None, "target": None, "text": (

@@ -38,12 +38,14 @@ def embedding_spaces(tables: dict[str, Any], models: dict[str, Any],
         if role not in models:
             continue
         data = table.to_arrow().select(["vector", "doc_id"])
-        keep = spread(data.num_rows, MAP_CHUNKS)
-        vectors = np.asarray(data.column("vector").to_pylist(), dtype=np.float32)[keep]
+        data = data.take(spread(data.num_rows, MAP_CHUNKS))
+        # fixed-size list column -> one flat numpy buffer (no per-float Python objects)
+        flat = data.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        vectors = flat.reshape(data.num_rows, -1).astype(np.float32)
         encoded = models[role].encode([q["question"] for q in picked], batch_size=64,
                                       normalize_embeddings=True, convert_to_numpy=True)
         spaces[ROLE_LABELS.get(role, role)] = {
-            "chunks": unit(vectors), "chunk_doc_ids": [data.column("doc_id")[int(i)].as_py() for i in keep],
+            "chunks": unit(vectors), "chunk_doc_ids": data.column("doc_id").to_pylist(),
             "questions": unit(np.asarray(encoded, dtype=np.float32)),
             "question_doc_ids": [q.get("doc_ids") or [] for q in picked]}
     return spaces

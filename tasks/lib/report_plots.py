@@ -15,6 +15,7 @@ import numpy as np
 
 COLORS = {"base": "#7f7f7f", "finetuned": "#d62728", "rag": "#1f77b4", "hybrid": "#9467bd"}
 QUALITY = ("token_f1", "rouge_l", "semantic_sim", "groundedness")
+SMOOTH = 5  # steps in the loss curves' running mean
 
 
 def _figure(width: float, height: float, panels: int = 1) -> tuple[Any, Any]:
@@ -87,7 +88,12 @@ def plot_losses(histories: dict[str, list[dict[str, float]]]) -> str:
     fig, axes = _figure(3.6 * max(1, len(stages)), 2.8, max(1, len(stages)))
     for ax, stage in zip(axes, stages, strict=False):
         steps = [h["step"] for h in histories[stage]]
-        ax.plot(steps, [h["loss"] for h in histories[stage]], marker=".", color="#1f77b4")
+        losses = np.array([h["loss"] for h in histories[stage]])
+        ax.plot(steps, losses, marker=".", color="#1f77b4", alpha=0.5, label="per step")
+        if len(losses) >= 2 * SMOOTH:  # one batch's loss swings with its examples: show the trend
+            trend = np.convolve(losses, np.ones(SMOOTH) / SMOOTH, mode="valid")
+            ax.plot(steps[SMOOTH - 1:], trend, color="#d62728", label=f"mean of {SMOOTH}")
+            ax.legend(fontsize=7)
         ax.set_title(stage, fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylabel("loss")

@@ -149,8 +149,9 @@ def row_html(r: dict[str, Any], per_question: dict[str, Any], setups: list[str],
     top = max((v for v in r["scores"].values() if v is not None), default=None)
     cells += [answer_cell(per_question["answers"][s].get(q["qid"]), metric, gold, top) for s in setups]
     retrieval = per_question.get("retrieval", {})
-    cells.append("<td>" + "".join(hits_html(m, retrieval[m].get(q["qid"]), gold)
-                                  for m in methods) + "</td>")
+    if methods:
+        cells.append("<td>" + "".join(hits_html(m, retrieval[m].get(q["qid"]), gold)
+                                      for m in methods) + "</td>")
     return f"<tr data-qid=\"{escape(q['qid'])}\">" + "".join(cells) + "</tr>"
 
 
@@ -159,14 +160,14 @@ def drilldown_html(per_question: dict[str, Any], metric: str = "token_f1") -> st
     rows = question_rows(per_question, metric)
     setups, methods = list(per_question.get("answers", {})), list(per_question.get("retrieval", {}))
     cols = "<col class=num>" * 3 + "<col class=q>" + "<col>" * len(setups) + \
-        ("<col class=hits>" if methods else "<col>")
+        ("<col class=hits>" if methods else "")
     head = ("<th class=n data-sort=num aria-sort=descending title='spread of the setups’ "
             f"{escape(metric)}: max − min'>disagree</th>"
             "<th class=n data-sort=num title='finetuned − base'>Δ fine-tune</th>"
             "<th class=n data-sort=num title='rag − base'>Δ embed</th>"
             "<th data-sort=text>question · reference</th>"
             + "".join(f"<th data-sort=num>{escape(s)}</th>" for s in setups)
-            + "<th>retrieved (top 10 per method)</th>")
+            + ("<th>retrieved (top 10 per method)</th>" if methods else ""))
     body = "".join(row_html(r, per_question, setups, methods, metric) for r in rows)
     n = len(rows)
     return (f"<p class=note>{n} eval questions; scores are {escape(metric)}. Click a header to sort; "

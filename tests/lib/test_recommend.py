@@ -98,3 +98,10 @@ def test_paired_values_align_on_qids_and_skip_setups_without_the_metric():
 
 def test_no_values_recommend_nothing():
     assert recommend({}, {}, {})["option"] is None
+
+
+def test_a_single_scored_setup_is_shipped_as_tied_with_nothing_to_compare():
+    rec = run({"base": BASE})
+    assert (rec["setup"], rec["confidence"], rec["evidence"]) == ("base", "tied", None)
+    assert rec["what_would_change"]["text"] == "Only base was scored: score another setup to compare."
+    assert rec["summary"] == "Ship base [tied]: token_f1 0.150."

@@ -28,6 +28,8 @@ ANSWERS = {
 
 
 def test_write_reports_writes_every_report_and_rounded_metrics(tmp_path):
+    (tmp_path / "evaluate").mkdir()
+    (tmp_path / "evaluate" / "scoreboard.html").write_text("the page before report.html")
     out = write_reports(tmp_path / "evaluate", RETRIEVAL, ANSWERS)
     assert sorted(p.name for p in out.iterdir()) == [
         "answers.json", "metrics.json", "report.html", "retrieval.json", "retrieval.md",

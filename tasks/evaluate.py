@@ -2,9 +2,11 @@
 answers (base, finetuned, rag, hybrid).
 
 Reads data/prepared/eval_qa.jsonl, reports/index/index.json (pinned tables + retrievers) and the
-generator adapter; writes reports/evaluate/: retrieval.json/.md, answers.json, per_question.json
-(every question's scores, retrieved documents and answers: what promote pairs releases on),
-scoreboard.md, scoreboard.html (self-contained, with plots) and metrics.json (means, for DVC).
+generator adapter; writes reports/evaluate/: retrieval.json/.md, answers.json (with the
+recommendation), per_question.json (every question's scores, retrieved documents and
+answers: what promote pairs releases on and the report's drill-down shows), scoreboard.md,
+report.html (the page a person reads: recommendation, tables, plots, every question;
+self-contained) and metrics.json (means, for DVC).
 """
 
 from __future__ import annotations
@@ -69,9 +71,9 @@ def evaluate_retrieval(section: EvaluateConfig, index: IndexConfig, seed: int,
 def answer_report(section: EvaluateConfig, generate: GenerateConfig, index: IndexConfig,
                   ctx: StageContext, questions: list[dict[str, Any]], tables: dict[str, Any],
                   models: dict[str, Any]) -> dict[str, Any]:
-    """The four-way answer scoreboard: summaries, winners, costs and the one-sentence verdict."""
+    """The four-way answer scoreboard: summaries, winners and costs."""
     from tasks.lib.answers import evaluate_answers, load_stage_reports, option_costs
-    from tasks.lib.scoreboard import HEADLINE, summarize_setups, verdict, winner
+    from tasks.lib.scoreboard import HEADLINE, summarize_setups, winner
 
     limit = section.answer_questions
     questions = questions[:limit] if limit else questions
@@ -82,16 +84,40 @@ def answer_report(section: EvaluateConfig, generate: GenerateConfig, index: Inde
                if all(m in row for row in summary.values())}
     costs = {s: c for s, c in option_costs(load_stage_reports(ctx.catalog)).items() if s in summary}
     return {"questions": len(questions), "summary": summary, "winners": winners,
-            "speed": answers["speed"], "costs": costs,
-            "verdict": verdict(summary, winners, costs), "answers": per_setup}
+            "speed": answers["speed"], "costs": costs, "answers": per_setup}
+
+
+def with_recommendation(answers: dict[str, Any], retrieval: dict[str, Any], resamples: int,
+                        seed: int) -> dict[str, Any]:
+    """The answer report plus the option to ship; its one line is the verdict (log, scoreboard.md)."""
+    from tasks.lib.recommend import recommend_reports
+
+    rec = recommend_reports(answers, retrieval, resamples, seed)
+    head = {k: v for k, v in answers.items() if k != "answers"}
+    return {**head, "verdict": rec["summary"], "recommendation": rec, "answers": answers["answers"]}
+
+
+def report_page(section: EvaluateConfig, seed: int, questions: list[dict[str, Any]],
+                per_question: dict[str, Any], tables: dict[str, Any], models: dict[str, Any]
+                ) -> dict[str, Any]:
+    """What report.html shows beyond the scores: each question, loss curves, the embedding map."""
+    import mlflow
+
+    from tasks.lib.report_inputs import embedding_spaces, loss_histories
+
+    return {"per_question": per_question,
+            "losses": loss_histories(mlflow.active_run().info.experiment_id),
+            "spaces": embedding_spaces(tables, models, questions),
+            "resamples": section.bootstrap, "seed": seed}
 
 
 def write_reports(out: Path, retrieval: dict[str, Any], answers: dict[str, Any],
-                  per_question: dict[str, Any]) -> Path:
-    """reports/evaluate/: retrieval and answer JSON, per-question results, Markdown,
-    self-contained HTML, DVC metrics."""
+                  per_question: dict[str, Any], page: dict[str, Any] | None = None) -> Path:
+    """reports/evaluate/: retrieval and answer JSON, per-question results, Markdown, the HTML
+    report, DVC metrics."""
     from tasks.lib.files import write_json, write_text_atomic
-    from tasks.lib.scoreboard import plot_bars, plot_cost_quality, scoreboard_html, scoreboard_markdown
+    from tasks.lib.report import render_report
+    from tasks.lib.scoreboard import scoreboard_markdown
 
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "retrieval.json", retrieval)
@@ -100,8 +126,9 @@ def write_reports(out: Path, retrieval: dict[str, Any], answers: dict[str, Any],
     md = f"# tunedex scoreboard\n\n{scoreboard_markdown(answers)}\n{retrieval_markdown(retrieval)}"
     write_text_atomic(out / "retrieval.md", retrieval_markdown(retrieval))
     write_text_atomic(out / "scoreboard.md", md)
-    plots = {"answer quality": plot_bars(answers), "cost vs quality": plot_cost_quality(answers)}
-    write_text_atomic(out / "scoreboard.html", scoreboard_html(md, plots, "tunedex scoreboard"))
+    write_text_atomic(out / "report.html", render_report(answers, retrieval, **(page or {})))
+    # the page report.html replaced: a stale copy would be logged beside it and contradict it
+    (out / "scoreboard.html").unlink(missing_ok=True)
     metrics = {"retrieval": {name: {m: round(row[m]["mean"], 4) for m in METRICS}
                              | {"p95_ms": round(row["latency"]["p95_ms"], 2)}
                              for name, row in retrieval["methods"].items()},
@@ -132,8 +159,10 @@ def evaluate_stage(section: EvaluateConfig, generate: GenerateConfig, index: Ind
         retrieval, rows = evaluate_retrieval(section, index, ctx.seed, questions, info, tables,
                                              models)
         answers = answer_report(section, generate, index, ctx, questions, tables, models)
+        answers = with_recommendation(answers, retrieval, section.bootstrap, ctx.seed)
         per_question = build_per_question(questions, rows, answers["answers"])
-        out = write_reports(cat.evaluate_dir, retrieval, answers, per_question)
+        page = report_page(section, ctx.seed, questions, per_question, tables, models)
+        out = write_reports(cat.evaluate_dir, retrieval, answers, per_question, page)
         metrics = json.loads(cat.evaluate_metrics_path.read_text())
         mlflow.log_metrics({mlflow_key(k): v for k, v in flatten(metrics).items()})
         mlflow.log_artifacts(str(out), "evaluate")

@@ -66,7 +66,7 @@ STAGES: tuple[StageSpec, ...] = (
               lambda c: [c.per_question_path], False,  # promote pairs releases on it
               lambda c: [c.evaluate_dir / n for n in ("retrieval.json", "retrieval.md",
                                                        "answers.json", "scoreboard.md",
-                                                       "scoreboard.html")],
+                                                       "report.html")],
               lambda c: [c.evaluate_metrics_path]),
 )
 BY_NAME = {s.name: s for s in STAGES}

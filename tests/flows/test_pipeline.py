@@ -109,8 +109,11 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
     rows = __import__("json").loads((reports / "answers.json").read_text())["answers"]
     assert all(len(r["cited"]) == 2 for r in rows["rag"] + rows["hybrid"])  # generate.context_k
     assert all(r["cited"] == [] and r["groundedness"] is None for r in rows["base"])
-    html = (reports / "scoreboard.html").read_text()
-    assert html.count("data:image/png;base64,") == 2
+    rec = answers["recommendation"]
+    assert rec["option"] in ("base", "fine-tune", "embed", "both") and answers["verdict"] == rec["summary"]
+    page = (reports / "report.html").read_text()
+    assert "id=recommendation" in page and page.count("<tr data-qid=") == len(evals)
+    assert page.count("<svg") == 4  # quality, cost vs quality, both loss curves, the embedding map
     assert "fine-tuning + embeddings" in (reports / "scoreboard.md").read_text()
     metrics = __import__("json").loads((reports / "metrics.json").read_text())
     assert set(metrics) == {"retrieval", "answers"}

@@ -1,5 +1,5 @@
 from tasks.lib.answers import option_costs
-from tasks.lib.scoreboard import scoreboard_html, scoreboard_markdown, summarize_setups, verdict, winner
+from tasks.lib.scoreboard import scoreboard_markdown, summarize_setups, winner
 
 
 def rows(values, metric="token_f1"):
@@ -14,18 +14,7 @@ def test_winner_needs_separation_from_every_other_setup():
     assert winner(per_setup, "token_f1", 300, 0) == "hybrid"
 
 
-def test_verdict_names_winner_and_cost_or_says_undecided():
-    per_setup = {"base": rows([0.1, 0.2] * 20), "hybrid": rows([0.8, 0.9] * 20)}
-    summary = summarize_setups(per_setup, 300, 0)
-    text = verdict(summary, {"token_f1": "hybrid"}, {"hybrid": {"train_seconds": 12.0}})
-    assert text.startswith("On this data, fine-tuning + embeddings (hybrid) answers best")
-    assert "train seconds 12" in text
-    undecided = verdict(summary, {"token_f1": None, "semantic_sim": "hybrid"}, {})
-    assert undecided.startswith("No setup separates from the others on token F1")
-    assert "fine-tuning + embeddings leads on semantic sim" in undecided
-
-
-def test_markdown_and_html_render_every_setup():
+def test_markdown_renders_every_setup_and_the_recommendation():
     per_setup = {"base": rows([0.1, 0.3] * 5), "rag": rows([0.4, 0.6] * 5)}
     report = {"questions": 10, "summary": summarize_setups(per_setup, 200, 0),
               "winners": {"token_f1": "rag"}, "verdict": "V.",
@@ -37,5 +26,7 @@ def test_markdown_and_html_render_every_setup():
     assert "token_f1: rag" in md
     assert "token F1 and exact match (SQuAD-normalised: lowercase, no punctuation, no articles)" in md
     assert "rouge_l: ROUGE-L F-measure (rouge-score, no stemming)" in md
-    html = scoreboard_html(md, {"plot": b"\x89PNG"}, "t")
-    assert "data:image/png;base64,iVBORw==" in html and "&lt;" not in html.split("<pre>")[0]
+    assert md.startswith("## Answers (10 eval questions)\n\n**V.**\n\n| setup |")
+    report["recommendation"] = {"why": ["Because.", "Costs."], "what_would_change": {"text": "More."}}
+    assert "**V.**\n\n- Because.\n- Costs.\n- What would change it: More.\n\n| setup |" in \
+        scoreboard_markdown(report)

@@ -3,7 +3,7 @@ models); the full stage runs under the pipeline flow test."""
 
 import json
 
-from tasks.evaluate import write_reports
+from tasks.evaluate import with_recommendation, write_reports
 from tasks.lib.retrieval_eval import METRICS
 
 
@@ -31,10 +31,12 @@ PER_QUESTION = {"questions": [], "retrieval": {}, "answers": {}}
 
 
 def test_write_reports_writes_every_report_and_rounded_metrics(tmp_path):
+    (tmp_path / "evaluate").mkdir()
+    (tmp_path / "evaluate" / "scoreboard.html").write_text("the page before report.html")
     out = write_reports(tmp_path / "evaluate", RETRIEVAL, ANSWERS, PER_QUESTION)
     assert sorted(p.name for p in out.iterdir()) == [
-        "answers.json", "metrics.json", "per_question.json", "retrieval.json", "retrieval.md",
-        "scoreboard.html", "scoreboard.md"]
+        "answers.json", "metrics.json", "per_question.json", "report.html", "retrieval.json",
+        "retrieval.md", "scoreboard.md"]
     assert json.loads((out / "per_question.json").read_text()) == PER_QUESTION
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == {
@@ -46,4 +48,16 @@ def test_write_reports_writes_every_report_and_rounded_metrics(tmp_path):
     assert md.startswith("# tunedex scoreboard\n\n## Answers (2 eval questions)")
     assert "| hybrid |" in (out / "retrieval.md").read_text() and "## Retrieval" in md
     assert "- hybrid − bm25: +0.300 [+0.200, +0.400] → hybrid better" in md
-    assert (out / "scoreboard.html").read_text().count("data:image/png;base64,") == 2
+    page = (out / "report.html").read_text()
+    assert "<h2>Answers</h2>" in page and "<h2>Retrieval</h2>" in page and page.count("<svg") == 1
+    assert "No recommendation" in page  # these answers carry none (no per-question scores)
+
+
+def test_with_recommendation_adds_the_decision_and_makes_its_line_the_verdict():
+    rows = {s: [{"qid": f"q{i}", "token_f1": v + 0.1 * (i % 2)} for i in range(20)]
+            for s, v in (("base", 0.1), ("rag", 0.6))}
+    answers = with_recommendation({**ANSWERS, "answers": rows}, RETRIEVAL, 200, 0)
+    rec = answers["recommendation"]
+    assert (rec["setup"], rec["confidence"]) == ("rag", "separated")
+    assert answers["verdict"] == rec["summary"] and answers["verdict"].startswith("Ship embed (rag)")
+    assert list(answers)[-1] == "answers" and "recommendation" not in ANSWERS

@@ -240,10 +240,12 @@ def test_reindex_killed_while_pinning_then_repaired(site):
 
     champion = champion_of(site)
     add_document(site, "gift-01")
-    code, output = kill_at(site, "reindex.pin", "reindex")
+    # Retrieval rules without the latency one: a p95 measured on a busy CI box may not hold, and
+    # then nothing is pinned (the point under test is never reached).
+    code, output = kill_at(site, "reindex.pin", "reindex", "--set", PASSING_GATE)
     assert code == -signal.SIGKILL, output[-2000:]
     assert_intact(site, champion)
-    done = site.run("reindex")  # the next run repairs the portable model's pin
+    done = site.run("reindex", "--set", PASSING_GATE)  # repairs the portable model's pin
     assert done.returncode == 0, done.stderr[-3000:]
     reg = registry_ref(site.cfg())
     c = MlflowClient(registry_uri=reg.registry_uri)

@@ -145,9 +145,9 @@ def evaluate_stage(section: EvaluateConfig, generate: GenerateConfig, index: Ind
 
     from tasks.lib.config import flatten
     from tasks.lib.data import read_jsonl
-    from tasks.lib.per_question import build_per_question
+    from tasks.lib.per_question import build_per_question, per_question_tables
     from tasks.lib.search import load_index_info
-    from tasks.lib.tracking import mlflow_key, stage_run
+    from tasks.lib.tracking import log_tables, mlflow_key, stage_run
 
     cat = ctx.catalog
     with stage_run(ctx, "evaluate", section, generate, index):
@@ -166,6 +166,7 @@ def evaluate_stage(section: EvaluateConfig, generate: GenerateConfig, index: Ind
         metrics = json.loads(cat.evaluate_metrics_path.read_text())
         mlflow.log_metrics({mlflow_key(k): v for k, v in flatten(metrics).items()})
         mlflow.log_artifacts(str(out), "evaluate")
+        log_tables(per_question_tables(per_question))  # the UI compares setups per question
         log.info("evaluate: %s", answers["verdict"])
     return {"retrieval": retrieval, "answers": {k: v for k, v in answers.items() if k != "answers"},
             "report_dir": str(out)}

@@ -82,3 +82,50 @@ def metric_values(per_question: dict[str, Any], metric: str) -> dict[str, float]
     if name not in SCORED.get(kind, ()) or not rows:
         return None
     return {qid: float(row[name]) for qid, row in rows.items() if row.get(name) is not None}
+
+
+# ---- MLflow tables: one row per (question, setup) and per (question, method) ------------------
+
+TABLE_DOCS = 5  # retrieved documents shown per row of the retrieval table (the file keeps 10)
+ANSWER_TABLE = "per_question.json"  # artifact files of evaluate's run (MLflow table view)
+RETRIEVAL_TABLE = "per_question_retrieval.json"
+
+
+def _ids(doc_ids: Sequence[str] | None) -> str:
+    return ", ".join(doc_ids or ())
+
+
+def answer_rows(per_question: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per question and answer setup (questions in file order, setups as they come):
+    what the MLflow table view groups by qid to compare setups."""
+    rows = []
+    for q in per_question["questions"]:
+        for setup, by_qid in per_question["answers"].items():
+            if q["qid"] in by_qid:
+                got = by_qid[q["qid"]]
+                rows.append({"qid": q["qid"], "question": q["question"],
+                             "reference": q["reference"], "setup": setup,
+                             **{f: got.get(f) for f in ANSWER_FIELDS[:-1]},
+                             "cited": _ids(got.get("cited"))})
+    return rows
+
+
+def retrieval_rows(per_question: dict[str, Any], top: int = TABLE_DOCS) -> list[dict[str, Any]]:
+    """One row per question and retrieval method: nDCG@10, Recall@10, the top documents and
+    the relevant ones."""
+    rows = []
+    for q in per_question["questions"]:
+        for method, by_qid in per_question["retrieval"].items():
+            if q["qid"] in by_qid:
+                got = by_qid[q["qid"]]
+                rows.append({"qid": q["qid"], "question": q["question"], "method": method,
+                             "ndcg@10": got["ndcg@10"], "recall@10": got["recall@10"],
+                             "top_doc_ids": _ids([d["doc_id"] for d in got["retrieved"][:top]]),
+                             "relevant_doc_ids": _ids(q["doc_ids"])})
+    return rows
+
+
+def per_question_tables(per_question: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The tables evaluate logs to MLflow, by artifact file."""
+    return {ANSWER_TABLE: answer_rows(per_question),
+            RETRIEVAL_TABLE: retrieval_rows(per_question)}

@@ -92,6 +92,16 @@ def log_json_artifact(data: Any, name: str, artifact_path: str | None = None) ->
         mlflow.log_artifact(str(path), artifact_path)
 
 
+def log_tables(tables: dict[str, list[dict[str, Any]]]) -> None:
+    """Log lists of rows as MLflow tables (artifact file -> rows): the run's table view in the UI
+    and `mlflow.load_table`. Empty tables are skipped."""
+    import mlflow
+
+    for artifact_file, rows in tables.items():
+        if rows:
+            mlflow.log_table({col: [row[col] for row in rows] for col in rows[0]}, artifact_file)
+
+
 SECRET_KEYS = ("token", "password", "secret")  # config keys whose values are never logged
 
 

@@ -4,9 +4,12 @@ and the per-question values the gate pairs on."""
 import pytest
 
 from tasks.lib.per_question import (
+    answer_rows,
     build_per_question,
     eval_set_digest,
     metric_values,
+    per_question_tables,
+    retrieval_rows,
     retrieved_docs,
     score_retrieval,
 )
@@ -83,3 +86,48 @@ def test_metric_values_by_qid_or_none_without_per_question_values():
     assert metric_values(out, "answers.rag.cited") is None
     assert metric_values(out, "answers.rag.accuracy") is None
     assert metric_values(out, "other.rag.token_f1") is None
+
+
+def table_input():
+    ranked = [{"doc_id": f"d{i}", "chunk_id": f"d{i}#0", "score": 1 - i / 10} for i in range(7)]
+    retrieval = {"bm25": [score_retrieval(ranked, {"d1"}), score_retrieval(ranked[::-1], {"d2"})],
+                 "lora": [score_retrieval(ranked[1:], {"d1"}), score_retrieval(ranked, {"d9"})]}
+    answer = {"answer": "Visa", "token_f1": 1.0, "rouge_l": 0.5, "exact_match": 1.0,
+              "semantic_sim": 0.9, "groundedness": None, "cited": ["d2", "d1"]}
+    answers = {"base": [{**answer, "qid": "q2", "cited": []}],
+               "rag": [{**answer, "qid": "q2"}, {**answer, "qid": "q1", "token_f1": 0.25}]}
+    return build_per_question(QUESTIONS, retrieval, answers)
+
+
+def test_answer_rows_one_per_question_and_setup_in_question_order():
+    head = {"answer": "Visa", "rouge_l": 0.5, "exact_match": 1.0, "semantic_sim": 0.9,
+            "groundedness": None}
+    assert answer_rows(table_input()) == [
+        {"qid": "q1", "question": "Which cards?", "reference": "Visa.", "setup": "rag",
+         **head, "token_f1": 0.25, "cited": "d2, d1"},
+        {"qid": "q2", "question": "Night hours?", "reference": "22 to 6.", "setup": "base",
+         **head, "token_f1": 1.0, "cited": ""},
+        {"qid": "q2", "question": "Night hours?", "reference": "22 to 6.", "setup": "rag",
+         **head, "token_f1": 1.0, "cited": "d2, d1"}]
+    assert list(answer_rows(table_input())[0]) == [
+        "qid", "question", "reference", "setup", "answer", "token_f1", "rouge_l", "exact_match",
+        "semantic_sim", "groundedness", "cited"]
+
+
+def test_retrieval_rows_one_per_question_and_method_with_the_top_documents():
+    rows = retrieval_rows(table_input(), top=3)
+    assert [(r["qid"], r["method"]) for r in rows] == [
+        ("q1", "bm25"), ("q1", "lora"), ("q2", "bm25"), ("q2", "lora")]
+    assert rows[0] == {"qid": "q1", "question": "Which cards?", "method": "bm25",
+                       "ndcg@10": pytest.approx(1 / 1.5849625007211563), "recall@10": 1.0,
+                       "top_doc_ids": "d0, d1, d2", "relevant_doc_ids": "d1"}
+    assert rows[1]["ndcg@10"] == 1.0 and rows[1]["top_doc_ids"] == "d1, d2, d3"
+    assert rows[2]["top_doc_ids"] == "d6, d5, d4" and rows[2]["relevant_doc_ids"] == "d2, d3"
+    assert rows[3]["recall@10"] == 0.0
+    assert len(retrieval_rows(table_input())[0]["top_doc_ids"].split(", ")) == 5
+
+
+def test_per_question_tables_by_artifact_file():
+    tables = per_question_tables(table_input())
+    assert list(tables) == ["per_question.json", "per_question_retrieval.json"]
+    assert tables["per_question.json"] == answer_rows(table_input())

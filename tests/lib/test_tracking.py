@@ -1,9 +1,16 @@
-"""MLflow helpers (tasks/lib/tracking.py) that need no tracking store."""
+"""MLflow helpers (tasks/lib/tracking.py); the one that needs a store uses a sqlite file in tmp."""
 
 from tasks.lib.catalog import Catalog
 from tasks.lib.config import IndexConfig, PathsConfig, ValidateConfig
 from tasks.lib.files import file_md5
-from tasks.lib.tracking import data_tags, from_mlflow_key, mlflow_key, section_dict, section_name
+from tasks.lib.tracking import (
+    data_tags,
+    from_mlflow_key,
+    log_tables,
+    mlflow_key,
+    section_dict,
+    section_name,
+)
 
 
 def test_metric_keys_round_trip():
@@ -48,3 +55,19 @@ def test_uri_passwords_are_masked_in_the_logged_config():
     assert out["tracking"]["tracking_uri"] == "https://bob:***@mlflow.internal"
     assert out["gate"] == [{"metric": "x"}] and out["paths"]["index_uri"] == "s3://b/p"
     assert "s3cret" not in str(out) and data["tracking"]["tracking_uri"].endswith("s3cret@mlflow.internal")
+
+
+def test_log_tables_writes_mlflow_tables_offline(tmp_path):
+    """Tables land as table artifacts of the active run in a local sqlite store (no server)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    rows = [{"qid": "q1", "setup": "rag", "token_f1": 0.5},
+            {"qid": "q1", "setup": "base", "token_f1": None}]
+    with mlflow.start_run() as run:
+        log_tables({"per_question.json": rows, "empty.json": []})
+    table = mlflow.load_table("per_question.json", run_ids=[run.info.run_id])
+    assert table[["qid", "setup"]].to_dict("records") == [
+        {"qid": "q1", "setup": "rag"}, {"qid": "q1", "setup": "base"}]
+    assert [a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)] == [
+        "per_question.json"]

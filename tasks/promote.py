@@ -8,7 +8,8 @@ the eval-set digest, with the per-question results as an artifact of its run; co
 candidate and champion per question on the questions both answered (paired intervals; point
 estimates for latencies), re-scoring the champion on the current eval set when its own results
 cannot be paired (the `evaluate` section: how), moves `champion` (generator and rag first,
-retriever last: the commit point) or sets `challenger`, and writes
+retriever last: the commit point) or sets `challenger`, describes every version (headline numbers
+from answers.json/retrieval.json and the decision: the registry UI's Markdown), and writes
 reports/promote/decision.{json,md}. Not a DVC stage: it changes the registry, not files DVC tracks.
 """
 
@@ -232,6 +233,7 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
     from tasks.lib import registry
     from tasks.lib.reference import log_reference
     from tasks.lib.release_eval import log_per_question, log_rescored, read_champion
+    from tasks.lib.release_text import describe_release
     from tasks.lib.rescore import rescore_release
     from tasks.lib.tracking import log_json_artifact, mlflow_key, stage_run
 
@@ -266,6 +268,7 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
                           {"retriever": ret_version, "generator": gen_version, "rag": rag_version})
         outcome = "promoted" if decision["promoted"] else "rejected"
         registry.tag_release(reg, ret_version, gen_version, {"gate.decision": outcome})
+        describe_release(reg, decision, ctx.catalog)  # the registry UI's page: numbers + gate
         if decision["promoted"]:
             if champion_release is not None:
                 c.set_model_version_tag(reg.retriever_model, str(ret_version), "release.previous",

@@ -143,6 +143,7 @@ def test_gate_rejects_then_promotes_then_rollback_restores(registry_overrides, t
     logged = release_per_question(client(reg), version)  # what the next candidate pairs with
     assert logged is not None and tags["eval.questions"] == str(len(logged["questions"]))
     assert client(reg).get_run(version.run_id).data.metrics["gate.promoted"] == 1.0
+    assert "**Gate: promoted to `@champion`**" in version.description
 
     second = promote(overrides)  # same adapters and metrics: no token-F1 improvement
     assert not second["promoted"]
@@ -150,6 +151,10 @@ def test_gate_rejects_then_promotes_then_rollback_restores(registry_overrides, t
     c = client(reg)
     assert int(c.get_model_version_by_alias(RET, "challenger").version) == 2
     assert int(c.get_model_version_by_alias(GEN, "challenger").version) == 2
+    described = c.get_model_version(RET, "2").description  # the registry UI's Markdown
+    assert described == c.get_model_version(GEN, "2").description
+    assert "`@challenger`" in described and "Failed checks:" in described
+    assert "| answer setup | token_f1 [95% interval] |" in described
     failed = [r["metric"] for r in second["rules"] if not r["passed"]]
     assert failed == ["answers.hybrid.token_f1"]
     assert second["pairing"]["mode"] == "paired" and second["pairing"]["note"] is None

@@ -6,7 +6,8 @@ generator adapter; writes reports/evaluate/: retrieval.json/.md, answers.json (w
 recommendation), per_question.json (every question's scores, retrieved documents and
 answers: what promote pairs releases on and the report's drill-down shows), scoreboard.md,
 report.html (the page a person reads: recommendation, tables, plots, every question;
-self-contained) and metrics.json (means, for DVC).
+self-contained), metrics.json (means, for DVC) and plots/{retrieval,answers}.json (bars per
+method and setup, for `dvc plots`); in MLflow, per-question tables (tasks/lib/per_question.py).
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ def evaluate_stage(section: EvaluateConfig, generate: GenerateConfig, index: Ind
 
     from tasks.lib.config import flatten
     from tasks.lib.data import read_jsonl
+    from tasks.lib.dvc_plots import write_evaluate_plots
     from tasks.lib.per_question import build_per_question, per_question_tables
     from tasks.lib.search import load_index_info
     from tasks.lib.tracking import log_tables, mlflow_key, stage_run
@@ -164,6 +166,7 @@ def evaluate_stage(section: EvaluateConfig, generate: GenerateConfig, index: Ind
         page = report_page(section, ctx.seed, questions, per_question, tables, models)
         out = write_reports(cat.evaluate_dir, retrieval, answers, per_question, page)
         metrics = json.loads(cat.evaluate_metrics_path.read_text())
+        write_evaluate_plots(cat, metrics)  # per-method bars for `dvc plots`
         mlflow.log_metrics({mlflow_key(k): v for k, v in flatten(metrics).items()})
         mlflow.log_artifacts(str(out), "evaluate")
         log_tables(per_question_tables(per_question))  # the UI compares setups per question

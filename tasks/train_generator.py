@@ -2,8 +2,8 @@
 
 Reads data/prepared/train_qa.jsonl and reports/index/index.json (the candidate retriever's table:
 context for a seeded share of examples); writes the adapter only (plus base-model sidecar and the
-config it was trained with) to <adapters_dir>/generator and reports/train_generator/metrics.json;
-logs the loss curve to MLflow.
+config it was trained with) to <adapters_dir>/generator and reports/train_generator/metrics.json
+and loss.json (the loss per step, for `dvc plots`); logs the loss curve to MLflow.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Reads data/prepared (train questions, chunks); writes the adapter only (plus the config section
 it was trained with and the base model it belongs to) to <adapters_dir>/retriever, its costs to
-reports/train_retriever/metrics.json, and logs it with its loss curve to MLflow.
+reports/train_retriever/metrics.json and its loss per step to loss.json (for `dvc plots`), and
+logs it with its loss curve to MLflow.
 """
 
 from __future__ import annotations

@@ -43,6 +43,10 @@ class Catalog:
         """reports/<stage>/metrics.json: timings and sizes (a DVC metrics file, never a dep)."""
         return self.stage_dir(stage) / "metrics.json"
 
+    def stage_loss_path(self, stage: str) -> Path:
+        """reports/<stage>/loss.json: a training stage's loss per step (a DVC plot, never a dep)."""
+        return self.stage_dir(stage) / "loss.json"
+
     @property
     def validation_dir(self) -> Path:
         return self.stage_dir("validation")
@@ -123,6 +127,16 @@ class Catalog:
     def per_question_path(self) -> Path:
         """reports/evaluate/per_question.json: every question's scores (promote pairs on them)."""
         return self.evaluate_dir / "per_question.json"
+
+    @property
+    def retrieval_plot_path(self) -> Path:
+        """reports/evaluate/plots/retrieval.json: one row per retrieval method (a DVC plot)."""
+        return self.evaluate_dir / "plots" / "retrieval.json"
+
+    @property
+    def answers_plot_path(self) -> Path:
+        """reports/evaluate/plots/answers.json: one row per answer setup (a DVC plot)."""
+        return self.evaluate_dir / "plots" / "answers.json"
 
     @property
     def promote_dir(self) -> Path:

@@ -17,6 +17,14 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]  # the repository (tasks/lib/stages.py -> ../..)
 
 
+def _none(_cat: Any) -> list[Path]:
+    return []
+
+
+def _no_plots(_cat: Any) -> dict[Path, dict[str, str]]:
+    return {}
+
+
 @dataclass(frozen=True)
 class StageSpec:
     name: str  # = dvc.yaml key = tasks/<name>.py = MLflow nested run = Prefect task
@@ -27,18 +35,40 @@ class StageSpec:
     cached: bool  # outs go to the DVC cache (data, adapters) or stay in git (small JSON)
     reports: Callable[[Any], list[Path]]  # terminal reports (may hold timings; nothing reads them)
     metrics: Callable[[Any], list[Path]]  # timings, sizes, counts (DVC metrics; never a dep)
+    plots: Callable[[Any], dict[Path, dict[str, str]]] = _no_plots  # file -> chart (DVC plots)
 
     @property
     def module(self) -> str:
         return f"tasks.{self.name}"
 
 
-def _none(_cat: Any) -> list[Path]:
-    return []
-
-
 def _metrics(stage: str) -> Callable[[Any], list[Path]]:
     return lambda cat: [cat.stage_metrics_path(stage)]
+
+
+def _loss_plot(stage: str) -> Callable[[Any], dict[Path, dict[str, str]]]:
+    return lambda cat: {cat.stage_loss_path(stage): {
+        "template": "linear", "x": "step", "y": "loss", "title": f"{stage}: training loss"}}
+
+
+def _bars(x: str, y: Any) -> dict[str, Any]:
+    """A horizontal bar per `y` (method, setup), its length `x`: DVC's bar_horizontal template."""
+    return {"template": "bar_horizontal", "x": x, "y": y}
+
+
+def _evaluate_plots(cat: Any) -> dict[Path, dict[str, str]]:
+    return {cat.retrieval_plot_path: {**_bars("ndcg@10", "method"),
+                                      "title": "nDCG@10 per retrieval method"},
+            cat.answers_plot_path: {**_bars("token_f1", "setup"),
+                                    "title": "token F1 per answer setup"}}
+
+
+def top_level_plots(cat: Any) -> list[dict[str, Any]]:
+    """The second chart of each evaluate plot file (a stage's plots entry draws one field; a
+    top-level plot's id is its title)."""
+    return [{"Recall@10 per retrieval method": _bars("recall@10",
+                                                     {str(cat.retrieval_plot_path): "method"})},
+            {"ROUGE-L per answer setup": _bars("rouge_l", {str(cat.answers_plot_path): "setup"})}]
 
 
 STAGES: tuple[StageSpec, ...] = (
@@ -51,14 +81,15 @@ STAGES: tuple[StageSpec, ...] = (
               _metrics("prepare")),
     StageSpec("train_retriever", ("train_retriever",), ("project.seed", "models.retriever_id"),
               lambda c: [c.chunks_path, c.train_qa_path], lambda c: [c.retriever_adapter_dir],
-              True, _none, _metrics("train_retriever")),
+              True, _none, _metrics("train_retriever"), _loss_plot("train_retriever")),
     StageSpec("index", ("index",), ("models.retriever_id", "paths.index_uri"),
               lambda c: [c.chunks_path, c.retriever_adapter_dir], lambda c: [c.index_info_path],
               False, _none, _metrics("index")),
     StageSpec("train_generator", ("train_generator", "index"),
               ("project.seed", "models.generator_id", "models.retriever_id"),
               lambda c: [c.train_qa_path, c.index_info_path, c.retriever_adapter_dir],
-              lambda c: [c.generator_adapter_dir], True, _none, _metrics("train_generator")),
+              lambda c: [c.generator_adapter_dir], True, _none, _metrics("train_generator"),
+              _loss_plot("train_generator")),
     StageSpec("evaluate", ("evaluate", "generate", "index"),
               ("project.seed", "models.generator_id", "models.retriever_id"),
               lambda c: [c.eval_qa_path, c.index_info_path, c.retriever_adapter_dir,
@@ -67,7 +98,7 @@ STAGES: tuple[StageSpec, ...] = (
               lambda c: [c.evaluate_dir / n for n in ("retrieval.json", "retrieval.md",
                                                        "answers.json", "scoreboard.md",
                                                        "report.html")],
-              lambda c: [c.evaluate_metrics_path]),
+              lambda c: [c.evaluate_metrics_path], _evaluate_plots),
 )
 BY_NAME = {s.name: s for s in STAGES}
 DVC_STAGES = tuple(s.name for s in STAGES)  # the file-producing stages, in order
@@ -133,7 +164,7 @@ def present_keys(raw: dict[str, Any], keys: tuple[str, ...]) -> list[str]:
 
 def stage_entry(spec: StageSpec, cat: Any, config_path: str, raw: dict[str, Any],
                 root: Path = ROOT) -> dict[str, Any]:
-    """One dvc.yaml stage: cmd, deps (data + code closure), params, outs, metrics."""
+    """One dvc.yaml stage: cmd, deps (data + code closure), params, outs, metrics, plots."""
     entry: dict[str, Any] = {
         "cmd": f"tunedex stage {spec.name} --config {config_path}",
         "deps": [str(p) for p in spec.deps(cat)] + import_closure(spec.module, root)}
@@ -145,6 +176,9 @@ def stage_entry(spec: StageSpec, cat: Any, config_path: str, raw: dict[str, Any]
     if outs:
         entry["outs"] = outs
     entry["metrics"] = [{str(p): {"cache": False}} for p in spec.metrics(cat)]
+    plots = [{str(p): {"cache": False, **chart}} for p, chart in spec.plots(cat).items()]
+    if plots:  # in git like the metrics; the chart's fields make `dvc plots show` draw it
+        entry["plots"] = plots
     return entry
 
 
@@ -159,7 +193,8 @@ def render_dvc_yaml(cat: Any, config_path: str, raw: dict[str, Any], root: Path 
     import yaml
 
     stages = {s.name: stage_entry(s, cat, config_path, raw, root) for s in STAGES}
-    body = yaml.safe_dump({"stages": stages}, sort_keys=False, width=100)
+    body = yaml.safe_dump({"stages": stages, "plots": top_level_plots(cat)}, sort_keys=False,
+                          width=100)
     return DVC_HEADER.format(config=config_path) + body
 
 

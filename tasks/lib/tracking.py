@@ -237,9 +237,16 @@ def log_dataset(df: Any, source: str, name: str, context: str) -> None:
         mlflow.log_input(dataset, context=context)
 
 
+def loss_rows(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The loss curve as DVC plot rows: step and loss only (no timings, so two runs of the same
+    inputs write the same file)."""
+    return [{"step": int(h["step"]), "loss": round(float(h["loss"]), 6)} for h in history]
+
+
 def record_training(cat: Any, stage: str, history: list[dict[str, Any]],
                     stats: dict[str, Any], adapter_dir: Path, artifact_path: str) -> Path:
-    """Log a training stage: loss curve, numeric stats, the adapter; write its metrics.json."""
+    """Log a training stage: loss curve, numeric stats, the adapter; write its metrics.json and
+    its loss curve (reports/<stage>/loss.json, for `dvc plots`)."""
     import mlflow
 
     from tasks.lib.files import write_json
@@ -248,4 +255,5 @@ def record_training(cat: Any, stage: str, history: list[dict[str, Any]],
         mlflow.log_metric("train_loss", entry["loss"], step=int(entry["step"]))
     mlflow.log_metrics({k: v for k, v in stats.items() if isinstance(v, int | float)})
     mlflow.log_artifacts(str(adapter_dir), artifact_path)
+    write_json(cat.stage_loss_path(stage), loss_rows(history))
     return write_json(cat.stage_metrics_path(stage), stats)

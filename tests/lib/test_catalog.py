@@ -36,6 +36,9 @@ def test_reports_are_one_folder_per_stage():
     assert (cat.evaluate_dir, cat.evaluate_metrics_path) == (Path("out/evaluate"),
                                                              Path("out/evaluate/metrics.json"))
     assert (cat.promote_dir, cat.reindex_dir) == (Path("out/promote"), Path("out/reindex"))
+    assert cat.stage_loss_path("train_generator") == Path("out/train_generator/loss.json")
+    assert (cat.retrieval_plot_path, cat.answers_plot_path) == (
+        Path("out/evaluate/plots/retrieval.json"), Path("out/evaluate/plots/answers.json"))
 
 
 def test_defaults_are_the_repository_layout():

@@ -56,6 +56,8 @@ def test_no_timing_or_absolute_path_in_what_stages_read(smoke_cfg):
     assert metrics and not metrics & deps
     reports = {p for s in STAGES for p in s.reports(cat)}
     assert not reports & deps
+    plots = {p for s in STAGES for p in s.plots(cat)}  # loss curves, bars: DVC plots only
+    assert len(plots) == 4 and not plots & deps
 
 
 @pytest.mark.slow

@@ -97,7 +97,7 @@ def check_record(path: str, line_no: int, obj: dict[str, Any],
         if value is not None and not isinstance(value, types):
             raise DataError(path, line_no, name,
                             f"expected {_TYPE_NAMES[types[0]]}, got {type(value).__name__}")
-        if name in ("doc_ids", "choices") and value is not None and not all(isinstance(v, str) for v in value):
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise DataError(path, line_no, name, "expected a list of strings")
         row[name] = value
     if row.get("choices") is not None:

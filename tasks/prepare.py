@@ -93,7 +93,7 @@ def redacted_inputs(corpus: pd.DataFrame, qa: pd.DataFrame, pii: PiiConfig
 
 
 def qa_records(qa: pd.DataFrame) -> list[dict[str, Any]]:
-    """QA rows as records for JSON Lines (source line kept for traceability)."""
+    """QA rows as records for JSON Lines (source line kept for traceability; choices where given)."""
     cols = ["qid", "question", "answer", "doc_ids", "split", "metadata", "line"]
 
     def plain(col: str, value: Any) -> Any:
@@ -101,7 +101,10 @@ def qa_records(qa: pd.DataFrame) -> list[dict[str, Any]]:
             return int(value)
         return value if isinstance(value, list | dict | str) else None  # NaN/None -> null
 
-    return [{c: plain(c, r[c]) for c in cols} for r in qa.to_dict("records")]
+    # choices only where a row has them: files of data without choices stay as they were
+    return [{c: plain(c, r[c]) for c in cols}
+            | ({"choices": r["choices"]} if isinstance(r.get("choices"), list) else {})
+            for r in qa.to_dict("records")]
 
 
 def prepare_stats(corpus: pd.DataFrame, raw_qa: pd.DataFrame, qa: pd.DataFrame,

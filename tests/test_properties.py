@@ -22,7 +22,7 @@ json_values = st.recursive(scalars, lambda inner: st.one_of(
     st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
     max_leaves=12)
 
-QA_KEYS = ["qid", "question", "answer", "doc_ids", "split", "metadata"]
+QA_KEYS = ["qid", "question", "answer", "doc_ids", "split", "metadata", "choices"]
 CORPUS_KEYS = ["doc_id", "text", "title", "metadata"]
 
 

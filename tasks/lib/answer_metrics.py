@@ -1,9 +1,10 @@
-"""Answer metrics on plain strings (pure): exact match, token F1, ROUGE-L, groundedness, yes/no/maybe.
+"""Answer metrics on plain strings (pure): exact match, token F1, ROUGE-L, groundedness.
 
 Exact match and token F1 follow the SQuAD v1.1 evaluation script (SQuAD-normalised): lowercase,
 drop punctuation and the articles a/an/the, collapse whitespace. ROUGE-L is the rouge-score
 package's, on its own tokens, so it compares with published ROUGE-L. Semantic similarity needs
-the retriever model and is computed in evaluate.
+the retriever model and is computed in evaluate; accuracy on short-answer questions is
+tasks/lib/choices.py's.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from typing import Any
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _PUNCT = str.maketrans("", "", string.punctuation)
-_YES_NO_MAYBE = re.compile(r"^\W*(yes|no|maybe)\b")
 
 # Words that say nothing about where an answer came from (groundedness ignores them).
 STOP_WORDS = frozenset(
@@ -88,8 +88,3 @@ def groundedness(answer: str, context: str | list[str] | None) -> float | None:
     present = set(answer_tokens(context_text))
     return sum(w in present for w in words) / len(words)
 
-
-def yes_no_maybe(text: str) -> str | None:
-    """"yes", "no" or "maybe" when the answer starts with that word (PubMedQA labels), else None."""
-    found = _YES_NO_MAYBE.match(text.lower())
-    return found.group(1) if found else None

@@ -19,16 +19,16 @@ log = logging.getLogger(__name__)
 
 
 def score_answer(prediction: str, reference: str, context: list[str] | None,
-                 decision: str | None) -> dict[str, Any]:
-    """Token F1, ROUGE-L, exact match, groundedness (context setups), yes/no/maybe accuracy."""
-    from tasks.lib.answer_metrics import exact_match, groundedness, rouge_l, token_f1, yes_no_maybe
+                 choices: list[str] | None = None) -> dict[str, Any]:
+    """Token F1, ROUGE-L, exact match, groundedness (context setups), accuracy (short-answer
+    questions: the same choice picked as the reference's; None without choices)."""
+    from tasks.lib.answer_metrics import exact_match, groundedness, rouge_l, token_f1
+    from tasks.lib.choices import choice_accuracy
 
-    row = {"token_f1": token_f1(prediction, reference), "rouge_l": rouge_l(prediction, reference),
-           "exact_match": exact_match(prediction, reference),
-           "groundedness": groundedness(prediction, context) if context else None}
-    if decision in ("yes", "no", "maybe"):
-        row["accuracy"] = float(yes_no_maybe(prediction) == decision)
-    return row
+    return {"token_f1": token_f1(prediction, reference), "rouge_l": rouge_l(prediction, reference),
+            "exact_match": exact_match(prediction, reference),
+            "groundedness": groundedness(prediction, context) if context else None,
+            "accuracy": choice_accuracy(prediction, reference, choices)}
 
 
 def option_costs(reports: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -93,7 +93,7 @@ def run_setups(generate: GenerateConfig, ctx: Any, questions: list[dict[str, Any
             if uses_lora != lora or setup not in setups:
                 continue
             prompts = [build_prompt(tok, q["question"], ctx if uses_context else None,
-                                    g.max_context_tokens)
+                                    g.max_context_tokens, q.get("choices"))
                        for q, ctx in zip(questions, contexts, strict=True)]
             outputs[setup] = generate_answers(model, tok, prompts, g.max_new_tokens, g.batch_size)
             log.info("evaluate answers: %s done (%d answers)", setup, len(prompts))
@@ -125,7 +125,7 @@ def evaluate_answers(generate: GenerateConfig, index: IndexConfig, ctx: Any,
         sims = semantic_similarity(judge, texts, [q["answer"] for q in questions])
         per_setup[setup] = [
             {**score_answer(r["text"], q["answer"], ctx if uses_context else None,
-                            (q.get("metadata") or {}).get("final_decision")),
+                            q.get("choices")),
              "semantic_sim": sim, "qid": q["qid"], "answer": r["text"],
              "cited": [h["doc_id"] for h in hh] if uses_context else []}
             for r, q, ctx, hh, sim in zip(results, questions, contexts, hits, sims, strict=True)]

@@ -25,6 +25,7 @@ Converted = tuple[Records, Records, dict[str, int]]
 
 _FOLLOW_UP = re.compile(r"\[\[.*?\]\]", re.DOTALL)  # chat prompts: "[[Would you like to know ...?]]"
 _COVID_KINDS = ("faq", "user_query")
+PUBMEDQA_CHOICES = ("yes", "no", "maybe")  # final_decision's labels: the short answer
 
 
 class ShapeError(ValueError):
@@ -70,10 +71,23 @@ def _pubmedqa_pair(pmid: str, entry: Any) -> tuple[dict[str, Any], dict[str, Any
            # No title: PubMedQA questions are derived from the paper titles, a title would leak them.
            "metadata": {"year": _field(entry, where, "YEAR", str, optional=True),
                         "meshes": _str_list(entry, where, "MESHES", optional=True)}}
+    decision = _field(entry, where, "final_decision", str)
+    if decision not in PUBMEDQA_CHOICES:
+        raise ShapeError(f"{where}: field 'final_decision': expected 'yes', 'no' or 'maybe', "
+                         f"got {decision!r}")
     qa = {"qid": f"pmid-{pmid}", "question": _field(entry, where, "QUESTION", str).strip(),
-          "answer": _field(entry, where, "LONG_ANSWER", str).strip(), "doc_ids": [doc["doc_id"]],
-          "metadata": {"final_decision": _field(entry, where, "final_decision", str)}}
+          "answer": pubmedqa_answer(decision, _field(entry, where, "LONG_ANSWER", str)),
+          "doc_ids": [doc["doc_id"]], "choices": list(PUBMEDQA_CHOICES),
+          "metadata": {"final_decision": decision}}
     return doc, qa
+
+
+def pubmedqa_answer(decision: str, long_answer: str) -> str:
+    """The reference: the decision first, then the abstract's conclusion ("Yes. The trial ..."),
+    always, so every reference picks its choice and the LoRA learns one format. "" when the
+    conclusion is blank (the question is dropped)."""
+    conclusion = long_answer.strip()
+    return f"{decision.capitalize()}. {conclusion}" if conclusion else ""
 
 
 def convert_pubmedqa(raw: dict) -> Converted:

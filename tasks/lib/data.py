@@ -2,10 +2,12 @@
 
 corpus.jsonl: doc_id (str, unique), text (str, non-empty), optional title (str), metadata (object).
 qa.jsonl:     qid (str, unique), question, answer (str), doc_ids (list of str), optional split,
-              optional metadata (object; e.g. PubMedQA's final_decision).
+              optional metadata (object), optional choices (2..20 distinct strings, e.g.
+              ["yes", "no", "maybe"]; then the answer must start with one: tasks/lib/choices.py).
 
-Loaders check structure (UTF-8, one JSON object per line, field types) and never drop a row;
-content rules (uniqueness, emptiness, references) are Great Expectations suites in validate.
+Loaders check structure (UTF-8, one JSON object per line, field types, a question's choices and
+its answer's pick among them: one row decides it) and never drop a row; content rules
+(uniqueness, emptiness, references) are Great Expectations suites in validate.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import pandas as pd
 
+from tasks.lib.choices import answer_problem, choices_problem
 from tasks.lib.errors import DataError
 
 LINE_COLUMN = "line"  # 1-based source line, kept so validation can point at rows
@@ -34,6 +37,7 @@ QA_FIELDS: dict[str, tuple[type, ...]] = {
     "doc_ids": (list,),
     "split": (str,),
     "metadata": (dict,),
+    "choices": (list,),
 }
 _TYPE_NAMES = {str: "a string", dict: "an object", list: "a list of strings"}
 
@@ -93,10 +97,22 @@ def check_record(path: str, line_no: int, obj: dict[str, Any],
         if value is not None and not isinstance(value, types):
             raise DataError(path, line_no, name,
                             f"expected {_TYPE_NAMES[types[0]]}, got {type(value).__name__}")
-        if name == "doc_ids" and value is not None and not all(isinstance(v, str) for v in value):
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
             raise DataError(path, line_no, name, "expected a list of strings")
         row[name] = value
+    if row.get("choices") is not None:
+        check_choices(path, line_no, row)
     return row
+
+
+def check_choices(path: str, line_no: int, row: dict[str, Any]) -> None:
+    """Raise DataError when `choices` breaks the contract or the answer picks none of them."""
+    problem = choices_problem(row["choices"])
+    if problem:
+        raise DataError(path, line_no, "choices", problem)
+    answer = row.get("answer")
+    if isinstance(answer, str) and (problem := answer_problem(answer, row["choices"])):
+        raise DataError(path, line_no, "answer", problem)
 
 
 def load_records(path: str | Path, fields: dict[str, tuple[type, ...]]) -> pd.DataFrame:

@@ -68,7 +68,8 @@ def reference_expectations(corpus_ids: list[str]) -> list[tuple[str, dict[str, A
 
 def qa_frame(qa: pd.DataFrame) -> pd.DataFrame:
     """The QA frame GX sees: contract columns plus the number of referenced documents."""
-    out = qa.drop(columns=["doc_ids", "metadata"])
+    # list columns stay out of GX: the loader checks doc_ids and choices (tasks/lib/data.py)
+    out = qa.drop(columns=["doc_ids", "metadata", "choices"], errors="ignore")
     out["n_doc_ids"] = [len(v) if isinstance(v, list) else 0 for v in qa["doc_ids"]]
     return out
 

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tasks.lib.choices import choices_instruction
 from tasks.lib.files import publish_dir
 from tasks.lib.models import check_adapter_base, make_adapter_portable, pick_device, write_adapter_meta
 from tasks.lib.resolve import resolve_model_dir
@@ -31,14 +32,17 @@ SYSTEM_NO_CONTEXT = "Answer the question briefly, in one or two sentences."
 _NO_TEMPLATE_LOGGED: set[str] = set()
 
 
-def build_messages(question: str, context_chunks: list[str] | None = None) -> list[dict[str, str]]:
-    """Chat messages for one question, with numbered context chunks when given."""
+def build_messages(question: str, context_chunks: list[str] | None = None,
+                   choices: list[str] | None = None) -> list[dict[str, str]]:
+    """Chat messages for one question, with numbered context chunks when given; a short-answer
+    question (choices) adds a line asking for one of them first."""
+    asked = f"Question: {question}" + (f"\n{choices_instruction(choices)}" if choices else "")
     if context_chunks:
         context = "\n\n".join(f"[{i}] {chunk}" for i, chunk in enumerate(context_chunks, 1))
         return [{"role": "system", "content": SYSTEM_WITH_CONTEXT},
-                {"role": "user", "content": f"Context:\n{context}\n\nQuestion: {question}"}]
+                {"role": "user", "content": f"Context:\n{context}\n\n{asked}"}]
     return [{"role": "system", "content": SYSTEM_NO_CONTEXT},
-            {"role": "user", "content": f"Question: {question}"}]
+            {"role": "user", "content": asked}]
 
 
 def render_prompt(tokenizer: Any, messages: list[dict[str, str]]) -> str:
@@ -66,12 +70,12 @@ def cut_chunks(tokenizer: Any, chunks: list[str], keep_tokens: int) -> list[str]
 
 
 def build_prompt(tokenizer: Any, question: str, context_chunks: list[str] | None = None,
-                 max_context_tokens: int | None = None) -> str:
+                 max_context_tokens: int | None = None, choices: list[str] | None = None) -> str:
     """The one prompt of every setup (evaluate, serving, the registered models): the question,
-    with context chunks cut to `max_context_tokens` when given."""
+    with context chunks cut to `max_context_tokens` when given, and its choices when it has them."""
     if context_chunks and max_context_tokens is not None:
         context_chunks = cut_chunks(tokenizer, context_chunks, max_context_tokens)
-    return render_prompt(tokenizer, build_messages(question, context_chunks or None))
+    return render_prompt(tokenizer, build_messages(question, context_chunks or None, choices))
 
 
 # ---- effects: base model directory, GGUF conversion, tiny model --------------------------------

@@ -7,7 +7,9 @@ the questions both answered; the scoreboard's drill-down reads them. Shape:
      "retrieval": {method: {qid: {"ndcg@10", "recall@1", "recall@5", "recall@10", "mrr@10",
                                   "retrieved": [{"doc_id", "chunk_id", "score"}, ...]}}},
      "answers": {setup: {qid: {"answer", "token_f1", "rouge_l", "exact_match", "semantic_sim",
-                               "groundedness", "cited"}}}}
+                               "groundedness", "accuracy", "cited"}}}}
+
+accuracy: 1.0/0.0 on a short-answer question (qa.jsonl `choices`, tasks/lib/choices.py), else null.
 
 A function of the inputs only (no timings): DVC hashes it and two runs on the same data agree.
 """
@@ -24,7 +26,7 @@ from tasks.lib.metrics import retrieval_scores
 RETRIEVED_K = 10  # documents kept per question and method (the deepest cut-off scored)
 RETRIEVAL_FIELDS = ("ndcg@10", "recall@1", "recall@5", "recall@10", "mrr@10", "retrieved")
 ANSWER_FIELDS = ("answer", "token_f1", "rouge_l", "exact_match", "semantic_sim", "groundedness",
-                 "cited")
+                 "accuracy", "cited")
 SCORED = {"retrieval": RETRIEVAL_FIELDS[:-1], "answers": ANSWER_FIELDS[1:-1]}  # gate metrics
 
 

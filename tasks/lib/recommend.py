@@ -2,6 +2,10 @@
 cost of each option, how sure, and what would change the answer. Pure functions; evaluate calls
 `recommend` with the per-question answer scores it already holds.
 
+Headline metric: accuracy when every eval question is a short-answer one (qa.jsonl `choices`:
+every answer row of every setup has an accuracy), else token_f1 (`headline_metric`). On a mixed
+set accuracy covers only part of the questions, so it is shown but never decides.
+
 Decision rule. Order the options by what they cost to build: measured train + index seconds, then
 adapter + index bytes, then base < embed < fine-tune < both where the measurements tie (a run
 without cost reports keeps that order). An option is *beaten* when another option's paired
@@ -25,6 +29,12 @@ DEFAULT_ORDER = tuple(OPTIONS)  # cheapest first when measured costs tie
 ASSUMPTION = ("assuming the observed mean difference holds and the interval narrows as 1/√n")
 
 # ---- inputs -----------------------------------------------------------------------------------
+
+
+def headline_metric(per_setup: dict[str, list[dict[str, Any]]]) -> str:
+    """"accuracy" when every answer row has one (the whole eval set has choices), else "token_f1"."""
+    rows = [r for answers in per_setup.values() for r in answers]
+    return "accuracy" if rows and all(r.get("accuracy") is not None for r in rows) else "token_f1"
 
 
 def paired_values(per_setup: dict[str, list[dict[str, Any]]], metric: str) -> dict[str, list[float]]:
@@ -159,8 +169,10 @@ def recommend(values: dict[str, list[float]], summary: dict[str, dict[str, Any]]
 
 
 def recommend_reports(answers: dict[str, Any], retrieval: dict[str, Any], resamples: int, seed: int,
-                      metric: str = "token_f1") -> dict[str, Any]:
-    """The recommendation from evaluate's answer and retrieval reports (answers.json's content)."""
+                      metric: str | None = None) -> dict[str, Any]:
+    """The recommendation from evaluate's answer and retrieval reports (answers.json's content),
+    on `metric` (default: the headline metric, see headline_metric)."""
+    metric = metric or headline_metric(answers.get("answers", {}))
     methods = retrieval.get("methods", {})
     # rag/hybrid get their context from a LoRA vector search (base when no candidate was indexed)
     context = methods.get("lora") or methods.get("base") or {}

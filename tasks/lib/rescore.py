@@ -38,8 +38,10 @@ def eval_questions(per_question: dict[str, Any], setups: tuple[str, ...]
                    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The candidate's eval questions in evaluate's input form, and those its answer setups
     covered (evaluate.answer_questions may cap them), in the candidate's order."""
+    # choices: a short-answer question's prompt and accuracy need them; absent from files that
+    # do not record them, and then the release answers the plain prompt
     questions = [{"qid": q["qid"], "question": q["question"], "answer": q["reference"],
-                  "doc_ids": q["doc_ids"], "metadata": q["metadata"]}
+                  "doc_ids": q["doc_ids"], "metadata": q["metadata"], "choices": q.get("choices")}
                  for q in per_question["questions"]]
     answered = {qid for s in setups for qid in per_question["answers"].get(s, {})}
     return questions, [q for q in questions if q["qid"] in answered]

@@ -21,6 +21,9 @@ HEADLINE = ("token_f1", "rouge_l", "exact_match", "semantic_sim", "groundedness"
 METRIC_NOTE = ("token_f1 and exact_match: token F1 and exact match (SQuAD-normalised: lowercase, "
                "no punctuation, no articles); rouge_l: ROUGE-L F-measure (rouge-score, no "
                "stemming); intervals: 95% BCa bootstrap over questions.")
+# Shown when any eval question has choices (qa.jsonl); on a mixed set it covers those questions only.
+ACCURACY_NOTE = ("accuracy: on short-answer questions only (qa.jsonl `choices`): 1 when the answer "
+                 "starts with the same choice as the reference (case and punctuation ignored), else 0.")
 
 
 def summarize_setups(per_setup: dict[str, list[dict[str, Any]]], resamples: int,
@@ -38,10 +41,14 @@ def summarize_setups(per_setup: dict[str, list[dict[str, Any]]], resamples: int,
 
 def winner(per_setup: dict[str, list[dict[str, Any]]], metric: str, resamples: int,
            seed: int) -> str | None:
-    """The setup whose paired advantage on `metric` over every other setup has an interval > 0."""
+    """The setup whose paired advantage on `metric` over every other setup has an interval > 0,
+    on the questions every setup scored (accuracy: the short-answer ones); setups with no value
+    on any question (groundedness without context) are left out."""
     scored = {s: [r.get(metric) for r in rows] for s, rows in per_setup.items()}
-    scored = {s: v for s, v in scored.items() if v and all(x is not None for x in v)}
-    if len(scored) < 2:
+    scored = {s: v for s, v in scored.items() if any(x is not None for x in v)}
+    keep = [i for i, row in enumerate(zip(*scored.values(), strict=True)) if None not in row]
+    scored = {s: [v[i] for i in keep] for s, v in scored.items()}
+    if len(scored) < 2 or not keep:
         return None
     best = max(scored, key=lambda s: sum(scored[s]) / len(scored[s]))
     for other, values in scored.items():
@@ -70,7 +77,7 @@ def scoreboard_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {setup} ({PLAIN_NAMES[setup]}) | "
                      + " | ".join(_fmt(row.get(m)) for m in metrics)
                      + f" | {speed[setup]['latency_ms']:.0f} | {speed[setup]['tokens_per_s']:.1f} |")
-    lines += ["", METRIC_NOTE]
+    lines += ["", METRIC_NOTE, *([ACCURACY_NOTE] if "accuracy" in metrics else [])]
     lines += ["", "Winner per metric (only where the paired interval separates it from every "
               "other setup): " + ", ".join(f"{m}: {w or 'none'}" for m, w in
                                             report["winners"].items()), ""]

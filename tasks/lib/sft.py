@@ -40,33 +40,35 @@ def _encode(tokenizer: Any, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _prompt_ids(tokenizer: Any, question: str, chunks: list[str] | None) -> list[int]:
-    return _encode(tokenizer, render_prompt(tokenizer, build_messages(question, chunks)))
+def _prompt_ids(tokenizer: Any, question: str, chunks: list[str] | None,
+                choices: list[str] | None = None) -> list[int]:
+    return _encode(tokenizer, render_prompt(tokenizer, build_messages(question, chunks, choices)))
 
 
 def fit_prompt(tokenizer: Any, question: str, chunks: list[str] | None,
-               room: int) -> tuple[list[int], bool]:
+               room: int, choices: list[str] | None = None) -> tuple[list[int], bool]:
     """Prompt ids within `room` tokens, cutting context first; (ids, context was cut)."""
-    ids = _prompt_ids(tokenizer, question, chunks)
+    ids = _prompt_ids(tokenizer, question, chunks, choices)
     if not chunks or len(ids) <= room:
         return ids, False
     keep = sum(len(_encode(tokenizer, c)) for c in chunks) - (len(ids) - room)
     for _ in range(4):  # re-tokenising a cut text can shift the count by a token or two
         if keep <= 0:
             break
-        ids = _prompt_ids(tokenizer, question, cut_chunks(tokenizer, chunks, keep))
+        ids = _prompt_ids(tokenizer, question, cut_chunks(tokenizer, chunks, keep), choices)
         if len(ids) <= room:
             return ids, True
         keep -= len(ids) - room
-    return _prompt_ids(tokenizer, question, None), True
+    return _prompt_ids(tokenizer, question, None, choices), True
 
 
 def build_sft_example(tokenizer: Any, question: str, answer: str, context_chunks: list[str] | None,
-                      max_seq_length: int) -> dict[str, Any]:
-    """input_ids and labels (-100 on the prompt) for one (question [+ context]) -> answer pair."""
+                      max_seq_length: int, choices: list[str] | None = None) -> dict[str, Any]:
+    """input_ids and labels (-100 on the prompt) for one (question [+ context]) -> answer pair;
+    a short-answer question gets evaluate's prompt with its choices, so the LoRA learns the format."""
     answer_ids = _encode(tokenizer, answer) + [tokenizer.eos_token_id]
     prompt_ids, cut_context = fit_prompt(tokenizer, question, context_chunks,
-                                         max_seq_length - len(answer_ids))
+                                         max_seq_length - len(answer_ids), choices)
     room = max_seq_length - len(prompt_ids)
     if room < 1:
         raise SequenceTooLong(f"question '{question[:60]}': the prompt alone is {len(prompt_ids)} "
@@ -86,7 +88,7 @@ def build_sft_examples(tokenizer: Any, rows: list[dict[str, Any]], contexts: lis
     for row, chunks in zip(rows, contexts, strict=True):
         try:
             example = build_sft_example(tokenizer, row["question"], row["answer"], chunks,
-                                        max_seq_length)
+                                        max_seq_length, row.get("choices"))
         except SequenceTooLong:
             counts["skipped_too_long"] += 1
             continue

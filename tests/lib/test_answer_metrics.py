@@ -7,7 +7,6 @@ from tasks.lib.answer_metrics import (
     normalize_answer,
     rouge_l,
     token_f1,
-    yes_no_maybe,
 )
 
 
@@ -76,17 +75,3 @@ def test_groundedness_share_of_content_tokens_in_context():
     assert groundedness("anything", None) is None
     assert groundedness("anything", []) is None
     assert groundedness("it is the", "some context") is None  # no content tokens to judge
-
-
-@pytest.mark.parametrize("text, label", [
-    ("Yes, the trial showed a benefit.", "yes"),
-    ("no.", "no"),
-    ("  Maybe; the evidence is mixed", "maybe"),
-    ("**Yes**", "yes"),
-    ("Not clear from the study", None),
-    ("Nobody knows", None),
-    ("The answer is yes", None),
-    ("", None),
-])
-def test_yes_no_maybe_reads_the_start_of_the_answer(text, label):
-    assert yes_no_maybe(text) == label

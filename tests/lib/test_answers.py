@@ -39,17 +39,19 @@ def test_stage_reports_are_read_from_the_stage_metrics(tmp_path):
 
 
 def test_score_answer_grounding_and_accuracy():
+    ynm = ["yes", "no", "maybe"]
     row = score_answer("Yes, the fee is 30 pounds.", "Yes, 30 pounds.", ["The exit fee is 30 pounds."],
-                       "yes")
+                       ynm)
     assert row["accuracy"] == 1.0 and row["groundedness"] > 0.5 and row["token_f1"] > 0.5
     assert score_answer("x", "y", None, None)["groundedness"] is None
-    assert "accuracy" not in score_answer("x", "y", None, None)
-    assert score_answer("No.", "Yes.", None, "yes")["accuracy"] == 0.0
+    assert score_answer("x", "y", None, None)["accuracy"] is None  # no choices: not scored
+    assert score_answer("No.", "Yes. It helps.", None, ynm)["accuracy"] == 0.0
+    assert score_answer("Unclear.", "Maybe.", None, ynm)["accuracy"] == 0.0  # picked none
 
 
 def test_score_answer_exact_values():
     assert score_answer("200 GB", "200 GB.", ["Pro has 200 GB."], None) == {
-        "token_f1": 1.0, "rouge_l": 1.0, "exact_match": 1.0, "groundedness": 1.0}
+        "token_f1": 1.0, "rouge_l": 1.0, "exact_match": 1.0, "groundedness": 1.0, "accuracy": None}
 
 
 def test_speed_shares_a_batch_between_its_answers():

@@ -5,12 +5,14 @@ from pathlib import Path
 
 import pytest
 
+from tasks.lib.choices import choice_of
 from tasks.lib.convert import (
     ShapeError,
     clean_faq_answer,
     convert_covidfaq,
     convert_dataset,
     convert_pubmedqa,
+    pubmedqa_answer,
 )
 from tasks.lib.data import load_corpus, load_qa
 from tasks.lib.errors import DataError
@@ -86,14 +88,22 @@ def test_convert_pubmedqa_exact():
          "metadata": {"year": "2001", "meshes": ["Humans", "Female"]}},
         {"doc_id": "pmid-222", "text": "Only part.", "metadata": {"year": None, "meshes": ["Humans"]}},
     ]
+    ynm = ["yes", "no", "maybe"]
     assert qa == [
-        {"qid": "pmid-111", "question": "Does X help Y?", "answer": "It does.",
-         "doc_ids": ["pmid-111"], "metadata": {"final_decision": "yes"}},
-        {"qid": "pmid-222", "question": "Is Z safe?", "answer": "Unclear.",
-         "doc_ids": ["pmid-222"], "metadata": {"final_decision": "maybe"}},
+        {"qid": "pmid-111", "question": "Does X help Y?", "answer": "Yes. It does.",
+         "doc_ids": ["pmid-111"], "choices": ynm, "metadata": {"final_decision": "yes"}},
+        {"qid": "pmid-222", "question": "Is Z safe?", "answer": "Maybe. Unclear.",
+         "doc_ids": ["pmid-222"], "choices": ynm, "metadata": {"final_decision": "maybe"}},
     ]
+
     assert stats == {"input_entries": 2, "blank_texts_dropped": 0, "blank_qa_dropped": 0,
                      "docs": 2, "qa": 2}
+
+
+def test_pubmedqa_answer_puts_the_decision_first():
+    assert pubmedqa_answer("no", " No difference was found. ") == "No. No difference was found."
+    assert pubmedqa_answer("maybe", "No clear effect.") == "Maybe. No clear effect."
+    assert pubmedqa_answer("yes", "  ") == ""  # blank conclusion: the question is dropped
 
 
 def test_convert_pubmedqa_counts_blanks_and_keeps_meshes_a_list():
@@ -140,6 +150,8 @@ def test_converters_do_not_mutate_their_input():
      "entry '7': field 'CONTEXTS': expected a list of strings"),
     (convert_pubmedqa, {"7": pubmed_entry("Q?", ["T."], YEAR=2001)},
      "entry '7': field 'YEAR': expected str, got int"),
+    (convert_pubmedqa, {"7": pubmed_entry("Q?", ["T."], final_decision="Yes")},
+     "entry '7': field 'final_decision': expected 'yes', 'no' or 'maybe', got 'Yes'"),
     (convert_covidfaq, {}, "expected a JSON list of question/answer rows, got dict"),
     (convert_covidfaq, [covid_row(1, "faq", "Q?", "A."), covid_row(2, "chat", "Q?", "A.")],
      "row 2 (id '2'): field 'query_type': expected 'faq' or 'user_query', got 'chat'"),
@@ -242,6 +254,9 @@ def test_real_pubmedqa(tmp_path):
     corpus, qa = load_converted(tmp_path)
     assert (len(corpus), len(qa)) == (500, 500)
     assert set(qa["metadata"].map(lambda m: m["final_decision"])) == {"yes", "no", "maybe"}
+    # the loader checked each answer picks a choice; the pick is the expert label
+    picks = [choice_of(a, c) for a, c in zip(qa["answer"], qa["choices"], strict=True)]
+    assert picks == qa["metadata"].map(lambda m: m["final_decision"]).tolist()
     assert "title" not in (tmp_path / "corpus.jsonl").read_text()
 
 

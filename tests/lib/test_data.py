@@ -26,7 +26,7 @@ def test_absent_optional_fields_are_none_not_dropped(tmp_path):
 def test_qa_columns(tmp_path):
     df = load_qa(write_jsonl_lines(tmp_path / "qa.jsonl", TINY_QA))
     assert list(df.columns) == ["line", "qid", "question", "answer", "doc_ids", "split",
-                                "metadata"]
+                                "metadata", "choices"]
     assert pd.isna(df.loc[7, "split"])
     assert df.loc[0, "doc_ids"] == ["plan-01"]
 
@@ -74,6 +74,34 @@ def test_doc_ids_must_be_strings(tmp_path):
     row = {**TINY_QA[0], "doc_ids": ["plan-01", 7]}
     with pytest.raises(DataError, match="field 'doc_ids': expected a list of strings"):
         load_qa(write_jsonl_lines(tmp_path / "qa.jsonl", [row]))
+
+
+YNM = ["yes", "no", "maybe"]
+
+
+def test_choices_are_kept_where_given(tmp_path):
+    rows = [{**TINY_QA[0], "answer": "Yes. 4 euros.", "choices": YNM}, TINY_QA[1]]
+    df = load_qa(write_jsonl_lines(tmp_path / "qa.jsonl", rows))
+    assert df.loc[0, "choices"] == YNM and df.loc[1, "choices"] is None
+
+
+@pytest.mark.parametrize("choices, answer, field, expected", [
+    ("yes", "Yes.", "choices", "expected a list of strings, got str"),
+    (["yes", 2], "Yes.", "choices", "expected a list of strings"),
+    (["yes"], "Yes.", "choices", "expected 2 to 20 choices, got 1"),
+    (["yes", "no", "  "], "Yes.", "choices", "choice 3 ('  ') has no letter or digit"),
+    (["yes", "Yes!"], "Yes.", "choices",
+     "choices 1 and 2 ('yes', 'Yes!') are the same once case and punctuation are ignored"),
+    (YNM, "Probably.", "answer",
+     "must start with one of the choices ['yes', 'no', 'maybe'] (case and punctuation ignored), "
+     "got 'Probably.'"),
+])
+def test_bad_choices_name_file_line_and_field(tmp_path, choices, answer, field, expected):
+    rows = [TINY_QA[1], {**TINY_QA[0], "answer": answer, "choices": choices}]
+    path = write_jsonl_lines(tmp_path / "qa.jsonl", rows)
+    with pytest.raises(DataError) as err:
+        load_qa(path)
+    assert str(err.value) == f"{path}, line 2: field '{field}': {expected}"
 
 
 def test_missing_file(tmp_path):

@@ -52,6 +52,19 @@ def test_render_prompt_with_and_without_context(generator_tokenizer):
     assert "using the context" in with_context and with_context.endswith("<|im_start|>assistant\n")
 
 
+def test_short_answer_questions_ask_for_a_choice_first(generator_tokenizer):
+    ask = "Question: Q?\nAnswer with exactly one of: yes, no, maybe; then one sentence why."
+    assert build_messages("Q?", None, ["yes", "no", "maybe"]) == [
+        {"role": "system", "content": "Answer the question briefly, in one or two sentences."},
+        {"role": "user", "content": ask}]
+    assert build_messages("Q?", ["a"], ["yes", "no", "maybe"])[1] == {
+        "role": "user", "content": f"Context:\n[1] a\n\n{ask}"}
+    assert build_messages("Q?", None, []) == build_messages("Q?")  # no choices: the plain prompt
+    assert build_prompt(generator_tokenizer, "Q?", None, None, ["yes", "no", "maybe"]) == (
+        "<|im_start|>system\nAnswer the question briefly, in one or two sentences.<|im_end|>\n"
+        f"<|im_start|>user\n{ask}<|im_end|>\n<|im_start|>assistant\n")
+
+
 def test_no_chat_template_falls_back_to_plain_prompt_and_logs_once(generator_tokenizer, caplog):
     bare = copy.deepcopy(generator_tokenizer)
     bare.chat_template = None

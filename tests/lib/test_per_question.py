@@ -46,7 +46,7 @@ def per_question():
     retrieval = {"hybrid": [score_retrieval(HITS, {"d1"}), score_retrieval(HITS, {"d2", "d3"})]}
     answers = {"rag": [{"qid": "q1", "answer": "Visa", "token_f1": 1.0, "rouge_l": 1.0,
                         "exact_match": 1.0, "semantic_sim": 0.9, "groundedness": None,
-                        "cited": ["d2", "d1"], "accuracy": 1.0}]}  # accuracy: not in the file
+                        "cited": ["d2", "d1"], "accuracy": 1.0, "note": "x"}]}  # note: not in the file
     return build_per_question(QUESTIONS, retrieval, answers)
 
 
@@ -63,7 +63,7 @@ def test_build_per_question_has_exactly_the_agreed_shape():
     assert out["retrieval"]["hybrid"]["q2"]["recall@1"] == 0.5
     assert out["answers"] == {"rag": {"q1": {
         "answer": "Visa", "token_f1": 1.0, "rouge_l": 1.0, "exact_match": 1.0,
-        "semantic_sim": 0.9, "groundedness": None, "cited": ["d2", "d1"]}}}
+        "semantic_sim": 0.9, "groundedness": None, "accuracy": 1.0, "cited": ["d2", "d1"]}}}
 
 
 def test_eval_set_digest_follows_questions_and_references_not_order():
@@ -84,7 +84,7 @@ def test_metric_values_by_qid_or_none_without_per_question_values():
     assert metric_values(out, "retrieval.hybrid.p95_ms") is None  # latency: a point value only
     assert metric_values(out, "retrieval.bm25.ndcg@10") is None  # method not run
     assert metric_values(out, "answers.rag.cited") is None
-    assert metric_values(out, "answers.rag.accuracy") is None
+    assert metric_values(out, "answers.rag.accuracy") == {"q1": 1.0}  # short-answer questions
     assert metric_values(out, "other.rag.token_f1") is None
 
 

@@ -6,9 +6,11 @@ import pytest
 from tasks.lib.recommend import (
     cost_order,
     eval_questions_needed,
+    headline_metric,
     option_costs_table,
     paired_values,
     recommend,
+    recommend_reports,
 )
 
 N = 40
@@ -105,3 +107,23 @@ def test_a_single_scored_setup_is_shipped_as_tied_with_nothing_to_compare():
     assert (rec["setup"], rec["confidence"], rec["evidence"]) == ("base", "tied", None)
     assert rec["what_would_change"]["text"] == "Only base was scored: score another setup to compare."
     assert rec["summary"] == "Ship base [tied]: token_f1 0.150."
+
+
+def test_headline_metric_is_accuracy_only_when_every_eval_question_has_choices():
+    short = {"qid": "q1", "token_f1": 0.2, "accuracy": 1.0}
+    free = {"qid": "q2", "token_f1": 0.5, "accuracy": None}
+    assert headline_metric({"base": [short], "rag": [{**short, "accuracy": 0.0}]}) == "accuracy"
+    assert headline_metric({"base": [short, free]}) == "token_f1"  # mixed set: accuracy shown only
+    assert headline_metric({"base": [{"qid": "q2", "token_f1": 0.5}]}) == "token_f1"
+    assert headline_metric({}) == "token_f1"
+
+
+def test_recommend_reports_decides_on_accuracy_for_a_short_answer_eval_set():
+    rows = {s: [{"qid": f"q{i}", "token_f1": 0.3, "accuracy": float(i % 2 or s == "rag")}
+                for i in range(N)] for s in ("base", "rag")}
+    summary = {s: {"accuracy": {"mean": 0.5, "lo": 0.3, "hi": 0.7}} for s in rows}
+    answers = {"answers": rows, "summary": summary, "costs": {}, "speed": {}}
+    rec = recommend_reports(answers, {}, 400, 0)
+    assert (rec["metric"], rec["setup"]) == ("accuracy", "rag")
+    assert rec["means"] == {"base": 0.5, "rag": 1.0}
+    assert recommend_reports(answers, {}, 400, 0, "token_f1")["setup"] == "base"  # a tie: cheapest

@@ -23,12 +23,15 @@ def test_gate_targets_are_the_release_specific_methods_and_the_answer_setups():
 def test_eval_questions_back_in_evaluates_form_and_the_answered_ones():
     per_question = {"questions": [
         {"qid": "q1", "question": "A?", "reference": "a", "doc_ids": ["d1"], "metadata": {"k": 1}},
-        {"qid": "q2", "question": "B?", "reference": "b", "doc_ids": ["d2"], "metadata": {}}],
+        {"qid": "q2", "question": "B?", "reference": "yes", "doc_ids": ["d2"], "metadata": {},
+         "choices": ["yes", "no"]}],
         "answers": {"hybrid": {"q2": {}}, "base": {"q1": {}}}}
     questions, answered = eval_questions(per_question, ("hybrid",))
     assert questions == [
-        {"qid": "q1", "question": "A?", "answer": "a", "doc_ids": ["d1"], "metadata": {"k": 1}},
-        {"qid": "q2", "question": "B?", "answer": "b", "doc_ids": ["d2"], "metadata": {}}]
+        {"qid": "q1", "question": "A?", "answer": "a", "doc_ids": ["d1"], "metadata": {"k": 1},
+         "choices": None},
+        {"qid": "q2", "question": "B?", "answer": "yes", "doc_ids": ["d2"], "metadata": {},
+         "choices": ["yes", "no"]}]
     assert answered == questions[1:]
     assert eval_questions(per_question, ())[1] == []
 

@@ -30,3 +30,21 @@ def test_markdown_renders_every_setup_and_the_recommendation():
     report["recommendation"] = {"why": ["Because.", "Costs."], "what_would_change": {"text": "More."}}
     assert "**V.**\n\n- Because.\n- Costs.\n- What would change it: More.\n\n| setup |" in \
         scoreboard_markdown(report)
+
+
+def test_accuracy_is_a_headline_metric_on_the_short_answer_questions():
+    free = [{"token_f1": 0.2, "accuracy": None}]  # a question without choices
+    per_setup = {"base": [{"token_f1": 0.2, "accuracy": a} for a in [1.0, 0.0] * 10] + free,
+                 "rag": [{"token_f1": 0.2, "accuracy": 1.0}] * 20 + free}
+    summary = summarize_setups(per_setup, 200, 0)
+    assert summary["base"]["accuracy"]["mean"] == 0.5 and summary["rag"]["accuracy"]["mean"] == 1.0
+    assert winner(per_setup, "accuracy", 300, 0) == "rag"  # on the 20 questions with choices
+    report = {"questions": 21, "summary": summary, "winners": {}, "verdict": "V.",
+              "speed": {s: {"latency_ms": 1.0, "tokens_per_s": 1.0} for s in per_setup}}
+    md = scoreboard_markdown(report)
+    assert "| setup | token_f1 | accuracy | latency ms/q | tokens/s |" in md
+    assert "| rag (embeddings) | 0.200 [0.200, 0.200] | 1.000 [1.000, 1.000] | 1 | 1.0 |" in md
+    assert "accuracy: on short-answer questions only (qa.jsonl `choices`)" in md
+    without = {s: [{"token_f1": 0.2, "accuracy": None}] * 3 for s in per_setup}
+    report["summary"] = summarize_setups(without, 200, 0)
+    assert "accuracy" not in scoreboard_markdown(report)

@@ -47,6 +47,20 @@ def test_sft_labels_mask_prompt_and_padding(generator_tokenizer):
     assert batch["labels"][0] == example["labels"]
 
 
+def test_short_answer_examples_use_the_evaluate_prompt(generator_tokenizer):
+    tokenizer, ynm = generator_tokenizer, ["yes", "no", "maybe"]
+    example = build_sft_example(tokenizer, "Does it help?", "Yes. It helps.", None, 128, ynm)
+    prompt = ids(tokenizer, render_prompt(tokenizer, build_messages("Does it help?", None, ynm)))
+    assert example["input_ids"][:len(prompt)] == prompt
+    assert example["labels"][:len(prompt)] == [IGNORE] * len(prompt)
+    rows = [{"question": "Does it help?", "answer": "Yes. It helps.", "choices": ynm},
+            {"question": "Does it help?", "answer": "Yes. It helps."}]
+    (with_choices, plain), _ = build_sft_examples(tokenizer, rows, [None, None], 128)
+    assert with_choices == example
+    assert plain == build_sft_example(tokenizer, "Does it help?", "Yes. It helps.", None, 128)
+    assert len(plain["input_ids"]) < len(with_choices["input_ids"])
+
+
 def test_context_is_cut_before_the_answer(generator_tokenizer):
     tokenizer = generator_tokenizer
     answer = "It is charged on the first working day of each month."

@@ -66,6 +66,10 @@ def test_records_and_counts():
          "metadata": None, "line": 1},
         {"qid": "b", "question": "Q2?", "answer": "A2", "doc_ids": ["d", "e"], "split": "eval",
          "metadata": {"k": 1}, "line": 2}]
+    short = qa.assign(choices=[None, ["yes", "no"]])  # choices only on the rows that have them
+    assert [sorted(r) for r in qa_records(short)] == [
+        sorted(qa_records(qa)[0]), sorted([*qa_records(qa)[1], "choices"])]
+    assert qa_records(short)[1]["choices"] == ["yes", "no"]
     assert split_counts(qa) == {"train": 1, "eval": 1}
     chunks = [Chunk(f"d#{i}", "d", i, None, "t", "h") for i in range(3)]
     chunks.append(Chunk("e#0", "e", 0, None, "t", "h"))

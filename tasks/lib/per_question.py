@@ -31,10 +31,12 @@ SCORED = {"retrieval": RETRIEVAL_FIELDS[:-1], "answers": ANSWER_FIELDS[1:-1]}  #
 
 
 def question_record(question: dict[str, Any]) -> dict[str, Any]:
-    """One eval question as the per-question file lists it."""
-    return {"qid": question["qid"], "question": question["question"],
-            "reference": question["answer"], "doc_ids": list(question["doc_ids"]),
-            "metadata": question.get("metadata") or {}}
+    """One eval question as the per-question file lists it (`choices` only where it has some:
+    re-scoring a champion asks such questions with the same prompt)."""
+    record = {"qid": question["qid"], "question": question["question"],
+              "reference": question["answer"], "doc_ids": list(question["doc_ids"]),
+              "metadata": question.get("metadata") or {}}
+    return {**record, "choices": question["choices"]} if question.get("choices") else record
 
 
 def retrieved_docs(hits: Sequence[dict[str, Any]], k: int = RETRIEVED_K) -> list[dict[str, Any]]:

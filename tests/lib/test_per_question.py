@@ -9,6 +9,7 @@ from tasks.lib.per_question import (
     eval_set_digest,
     metric_values,
     per_question_tables,
+    question_record,
     retrieval_rows,
     retrieved_docs,
     score_retrieval,
@@ -101,7 +102,7 @@ def table_input():
 
 def test_answer_rows_one_per_question_and_setup_in_question_order():
     head = {"answer": "Visa", "rouge_l": 0.5, "exact_match": 1.0, "semantic_sim": 0.9,
-            "groundedness": None}
+            "groundedness": None, "accuracy": None}  # accuracy: None without choices
     assert answer_rows(table_input()) == [
         {"qid": "q1", "question": "Which cards?", "reference": "Visa.", "setup": "rag",
          **head, "token_f1": 0.25, "cited": "d2, d1"},
@@ -111,7 +112,7 @@ def test_answer_rows_one_per_question_and_setup_in_question_order():
          **head, "token_f1": 1.0, "cited": "d2, d1"}]
     assert list(answer_rows(table_input())[0]) == [
         "qid", "question", "reference", "setup", "answer", "token_f1", "rouge_l", "exact_match",
-        "semantic_sim", "groundedness", "cited"]
+        "semantic_sim", "groundedness", "accuracy", "cited"]
 
 
 def test_retrieval_rows_one_per_question_and_method_with_the_top_documents():
@@ -131,3 +132,10 @@ def test_per_question_tables_by_artifact_file():
     tables = per_question_tables(table_input())
     assert list(tables) == ["per_question.json", "per_question_retrieval.json"]
     assert tables["per_question.json"] == answer_rows(table_input())
+
+
+def test_question_record_keeps_choices_only_where_a_question_has_some():
+    plain = {"qid": "q1", "question": "Q?", "answer": "A.", "doc_ids": ["d1"]}
+    assert "choices" not in question_record(plain)
+    chosen = question_record({**plain, "answer": "Yes. Because.", "choices": ["yes", "no"]})
+    assert chosen["choices"] == ["yes", "no"] and chosen["reference"] == "Yes. Because."

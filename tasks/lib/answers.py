@@ -68,8 +68,9 @@ def question_contexts(generate: GenerateConfig, index: IndexConfig, questions: l
     from tasks.lib.search import method_contexts
 
     table_role, mode, model_role = METHODS[method]
-    if table_role not in tables:
-        table_role, mode, model_role = METHODS["base"]
+    if table_role not in tables:  # a re-scored release has one table (same chunks): its own
+        table_role = "candidate" if "candidate" in tables else "base"
+        model_role = None if mode == "bm25" else table_role
     return method_contexts(tables[table_role], models.get(model_role),
                            [q["question"] for q in questions], generate.context_k, mode, rrf_k,
                            index)

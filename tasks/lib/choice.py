@@ -23,7 +23,10 @@ log = logging.getLogger(__name__)
 
 COST_ORDER = ("bm25", "base", "lora", "fusion", "fusion_native")  # cheapest first, unmeasured
 CHOSEN = "chosen"  # the alias in gate metrics: retrieval.chosen.<metric>
-CHOICE_METRIC = "ndcg@10"
+# method -> search mode on a release's own table (serving: one table, the release's retriever)
+METHOD_MODES = {"bm25": "bm25", "base": "vector", "lora": "vector", "fusion": "fusion",
+                "fusion_native": "fusion_native"}
+METHOD_TAG = "retrieval.method"  # the release tag promote writes, serving reads
 
 # ---- pure ---------------------------------------------------------------------------------------
 
@@ -78,6 +81,12 @@ def chosen_metrics(methods: dict[str, dict[str, float]], chosen: str | None) -> 
     return {**methods, CHOSEN: dict(methods[chosen])} if chosen in methods else dict(methods)
 
 
+def release_mode(tags: dict[str, str], default: str) -> str:
+    """The search mode of the method a release was promoted with; `default` for a release from
+    before the choice (or a local run)."""
+    return METHOD_MODES.get(tags.get(METHOD_TAG, ""), default)
+
+
 def resolve_chosen(rules: Sequence[GateRule], method: str | None) -> tuple[GateRule, ...]:
     """Gate rules with retrieval.chosen.<m> renamed to retrieval.<method>.<m>: the candidate's
     chosen method, for the candidate and the champion alike (paired per-question rows are keyed
@@ -87,6 +96,15 @@ def resolve_chosen(rules: Sequence[GateRule], method: str | None) -> tuple[GateR
     prefix = f"retrieval.{CHOSEN}."
     return tuple(r.model_copy(update={"metric": f"retrieval.{method}.{r.metric[len(prefix):]}"})
                  if r.metric.startswith(prefix) else r for r in rules)
+
+
+def with_current_names(metrics: dict[str, float]) -> dict[str, float]:
+    """Logged metrics with retrieval.hybrid.* (the fusion's old name) also as retrieval.fusion.*:
+    a champion from before the rename is still compared."""
+    old = "retrieval.hybrid."
+    renamed = {"retrieval.fusion." + k[len(old):]: v for k, v in metrics.items()
+               if k.startswith(old)}
+    return {**renamed, **metrics}
 
 
 # ---- effects ------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from tasks.lib.config import ServeConfig
 from tasks.lib.errors import ConfigError
 from tests.conftest import SMOKE, promote_release, uvicorn_app
 
-FLOOR_ONLY = [{"metric": "retrieval.hybrid.ndcg@10", "floor": 0.0}]  # passes whatever changed
+FLOOR_ONLY = [{"metric": "retrieval.fusion.ndcg@10", "floor": 0.0}]  # passes whatever changed
 
 # ---- pure ---------------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from prefect import task
 
+from tasks.lib.choice import resolve_chosen
 from tasks.lib.config import (
     EvaluateConfig,
     GenerateConfig,
@@ -93,7 +94,8 @@ def decide(section: PromoteConfig, seed: int, cand: dict[str, Any], champion: tu
         cand["per_question"], per_question, section.min_shared, section.bootstrap, seed)
     if compared is not None and origin:  # re-scored, or why it was not
         compared["note"] = " — ".join(n for n in (compared["note"], origin) if n)
-    decision = evaluate_gate(section.gate, cand["metrics"], metrics, pairing)
+    gate = resolve_chosen(section.gate, cand.get("method"))  # retrieval.chosen: the candidate's
+    decision = evaluate_gate(gate, cand["metrics"], metrics, pairing)
     decision.update(pairing=compared, candidate_version=versions, champion_version=None
                     if release is None else {"retriever": release.retriever_version,
                                              "generator": release.generator_version})
@@ -236,7 +238,6 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
     import mlflow
 
     from tasks.lib import registry
-    from tasks.lib.choice import resolve_chosen
     from tasks.lib.reference import log_reference
     from tasks.lib.release_eval import log_per_question, log_rescored, read_champion
     from tasks.lib.rescore import rescore_release

@@ -66,7 +66,7 @@ VERSIONS = {"retriever": 2, "generator": 2, "rag": 2}
 
 def candidate(f1: list[float]) -> dict:
     _, metrics, per_question, _ = release(f1, sum(f1) / len(f1))
-    return {"metrics": metrics, "per_question": per_question}
+    return {"metrics": metrics, "per_question": per_question, "method": "fusion"}  # chosen
 
 
 def test_a_retrain_with_identical_per_question_results_is_not_promoted():
@@ -135,8 +135,10 @@ def test_gate_rejects_then_promotes_then_rollback_restores(registry_overrides, t
     assert (tags["index.table"], tags["index.version"]) == (index["table"], str(index["version"]))
     assert tags["release.generator_version"] == "1" and tags["validation.success"] == "true"
     assert tags["data.qa_md5"] != "missing" and tags["git.commit"]
+    method = tags["retrieval.method"]  # chosen by evaluate; the gate's retrieval.chosen rules
     assert set(tags) >= {"pipeline.run_id", "metric.answers.hybrid.token_f1",
-                         "metric.retrieval.fusion.ndcg_at_10", "metric.retrieval.fusion.p95_ms",
+                         f"metric.retrieval.{method}.ndcg_at_10",
+                         f"metric.retrieval.{method}.p95_ms",
                          "release.inputs", "eval.digest", "eval.questions"}
     from tasks.lib.release_eval import release_per_question
 
@@ -187,6 +189,8 @@ def test_gate_rejects_then_promotes_then_rollback_restores(registry_overrides, t
 @pytest.mark.slow
 def test_a_champion_without_per_question_results_is_re_scored(registry_overrides, monkeypatch):
     from tasks.lib import release_eval
+    from tasks.lib.choice import read_chosen
+    from tasks.lib.rescore import RESCORABLE_METHODS
 
     overrides = registry_overrides
     assert promote(overrides)["promoted"]
@@ -197,9 +201,13 @@ def test_a_champion_without_per_question_results_is_re_scored(registry_overrides
     assert second["pairing"]["note"] == ("champion re-scored on the current eval set (none were "
                                          "logged)")
     rows = {r["metric"]: r for r in second["rules"]}
-    for metric in ("answers.hybrid.token_f1", "retrieval.fusion.ndcg@10"):
+    method = read_chosen(Path(overrides["paths.reports_dir"]) / "evaluate" / "retrieval.json")
+    rescored = ["answers.hybrid.token_f1"] + ([f"retrieval.{method}.ndcg@10"]
+                                              if method in RESCORABLE_METHODS else [])
+    for metric in rescored:
         assert rows[metric]["comparison"] == "paired" and rows[metric]["change"] == 0.0, metric
         assert rows[metric]["interval"]["method"] == "degenerate", metric
+    assert rows[f"retrieval.{method}.ndcg@10"]["change"] == 0.0
     assert not second["promoted"] and champion_versions(registry_ref(
         load_config(SMOKE, overrides))) == (1, 1)
 

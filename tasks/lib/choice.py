@@ -3,9 +3,9 @@
 evaluate measures every retrieval method on a seeded slice of data/prepared/train_qa.jsonl
 (never the eval questions, which stay for the scoreboard and the gate) and picks the best nDCG@10
 mean; a method whose paired interval against the best covers 0 is a tie, and ties go to the
-cheaper method (lower measured p95 latency, else COST_ORDER). The answer setups rag/hybrid take
-their context from it, serving searches with it by default (release tag `retrieval.method`) and
-gate rules on `retrieval.chosen.<metric>` judge it.
+cheaper method (COST_ORDER; measured p95 latency only for methods it does not name). The
+answer setups rag/hybrid take their context from it, serving searches with it by default
+(release tag `retrieval.method`) and gate rules on `retrieval.chosen.<metric>` judge it.
 """
 
 from __future__ import annotations
@@ -39,10 +39,13 @@ def choice_slice(train_qa: Sequence[dict[str, Any]], n: int, seed: int) -> list[
     return sorted(random.Random(seed).sample(rows, n), key=lambda q: q["qid"])
 
 
-def cost_rank(method: str, p95_ms: dict[str, float] | None) -> tuple[float, int]:
-    """Sort key, cheapest first: measured p95 latency where known, then COST_ORDER."""
+def cost_rank(method: str, p95_ms: dict[str, float] | None) -> tuple[int, float]:
+    """Sort key, cheapest first: COST_ORDER, then measured p95 latency. The order is by
+    construction (fusion runs BM25 and a vector search, so it never costs less than either);
+    a p95 measured on a few dozen questions is noise there and would make retrieval.json depend
+    on the machine's load, so it only orders methods COST_ORDER does not name."""
     order = COST_ORDER.index(method) if method in COST_ORDER else len(COST_ORDER)
-    return ((p95_ms or {}).get(method, float("inf")), order)
+    return (order, (p95_ms or {}).get(method, float("inf")))
 
 
 def choose_method(scores: dict[str, Sequence[float]], resamples: int, seed: int,

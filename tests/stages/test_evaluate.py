@@ -67,3 +67,23 @@ def test_with_recommendation_adds_the_decision_and_makes_its_line_the_verdict():
     assert (rec["setup"], rec["confidence"]) == ("rag", "separated")
     assert answers["verdict"] == rec["summary"] and answers["verdict"].startswith("Ship embed (rag)")
     assert list(answers)[-1] == "answers" and "recommendation" not in ANSWERS
+
+
+def test_the_retrieval_method_is_chosen_on_a_seeded_slice_of_the_train_questions(tmp_path):
+    from tasks.evaluate import choose_retrieval
+    from tasks.lib.config import EvaluateConfig, IndexConfig
+    from tests.lib.test_search import Fixed, small_table
+
+    table = small_table(tmp_path)
+    train = [{"qid": f"t{i}", "question": q, "doc_ids": [d]} for i, (q, d) in enumerate(
+        [("visa cards", "d0"), ("refund order", "d1"), ("shipping delivery", "d2"),
+         ("cash refund", "d3"), ("card payment", "d4"), ("password login", "d5")] * 3)]
+    chosen = choose_retrieval(EvaluateConfig(choice_questions=10, chunk_k=10, bootstrap=200),
+                              IndexConfig(), 0, train, {"base": table, "candidate": table},
+                              {"base": Fixed(), "candidate": Fixed()})
+    assert chosen["questions"] == 10
+    assert set(chosen["validation"]) == {"bm25", "base", "lora", "fusion", "fusion_native"}
+    # the words match the text and the fixed vector carries nothing: BM25 is best (or tied
+    # with fusion, and cheaper)
+    best = max(v["mean"] for v in chosen["validation"].values())
+    assert chosen["method"] == "bm25" and chosen["validation"]["bm25"]["mean"] == best

@@ -4,10 +4,10 @@ LanceDB's native fusion) and answers (base, finetuned, rag, hybrid).
 First the retrieval method the release uses is chosen on a seeded slice of the *train* questions
 (tasks/lib/choice.py); rag/hybrid answers take their context from it. Reads
 data/prepared/{train,eval}_qa.jsonl, reports/index/index.json (pinned tables + retrievers) and the
-generator adapter; writes reports/evaluate/: retrieval.json/.md (with the
-"chosen" method), answers.json (with the
-recommendation), per_question.json (every question's scores, retrieved documents and
-answers: what promote pairs releases on and the report's drill-down shows), scoreboard.md,
+generator adapter; writes reports/evaluate/: retrieval.json/.md (with the "chosen" method),
+answers.json (with the recommendation), per_question.json (every question's scores, retrieved
+documents and answers: what promote pairs releases on and the report's drill-down shows),
+scoreboard.md,
 report.html (the page a person reads: recommendation, tables, plots, every question;
 self-contained) and metrics.json (means, for DVC).
 """

@@ -175,7 +175,7 @@ def test_contract_errors_log_and_batching(served):
         assert max(app.state.batcher.batches) > 1
     rows = list(read_log(Catalog(cfg.paths).query_log_dir))
     kinds = [r["kind"] for r in rows]
-    assert kinds.count("search") == 3 and kinds.count("ask") == 10 and kinds.count("feedback") == 1
+    assert kinds.count("search") == 5 and kinds.count("ask") == 10 and kinds.count("feedback") == 1
     ask = next(r for r in rows if r["request_id"] == asked["request_id"])
     assert ask["release"]["retriever_version"] == 1 and ask["doc_ids"] and ask["latency_ms"] > 0
     assert next(r for r in rows if r["kind"] == "feedback")["rates"] == asked["request_id"]

@@ -330,9 +330,11 @@ def convert(name: Dataset = typer.Argument(..., help="Which public dataset SOURC
 
 
 class Mode(str, Enum):
-    hybrid = "hybrid"
+    fusion = "fusion"
+    fusion_native = "fusion_native"
     vector = "vector"
     bm25 = "bm25"
+    hybrid = "hybrid"  # deprecated name of fusion (a warning says so)
 
 
 class Role(str, Enum):
@@ -368,8 +370,9 @@ def _open_release(cfg, release: str, role: str = "candidate"):
 @app.command("search")
 def search_cmd(query: str = typer.Argument(..., help="The question or keywords."),
                k: int = typer.Option(5, "-k", help="Documents to show."),
-               mode: Mode = typer.Option(Mode.hybrid, help="hybrid (BM25 + vectors, RRF), "
-                                                           "vector or bm25."),
+               mode: Mode | None = typer.Option(None, help="fusion (BM25 + vectors, RRF), "
+                                                "fusion_native (LanceDB's hybrid query), vector "
+                                                "or bm25; default: the release's chosen method."),
                release: str = ReleaseOpt,
                retriever: Role = typer.Option(Role.candidate, help="With --release local: "
                                               "candidate (LoRA) or base."),
@@ -380,9 +383,10 @@ def search_cmd(query: str = typer.Argument(..., help="The question or keywords."
     cfg = _run(load_config, config, _overrides(set_))
     _run(_nonblank, query, "query")
     loaded = _open_release(cfg, release, retriever.value)
-    hits = _run(loaded.search, query, mode.value, k)
+    hits = _run(loaded.search, query, mode.value if mode else None, k)
     served = loaded.served
-    typer.echo(f"{mode.value} search, {served.label}, table {served.table} v{served.table_version}")
+    shown = mode.value if mode else "chosen-method"
+    typer.echo(f"{shown} search, {served.label}, table {served.table} v{served.table_version}")
     for rank, hit in enumerate(hits, start=1):
         snippet = " ".join(hit["text"].split())[:110]
         typer.echo(f"{rank:>2}. {hit['doc_id']:<16} {hit['score']:.4f}  {snippet}")

@@ -76,7 +76,8 @@ def run_stages(cfg: Any, plan: Any, inputs: str) -> dict[str, Any]:
         tables = index(cfg.index, ctx, retriever)
         # 5. LoRA-train the generator; part of its examples carry retrieved context.
         generator = train_generator(cfg.train_generator, cfg.index, ctx, prepared, tables)
-        # 6. Scoreboard: retrieval (BM25/base/LoRA/hybrid), answers (base/finetuned/rag/hybrid).
+        # 6. Scoreboard: retrieval (BM25/base/LoRA/fusion; the method chosen on train questions),
+        # answers (base/finetuned/rag/hybrid).
         scoreboard = evaluate(cfg.evaluate, cfg.generate, cfg.index, ctx, prepared, tables,
                               generator)
         # 7. Register the release; move `champion` only if the gate passes.

@@ -38,7 +38,7 @@ def reindex(config_path: str = DEFAULT_CONFIG_PATH,
     reg = registry_ref(cfg)
     check_registry(reg)
     if not retrieval_rules(cfg.promote.gate):
-        raise ConfigError("promote.gate has no rule on retrieval.bm25|lora|hybrid metrics: a "
+        raise ConfigError("promote.gate has no rule on retrieval.bm25|lora|fusion|chosen metrics: a "
                           "reindex would have nothing to check before pinning")
     with write_lock(cfg.lock, f"reindex {config_path}"):
         clean_killed_runs(reg.catalog)  # temp outputs of a killed run

@@ -2,7 +2,8 @@
 
     GET  /health    200 {"status": "ok"} once a release is loaded (503 before)
     GET  /release   what is served: versions, table + pinned version, data md5s, gate, setup
-    POST /search    {"query", "k"=5, "mode"="vector"|"bm25"|"fusion"} -> {"hits": [...]}
+    POST /search    {"query", "k"=5, "mode"="vector"|"bm25"|"fusion"|"fusion_native"; default: the
+                    release's chosen method} -> {"hits": [...]}
     POST /ask       {"question", "setup"=the gate's} -> {"answer", "sources", "contexts"}
     POST /feedback  {"request_id", "rating": 1|-1, "comment"?} -> 204
     GET  /          a page: question box, answer with sources, setup switch, thumbs up/down
@@ -37,6 +38,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from tasks.lib.choice import release_mode
 from tasks.lib.errors import ConfigError, ServingError, TunedexError
 from tasks.lib.failpoints import failpoint
 from tasks.lib.gate import judged
@@ -44,7 +46,7 @@ from tasks.lib.text import is_blank
 
 log = logging.getLogger("tunedex.serve")
 PAGE = Path(__file__).with_name("static") / "index.html"
-SEARCH_MODES = {"vector": "vector", "bm25": "bm25", "fusion": "hybrid"}  # API name -> search mode
+LEGACY_MODES = {"hybrid": "fusion"}  # old /search mode names, accepted with a warning
 OPEN_PATHS = {"/", "/health", "/docs", "/openapi.json", "/docs/oauth2-redirect"}
 # Rate-limited per client: the routes that run the models and write the query log. /health
 # (probes poll it), /release, the page and the docs are cheap and stay unlimited.
@@ -54,8 +56,9 @@ LIMITED_PATHS = ("/search", "/ask", "/feedback")
 class SearchRequest(BaseModel):
     query: str = Field(description="Keywords or a question")
     k: int = Field(5, ge=1, le=100, description="Documents to return")
-    mode: Literal["vector", "bm25", "fusion"] | None = Field(
-        None, description="Retrieval method; default: the one the release gate judged")
+    mode: Literal["vector", "bm25", "fusion", "fusion_native", "hybrid"] | None = Field(
+        None, description="Retrieval method; default: the one chosen for the release "
+                          "('hybrid': deprecated name of fusion)")
 
 
 class AskRequest(BaseModel):
@@ -74,9 +77,18 @@ class FeedbackRequest(BaseModel):
 
 
 def api_mode(method: str) -> str:
-    """A scoreboard retrieval method as a /search mode (lora -> vector, hybrid -> fusion)."""
-    return {"lora": "vector", "base": "vector", "hybrid": "fusion", "fusion": "fusion",
-            "bm25": "bm25"}.get(method, "fusion")
+    """A scoreboard retrieval method as a /search mode (lora -> vector; unknown -> fusion)."""
+    from tasks.lib.choice import METHOD_MODES
+
+    return METHOD_MODES.get(method, "fusion")
+
+
+def request_mode(mode: str | None, default: str) -> str:
+    """A request's search mode: its own (an old name mapped, with a warning) or `default`."""
+    if mode in LEGACY_MODES:
+        log.warning("/search mode %r is deprecated: use %r", mode, LEGACY_MODES[mode])
+        return LEGACY_MODES[mode]
+    return mode or default
 
 
 class RequestError(ConfigError):
@@ -210,7 +222,8 @@ def create_app(cfg: Any, ref: str = "champion", host: str = "127.0.0.1") -> Any:
     sections = ServingSections(cfg.models, cfg.generate, cfg.evaluate, cfg.index)
     reg = registry_ref(cfg)
     default_setup = judged(cfg.promote.gate, "answers", "hybrid")
-    default_mode = api_mode(judged(cfg.promote.gate, "retrieval", "hybrid"))
+    # releases from before the choice: the method the gate judged (release tag retrieval.method wins)
+    default_mode = api_mode(judged(cfg.promote.gate, "retrieval", "fusion"))
     holder = ReleaseHolder(lambda served: LoadedRelease(served, sections, cat),
                            lambda r: resolve_served(reg, cat, cfg.models, r), (default_setup,), ref)
     recorder = RequestRecorder(sv, cfg.tracking, cfg.project.name, cat, cfg.pii)
@@ -313,14 +326,14 @@ def create_app(cfg: Any, ref: str = "champion", host: str = "127.0.0.1") -> Any:
                 "generator_base": current.served.generator_base,
                 "data": {k: tags.get(f"data.{k}") for k in ("corpus_md5", "qa_md5")},
                 "git_commit": tags.get("git.commit"), "gate": tags.get("gate.decision"),
-                "setup": default_setup, "search_mode": default_mode}
+                "setup": default_setup, "search_mode": release_mode(tags, default_mode)}
 
     @app.post("/search")
     def search(body: SearchRequest, request: Request):
         query = check_text(body.query, "query", sv.max_question_chars)
-        mode = body.mode or default_mode
         current, started = serving(request), time.perf_counter()
-        hits = current.search(query, SEARCH_MODES[mode], body.k)
+        mode = request_mode(body.mode, release_mode(current.served.tags, default_mode))
+        hits = current.search(query, mode, body.k)
         ms = 1000 * (time.perf_counter() - started)
         info = release_info(current)
         recorder.search(request.state.request_id, info, query, mode, hits, ms)

@@ -1,10 +1,13 @@
-"""evaluate: the scoreboard on held-out questions — retrieval (BM25, base, LoRA, hybrid) and
-answers (base, finetuned, rag, hybrid).
+"""evaluate: the scoreboard on held-out questions — retrieval (BM25, base, LoRA, fusion and
+LanceDB's native fusion) and answers (base, finetuned, rag, hybrid).
 
-Reads data/prepared/eval_qa.jsonl, reports/index/index.json (pinned tables + retrievers) and the
-generator adapter; writes reports/evaluate/: retrieval.json/.md, answers.json (with the
-recommendation), per_question.json (every question's scores, retrieved documents and
-answers: what promote pairs releases on and the report's drill-down shows), scoreboard.md,
+First the retrieval method the release uses is chosen on a seeded slice of the *train* questions
+(tasks/lib/choice.py); rag/hybrid answers take their context from it. Reads
+data/prepared/{train,eval}_qa.jsonl, reports/index/index.json (pinned tables + retrievers) and the
+generator adapter; writes reports/evaluate/: retrieval.json/.md (with the "chosen" method),
+answers.json (with the recommendation), per_question.json (every question's scores, retrieved
+documents and answers: what promote pairs releases on and the report's drill-down shows),
+scoreboard.md,
 report.html (the page a person reads: recommendation, tables, plots, every question;
 self-contained), metrics.json (means, for DVC) and plots/{retrieval,answers}.json (bars per
 method and setup, for `dvc plots`); in MLflow, per-question tables (tasks/lib/per_question.py).
@@ -19,6 +22,7 @@ from typing import Any
 
 from prefect import task
 
+from tasks.lib.choice import chosen_metrics
 from tasks.lib.config import EvaluateConfig, GenerateConfig, IndexConfig
 from tasks.lib.context import StageContext
 from tasks.lib.retrieval_eval import (
@@ -69,16 +73,39 @@ def evaluate_retrieval(section: EvaluateConfig, index: IndexConfig, seed: int,
                        for r, i in info["tables"].items()}}, per_method
 
 
+def choose_retrieval(section: EvaluateConfig, index: IndexConfig, seed: int,
+                     train_qa: list[dict[str, Any]], tables: dict[str, Any],
+                     models: dict[str, Any]) -> dict[str, Any]:
+    """Measure every indexed method on a seeded slice of the train questions (never eval) and
+    choose the one the answers, serving and the gate use."""
+    from tasks.lib.choice import choice_slice, choose_method
+    from tasks.lib.metrics import latency_summary
+
+    questions = choice_slice(train_qa, section.choice_questions, seed)
+    scores, p95 = {}, {}
+    for name, (table_role, mode, model_role) in METHODS.items():
+        if table_role in tables:
+            rows, seconds = run_queries(questions, tables[table_role], mode,
+                                        models.get(model_role), section, index)
+            scores[name] = [r["ndcg@10"] for r in rows]
+            p95[name] = latency_summary(seconds)["p95_ms"]
+    chosen = choose_method(scores, section.bootstrap, seed, p95)
+    log.info("evaluate: retrieval method %s", chosen["why"])
+    return chosen
+
+
 def answer_report(section: EvaluateConfig, generate: GenerateConfig, index: IndexConfig,
                   ctx: StageContext, questions: list[dict[str, Any]], tables: dict[str, Any],
-                  models: dict[str, Any]) -> dict[str, Any]:
-    """The four-way answer scoreboard: summaries, winners and costs."""
+                  models: dict[str, Any], method: str) -> dict[str, Any]:
+    """The four-way answer scoreboard (context by the chosen `method`): summaries, winners,
+    costs."""
     from tasks.lib.answers import evaluate_answers, load_stage_reports, option_costs
     from tasks.lib.scoreboard import HEADLINE, summarize_setups, winner
 
     limit = section.answer_questions
     questions = questions[:limit] if limit else questions
-    answers = evaluate_answers(generate, index, ctx, questions, tables, models)
+    answers = evaluate_answers(generate, index, ctx, questions, tables, models,
+                               method=method, rrf_k=section.rrf_k)
     per_setup, seed = answers["per_setup"], ctx.seed
     summary = summarize_setups(per_setup, section.bootstrap, seed)
     winners = {m: winner(per_setup, m, section.bootstrap, seed) for m in HEADLINE
@@ -130,9 +157,11 @@ def write_reports(out: Path, retrieval: dict[str, Any], answers: dict[str, Any],
     write_text_atomic(out / "report.html", render_report(answers, retrieval, **(page or {})))
     # the page report.html replaced: a stale copy would be logged beside it and contradict it
     (out / "scoreboard.html").unlink(missing_ok=True)
-    metrics = {"retrieval": {name: {m: round(row[m]["mean"], 4) for m in METRICS}
-                             | {"p95_ms": round(row["latency"]["p95_ms"], 2)}
-                             for name, row in retrieval["methods"].items()},
+    methods = {name: {m: round(row[m]["mean"], 4) for m in METRICS}
+               | {"p95_ms": round(row["latency"]["p95_ms"], 2)}
+               for name, row in retrieval["methods"].items()}
+    chosen = retrieval.get("chosen", {}).get("method")
+    metrics = {"retrieval": chosen_metrics(methods, chosen),
                "answers": {s: {m: round(ci["mean"], 4) for m, ci in row.items()}
                            for s, row in answers["summary"].items()}}
     write_json(out / "metrics.json", metrics)
@@ -153,14 +182,18 @@ def evaluate_stage(section: EvaluateConfig, generate: GenerateConfig, index: Ind
 
     cat = ctx.catalog
     with stage_run(ctx, "evaluate", section, generate, index):
+        chosen_on = read_jsonl(cat.train_qa_path)  # the choice never sees an eval question
         questions = read_jsonl(cat.eval_qa_path)
         if section.max_questions:
             questions = questions[: section.max_questions]
         info = load_index_info(cat)
         tables, models = open_indexed(ctx, index, info)
+        chosen = choose_retrieval(section, index, ctx.seed, chosen_on, tables, models)
         retrieval, rows = evaluate_retrieval(section, index, ctx.seed, questions, info, tables,
                                              models)
-        answers = answer_report(section, generate, index, ctx, questions, tables, models)
+        retrieval = {**retrieval, "chosen": chosen}
+        answers = answer_report(section, generate, index, ctx, questions, tables, models,
+                                chosen["method"])
         answers = with_recommendation(answers, retrieval, section.bootstrap, ctx.seed)
         per_question = build_per_question(questions, rows, answers["answers"])
         page = report_page(section, ctx.seed, questions, per_question, tables, models)

@@ -23,6 +23,7 @@ from typing import Any
 
 from prefect import task
 
+from tasks.lib.choice import resolve_chosen
 from tasks.lib.config import (
     EvaluateConfig,
     GenerateConfig,
@@ -74,6 +75,8 @@ def release_tags(section: PromoteConfig, prepare: PrepareConfig, ctx: StageConte
             "prepare.chunk_tokens": str(prepare.chunk_tokens),
             "prepare.chunk_overlap": str(prepare.chunk_overlap),
             "tunedex.profile": ctx.project.profile, **data_tags(ctx.catalog)}
+    if cand.get("method"):  # what serving searches with by default (chosen by evaluate)
+        tags["retrieval.method"] = cand["method"]
     for rule in section.gate:
         tags[f"metric.{mlflow_key(rule.metric)}"] = f"{cand['metrics'][rule.metric]:.4f}"
     if cand["per_question"] is not None:  # which questions the metrics were measured on
@@ -92,7 +95,8 @@ def decide(section: PromoteConfig, seed: int, cand: dict[str, Any], champion: tu
         cand["per_question"], per_question, section.min_shared, section.bootstrap, seed)
     if compared is not None and origin:  # re-scored, or why it was not
         compared["note"] = " — ".join(n for n in (compared["note"], origin) if n)
-    decision = evaluate_gate(section.gate, cand["metrics"], metrics, pairing)
+    gate = resolve_chosen(section.gate, cand.get("method"))  # retrieval.chosen: the candidate's
+    decision = evaluate_gate(gate, cand["metrics"], metrics, pairing)
     decision.update(pairing=compared, candidate_version=versions, champion_version=None
                     if release is None else {"retriever": release.retriever_version,
                                              "generator": release.generator_version})
@@ -105,6 +109,7 @@ def decide(section: PromoteConfig, seed: int, cand: dict[str, Any], champion: tu
 
 def candidate_inputs(section: PromoteConfig, ctx: StageContext) -> dict[str, Any]:
     """What the promote stage registers: adapters, pinned table, metrics, validation result."""
+    from tasks.lib.choice import read_chosen
     from tasks.lib.files import read_json
     from tasks.lib.models import retriever_base_dir, retriever_fingerprint
     from tasks.lib.search import load_index_info
@@ -134,7 +139,9 @@ def candidate_inputs(section: PromoteConfig, ctx: StageContext) -> dict[str, Any
                           f"{adapters['retriever']} (fingerprint {recorded} vs {built_by}): run "
                           "`tunedex stage index` (and evaluate) before promoting")
     return {"index": info, "table": info["tables"]["candidate"], "adapters": adapters,
-            "metrics": metrics, "validation": validation, "per_question": per_question}
+            "metrics": metrics, "validation": validation, "per_question": per_question,
+            "method": read_chosen(cat.evaluate_dir / "retrieval.json")}
+
 
 
 def log_adapter_model(ctx: StageContext, generate: GenerateConfig, role: str, adapter: Path) -> str:
@@ -167,6 +174,7 @@ def rag_model_config(ctx: StageContext, sections: dict[str, Any], cand: dict[str
             "generator_base_model_id": ctx.models.generator_id,
             "index_uri": ctx.catalog.index_uri, "table": cand["table"]["table"],
             "table_version": int(cand["table"]["version"]), "setup": setup,
+            "retrieval_method": cand.get("method"),
             "models_dir": str(ctx.catalog.models_dir),
             **{name: section_dict(section) for name, section in sections.items()}}
 
@@ -243,12 +251,14 @@ def promote_stage(section: PromoteConfig, prepare: PrepareConfig, generate: Gene
     mlflow.set_registry_uri(reg.registry_uri)
     with stage_run(ctx, "promote", section) as run_id:  # holds the write lock
         cand = candidate_inputs(section, ctx)  # under the lock: what is registered is what was read
+        # retrieval.chosen.* -> the candidate's chosen method, for both releases (tasks/lib/choice.py)
+        section = section.model_copy(update={"gate": resolve_chosen(section.gate, cand["method"])})
         parent = mlflow.get_run(run_id).data.tags.get("mlflow.parentRunId", run_id)
         registry.repair_mirror(reg)
         c = registry.client(reg)
         champion = read_champion(c, reg, section, cand, lambda release, questions: log_rescored(
             rescore_release(reg, release, ctx, evaluate, generate, index, section.gate,
-                            questions)))
+                            questions, cand["method"])))
         champion_release = champion[0]
 
         mlflow.log_metrics({f"eval.{mlflow_key(k)}": v for k, v in cand["metrics"].items()})

@@ -33,14 +33,18 @@ log = logging.getLogger(__name__)
 # ---- pure -------------------------------------------------------------------------------------
 
 
-REINDEX_METHODS = ("bm25", "lora", "hybrid")  # what a refresh of the champion's table measures
+# what a refresh of the champion's table measures (method -> search mode)
+REINDEX_METHODS = {"bm25": "bm25", "lora": "vector", "fusion": "fusion",
+                   "fusion_native": "fusion_native"}
 
 
 def retrieval_rules(rules: tuple[GateRule, ...]) -> tuple[GateRule, ...]:
-    """The gate's rules on metrics reindex measures, without `min_improvement`: a refresh must
-    hold, not improve. (Rules on answers or the base retriever do not apply to a refresh.)"""
+    """The gate's rules on metrics reindex measures (retrieval.chosen: the champion's chosen
+    method, resolved by pin_release), without `min_improvement`: a refresh must hold, not
+    improve. (Rules on answers or the base retriever do not apply to a refresh.)"""
+    measured = [["retrieval", m] for m in (*REINDEX_METHODS, "chosen")]
     return tuple(r.model_copy(update={"min_improvement": None}) for r in rules
-                 if r.metric.split(".")[:2] in [["retrieval", m] for m in REINDEX_METHODS])
+                 if r.metric.split(".")[:2] in measured)
 
 
 def check_release_settings(release_tags: dict[str, str], prepare: PrepareConfig) -> None:
@@ -157,7 +161,7 @@ def reindex_table_step(prepare: PrepareConfig, index: IndexConfig, promote: Prom
 
 def evaluate_reindexed_step(section: EvaluateConfig, index: IndexConfig, ctx: StageContext,
                             table: dict[str, Any]) -> dict[str, Any]:
-    """Retrieval metrics (bm25, lora, hybrid) of the new table version, as evaluate computes them."""
+    """Retrieval metrics (REINDEX_METHODS) of the new table version, as evaluate computes them."""
     import mlflow
 
     from tasks.lib.data import read_jsonl
@@ -181,7 +185,7 @@ def evaluate_reindexed_step(section: EvaluateConfig, index: IndexConfig, ctx: St
         retriever = table["retriever"]  # the model reindex_table embedded with (loaded once)
         model = cached_retriever(retriever["base_dir"], retriever["adapter_dir"], index.device)
         metrics: dict[str, float] = {}
-        for name, mode in zip(REINDEX_METHODS, ("bm25", "vector", "hybrid"), strict=True):
+        for name, mode in REINDEX_METHODS.items():
             scores, seconds = run_queries(questions, opened, mode, model, section, index)
             summary = summarize_method(scores, seconds, section, ctx.seed)
             metrics |= {f"retrieval.{name}.{m}": round(summary[m]["mean"], 4) for m in METRICS}
@@ -197,6 +201,7 @@ def pin_release_step(promote: PromoteConfig, ctx: StageContext, table: dict[str,
     import mlflow
 
     from tasks.lib import registry
+    from tasks.lib.choice import METHOD_TAG, resolve_chosen
     from tasks.lib.files import file_md5, write_json
     from tasks.lib.gate import check_rule
     from tasks.lib.tracking import stage_run
@@ -208,8 +213,10 @@ def pin_release_step(promote: PromoteConfig, ctx: StageContext, table: dict[str,
         if champion is None or int(champion.version) != table["release"]:
             raise ConfigError("the champion changed during the reindex run; not pinning")
         recorded = registry.version_metrics(c, champion)
+        # retrieval.chosen: the champion's method (fusion, which the gate judged, before choices)
+        rules = resolve_chosen(promote.gate, champion.tags.get(METHOD_TAG) or "fusion")
         rows = [check_rule(rule, evaluation["metrics"][rule.metric], recorded.get(rule.metric))
-                for rule in retrieval_rules(promote.gate)]
+                for rule in retrieval_rules(rules) if rule.metric in evaluation["metrics"]]
         held = all(r["passed"] for r in rows)
         unchanged = table["version"] == table["pinned_version"]
         version = str(champion.version)

@@ -1,6 +1,8 @@
 """The answer half of evaluate: base, finetuned, rag and hybrid setups on held-out questions.
 
-rag/hybrid get the top-k chunks of the LoRA retriever; finetuned/hybrid use the LoRA generator.
+rag/hybrid get the top-k chunks of the retrieval method evaluate chose on the train questions
+(tasks/lib/choice.py; the LoRA vector search when none was chosen); finetuned/hybrid use the
+LoRA generator.
 Every setup answers the same questions with batched greedy generation.
 """
 
@@ -58,13 +60,20 @@ def speed_of(results: list[dict[str, Any]]) -> dict[str, float]:
 
 
 def question_contexts(generate: GenerateConfig, index: IndexConfig, questions: list[dict[str, Any]],
-                      tables: dict[str, Any], models: dict[str, Any]) -> list[list[dict[str, Any]]]:
-    """Top-k chunk hits per eval question from the LoRA retriever (base when none)."""
-    from tasks.lib.search import retrieve_contexts
+                      tables: dict[str, Any], models: dict[str, Any], method: str = "lora",
+                      rrf_k: int = 60) -> list[list[dict[str, Any]]]:
+    """Top-k chunk hits per eval question by a retrieval method (base vectors when the method's
+    table was not indexed)."""
+    from tasks.lib.retrieval_eval import METHODS
+    from tasks.lib.search import method_contexts
 
-    role = "candidate" if "candidate" in tables else "base"
-    return retrieve_contexts(tables[role], models[role], [q["question"] for q in questions],
-                             generate.context_k, index)
+    table_role, mode, model_role = METHODS[method]
+    if table_role not in tables:  # a re-scored release has one table (same chunks): its own
+        table_role = "candidate" if "candidate" in tables else "base"
+        model_role = None if mode == "bm25" else table_role
+    return method_contexts(tables[table_role], models.get(model_role),
+                           [q["question"] for q in questions], generate.context_k, mode, rrf_k,
+                           index)
 
 
 def run_setups(generate: GenerateConfig, ctx: Any, questions: list[dict[str, Any]],
@@ -110,11 +119,12 @@ def semantic_similarity(model: Any, predictions: list[str], references: list[str
 def evaluate_answers(generate: GenerateConfig, index: IndexConfig, ctx: Any,
                      questions: list[dict[str, Any]], tables: dict[str, Any],
                      models: dict[str, Any], adapter: Path | None = None,
-                     setups: tuple[str, ...] = tuple(SETUPS)) -> dict[str, Any]:
-    """Per-answer scores and speed for each setup (the scoreboard aggregates them). Also
-    re-scores a registered release: its generator `adapter`, its table and retriever as the
-    "candidate" role, only the `setups` a gate needs."""
-    hits = question_contexts(generate, index, questions, tables, models)
+                     setups: tuple[str, ...] = tuple(SETUPS), method: str = "lora",
+                     rrf_k: int = 60) -> dict[str, Any]:
+    """Per-answer scores and speed for each setup (the scoreboard aggregates them); context from
+    the retrieval `method`. Also re-scores a registered release: its generator `adapter`, its
+    table and retriever as the "candidate" role, only the `setups` a gate needs."""
+    hits = question_contexts(generate, index, questions, tables, models, method, rrf_k)
     contexts = [[h["text"] for h in hh] for hh in hits]
     outputs = run_setups(generate, ctx, questions, contexts, adapter, setups)
     judge = models["base"]  # semantic similarity under the base retriever, for every setup

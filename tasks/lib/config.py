@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tasks.lib.errors import ConfigError
 
@@ -169,7 +178,10 @@ class IndexConfig(Section):
 
 class EvaluateConfig(Section):
     chunk_k: int = Field(50, ge=10)  # chunks retrieved per query before collapsing to documents
-    rrf_k: int = Field(60, ge=1)  # reciprocal-rank-fusion constant for hybrid
+    rrf_k: int = Field(60, ge=1)  # reciprocal-rank-fusion constant of fusion (and fusion_native)
+    # train questions (seeded slice of train_qa.jsonl, never eval) the retrieval method is chosen
+    # on; 0: all of them
+    choice_questions: int = Field(50, ge=0)
     bootstrap: int = Field(1000, ge=100)  # bootstrap resamples for 95% intervals
     max_questions: int = Field(0, ge=0)  # cap on eval questions; 0: all
     answer_questions: int = Field(0, ge=0)  # cap on eval questions for answer setups; 0: all
@@ -178,12 +190,25 @@ class EvaluateConfig(Section):
 class GateRule(Section):
     """One gate metric: the candidate against the champion, and an absolute bound."""
 
-    metric: str  # dotted key of reports/evaluate/metrics.json, e.g. answers.hybrid.token_f1
+    metric: str  # dotted key of reports/evaluate/metrics.json, e.g. answers.hybrid.token_f1;
+    # retrieval.chosen.<m>: the method evaluate chose (tasks/lib/choice.py)
     higher_is_better: bool = True  # False for latencies
     min_improvement: float | None = None  # must beat the champion by at least this much
     max_regression: float | None = Field(None, ge=0)  # may trail the champion by at most this
     relative: bool = False  # improvement/regression as a fraction of the champion's value
     floor: float | None = None  # absolute bound, always applied: minimum (or maximum if lower wins)
+
+    @field_validator("metric")
+    @classmethod
+    def _current_name(cls, metric: str) -> str:
+        """retrieval.hybrid.* (the fusion's old name) is accepted as retrieval.fusion.*, warned."""
+        if metric.startswith("retrieval.hybrid."):
+            new = "retrieval.fusion." + metric[len("retrieval.hybrid."):]
+            logging.getLogger(__name__).warning(
+                "promote.gate: metric %s is deprecated (the BM25 + vector fusion is now called "
+                "fusion): read as %s", metric, new)
+            return new
+        return metric
 
     @model_validator(mode="after")
     def _something_to_check(self) -> GateRule:
@@ -195,8 +220,8 @@ class GateRule(Section):
 
 DEFAULT_GATE = (
     GateRule(metric="answers.hybrid.token_f1", min_improvement=0.01, floor=0.02),
-    GateRule(metric="retrieval.hybrid.ndcg@10", max_regression=0.01, floor=0.1),
-    GateRule(metric="retrieval.hybrid.p95_ms", higher_is_better=False, max_regression=0.5,
+    GateRule(metric="retrieval.chosen.ndcg@10", max_regression=0.01, floor=0.1),
+    GateRule(metric="retrieval.chosen.p95_ms", higher_is_better=False, max_regression=0.5,
              relative=True),
 )
 

@@ -82,7 +82,9 @@ def metric_values(per_question: dict[str, Any], metric: str) -> dict[str, float]
     without a value (groundedness of an answer with no content words) are left out."""
     kind, _, rest = metric.partition(".")
     group, _, name = rest.partition(".")
-    rows = per_question.get(kind, {}).get(group)
+    found = per_question.get(kind, {})
+    rows = found.get(group) or (found.get("hybrid") if kind == "retrieval" and group == "fusion"
+                                else None)  # a file from before the rename (hybrid = fusion)
     if name not in SCORED.get(kind, ()) or not rows:
         return None
     return {qid: float(row[name]) for qid, row in rows.items() if row.get(name) is not None}

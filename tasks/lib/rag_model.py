@@ -33,7 +33,9 @@ def served_from_config(conf: dict[str, Any], artifacts: dict[str, str]):
                          retriever_base=conf["retriever_base_model_id"],
                          retriever_adapter=Path(artifacts[RETRIEVER_ADAPTER]),
                          generator_base=conf["generator_base_model_id"],
-                         generator_adapter=Path(artifacts[GENERATOR_ADAPTER]))
+                         generator_adapter=Path(artifacts[GENERATOR_ADAPTER]),
+                         tags={"retrieval.method": conf["retrieval_method"]}
+                         if conf.get("retrieval_method") else {})
 
 
 class RagModel(PythonModel):

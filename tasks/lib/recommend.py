@@ -174,8 +174,10 @@ def recommend_reports(answers: dict[str, Any], retrieval: dict[str, Any], resamp
     on `metric` (default: the headline metric, see headline_metric)."""
     metric = metric or headline_metric(answers.get("answers", {}))
     methods = retrieval.get("methods", {})
-    # rag/hybrid get their context from a LoRA vector search (base when no candidate was indexed)
-    context = methods.get("lora") or methods.get("base") or {}
+    # rag/hybrid get their context from the chosen method (LoRA vectors, base when no candidate
+    # was indexed, in reports from before the choice)
+    chosen = (retrieval.get("chosen") or {}).get("method")
+    context = methods.get(chosen) or methods.get("lora") or methods.get("base") or {}
     table = option_costs_table(answers.get("costs", {}), answers.get("speed", {}),
                                context.get("latency", {}).get("p95_ms"))
     return recommend(paired_values(answers.get("answers", {}), metric), answers["summary"], table,

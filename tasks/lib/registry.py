@@ -228,11 +228,12 @@ def resolve_release(reg: RegistryRef, ref: str = CHAMPION) -> Release:
 
 def version_metrics(c: Any, version: Any) -> dict[str, float]:
     """The evaluation metrics logged by the run that registered a version, by metric name."""
+    from tasks.lib.choice import with_current_names
     from tasks.lib.tracking import from_mlflow_key
 
     run = c.get_run(version.run_id)
-    return {from_mlflow_key(k[len("eval."):]): v for k, v in run.data.metrics.items()
-            if k.startswith("eval.")}
+    return with_current_names({from_mlflow_key(k[len("eval."):]): v
+                               for k, v in run.data.metrics.items() if k.startswith("eval.")})
 
 
 def register(name: str, model_uri: str, tags: dict[str, str]) -> int:

@@ -5,8 +5,9 @@ release from before they were logged) or come from another eval set.
 The release is scored as it serves: its retriever adapter over its pinned table, its generator
 adapter, through evaluate's own code (retrieval_eval.run_queries, answers.evaluate_answers). Only
 what a gate compares per question is re-run: the methods on the release's retriever (lora,
-hybrid) and the gate's answer setups. BM25 and the base retriever have no release-specific
-weights; rules on them keep the point comparison.
+fusion, fusion_native) and the gate's answer setups (context by the candidate's chosen method).
+BM25 and the base retriever have no release-specific weights; rules on them keep the point
+comparison.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from typing import Any
 
 from tasks.lib.config import EvaluateConfig, GateRule, GenerateConfig, IndexConfig
 
-RESCORABLE_METHODS = ("lora", "hybrid")  # the retrieval methods a release's retriever decides
+# the retrieval methods a release's retriever decides
+RESCORABLE_METHODS = ("lora", "fusion", "fusion_native")
 
 
 def gate_targets(rules: tuple[GateRule, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -61,9 +63,10 @@ def check_bases(release: Any, models: Any) -> None:
 
 def rescore_release(reg: Any, release: Any, ctx: Any, section: EvaluateConfig,
                     generate: GenerateConfig, index: IndexConfig, rules: tuple[GateRule, ...],
-                    candidate: dict[str, Any]) -> dict[str, Any]:
+                    candidate: dict[str, Any], method: str | None = None) -> dict[str, Any]:
     """The release's per-question results on the candidate's eval questions (the shape of
-    per_question.json), for what `rules` compare. Raises ConfigError for a release on other base
+    per_question.json), for what `rules` compare; answer context by `method` (the candidate's
+    chosen retrieval method; LoRA vectors when None). Raises ConfigError for a release on other base
     models, ServingError when its table or adapters are gone."""
     from tasks.lib import registry
     from tasks.lib.answers import evaluate_answers
@@ -89,5 +92,6 @@ def rescore_release(reg: Any, release: Any, ctx: Any, section: EvaluateConfig,
     if setups and answered:
         generator = registry.adapter_dir(reg, reg.generator_model, release.generator_version)
         answers = evaluate_answers(generate, index, ctx, answered, {"candidate": table}, models,
-                                   generator, setups)["per_setup"]
+                                   generator, setups, method or "lora",
+                                   section.rrf_k)["per_setup"]
     return build_per_question(questions, retrieval, answers)

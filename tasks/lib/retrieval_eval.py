@@ -1,7 +1,8 @@
 """Retrieval evaluation: run questions through a table, score them, aggregate with intervals.
 
-Used by evaluate (BM25, base, LoRA, hybrid on the candidate tables) and reindex (the champion's
-refreshed table).
+Used by evaluate (BM25, base, LoRA, fusion and LanceDB's native fusion on the candidate tables)
+and reindex (the champion's refreshed table). `fusion` is BM25 + LoRA vectors fused by reciprocal
+rank (it was called "hybrid", a word the answer setup LoRA generator + context keeps).
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 # method -> (table role, search mode, model role)
 METHODS = {"bm25": ("base", "bm25", None), "base": ("base", "vector", "base"),
            "lora": ("candidate", "vector", "candidate"),
-           "hybrid": ("candidate", "hybrid", "candidate")}
-COMPARISONS = (("lora", "base"), ("hybrid", "base"), ("hybrid", "lora"), ("base", "bm25"))
+           "fusion": ("candidate", "fusion", "candidate"),
+           "fusion_native": ("candidate", "fusion_native", "candidate")}
+COMPARISONS = (("lora", "base"), ("fusion", "base"), ("fusion", "lora"), ("base", "bm25"),
+               ("fusion_native", "fusion"))
 
 # ---- pure: aggregation and the report ---------------------------------------------------------
 
@@ -55,6 +58,7 @@ def retrieval_markdown(report: dict[str, Any]) -> str:
         lat = row["latency"]
         lines.append(f"| {name} | " + " | ".join(fmt(row[m]) for m in METRICS)
                      + f" | {lat['p50_ms']:.1f} | {lat['p95_ms']:.1f} |")
+    lines += chosen_lines(report.get("chosen"))
     lines += ["", "Paired differences in nDCG@10 (bootstrap 95% interval):", ""]
     words = {1: "better", -1: "worse", 0: "no separable difference"}
     for key, diff in report["comparisons"].items():
@@ -63,6 +67,16 @@ def retrieval_markdown(report: dict[str, Any]) -> str:
                      f"[{diff['ndcg@10']['lo']:+.3f}, {diff['ndcg@10']['hi']:+.3f}] → "
                      f"{a} {words[diff['verdict']]}")
     return "\n".join(lines) + "\n"
+
+
+def chosen_lines(chosen: dict[str, Any] | None) -> list[str]:
+    """The retrieval method chosen on the train slice, and why (nothing before choices existed)."""
+    if not chosen:
+        return []
+    scores = ", ".join(f"{m} {fmt(ci)}" for m, ci in chosen["validation"].items())
+    return ["", f"Chosen method: **{chosen['method']}** — {chosen['why']} "
+                f"({chosen['questions']} train questions, nDCG@10: {scores}); the rag/hybrid "
+                "answers, serving's default search and gate rules on retrieval.chosen use it."]
 
 
 # ---- effects: queries ---------------------------------------------------------------------------

@@ -1,4 +1,9 @@
-"""Querying a chunk table: vector, full-text (BM25) and hybrid (reciprocal-rank fusion).
+"""Querying a chunk table: vector, full-text (BM25) and fusion (reciprocal-rank fusion of both).
+
+`fusion` fuses our two hit lists in Python (rrf_fuse); `fusion_native` asks LanceDB for the same
+thing in one hybrid query (the same FTS match query, cosine vector search and RRF constant, via
+lancedb.rerankers.RRFReranker: no embedding registry, no network). The two differ only in the
+order of hits with equal fused scores.
 
 Used by evaluate, train_generator (context), reindex and serving.
 """
@@ -10,7 +15,9 @@ from pathlib import Path
 from typing import Any
 
 HIT_COLUMNS = ["chunk_id", "doc_id", "text"]
-MODES = ("vector", "bm25", "hybrid")
+MODES = ("vector", "bm25", "fusion", "fusion_native")
+FUSION_DEPTH = 10  # context retrieval by fusion: hits fused per list, as a multiple of k
+LEGACY_MODES = {"hybrid": "fusion"}  # old name -> current (accepted with a deprecation warning)
 
 # ---- pure -------------------------------------------------------------------------------------
 
@@ -106,6 +113,32 @@ def text_hits(table: Any, query: str, k: int) -> list[dict[str, Any]]:
     return [{**{c: r[c] for c in HIT_COLUMNS}, "score": r["_score"]} for r in rows]
 
 
+def native_fusion_hits(table: Any, query: str, vector: Any, k: int, rrf_k: int,
+                       index_cfg: Any = None) -> list[dict[str, Any]]:
+    """Top-k chunks by LanceDB's own hybrid query with its RRF reranker (cf. rrf_fuse)."""
+    from lancedb.query import MatchQuery
+    from lancedb.rerankers import RRFReranker
+
+    query_builder = (table.search(query_type="hybrid", vector_column_name="vector").vector(vector)
+                     .text(MatchQuery(query, "text")).distance_type("cosine")
+                     .rerank(RRFReranker(K=rrf_k)).select(HIT_COLUMNS).limit(k))
+    if index_cfg is not None:
+        query_builder = query_builder.nprobes(index_cfg.nprobes).refine_factor(index_cfg.refine_factor)
+    return [{**{c: r[c] for c in HIT_COLUMNS}, "score": r["_relevance_score"]}
+            for r in query_builder.to_list()]
+
+
+def canonical_mode(mode: str) -> str:
+    """The current name of a search mode; an old one ("hybrid") is accepted with a warning."""
+    import logging
+
+    if mode in LEGACY_MODES:
+        logging.getLogger(__name__).warning("search mode %r is deprecated: use %r", mode,
+                                            LEGACY_MODES[mode])
+        return LEGACY_MODES[mode]
+    return mode
+
+
 def encode_query(model: Any, query: str) -> Any:
     """A unit-length query embedding."""
     return model.encode([query], normalize_embeddings=True, convert_to_numpy=True)[0]
@@ -113,7 +146,9 @@ def encode_query(model: Any, query: str) -> Any:
 
 def search(table: Any, query: str, mode: str, k: int, model: Any = None, rrf_k: int = 60,
            index_cfg: Any = None) -> list[dict[str, Any]]:
-    """Top-k chunk hits for a query: vector (needs model), bm25, or hybrid (RRF of both)."""
+    """Top-k chunk hits for a query: vector (needs model), bm25, or fusion (RRF of both; ours or
+    LanceDB's native hybrid query)."""
+    mode = canonical_mode(mode)
     if mode not in MODES:
         raise ValueError(f"unknown search mode {mode!r}; expected one of {MODES}")
     if mode == "bm25":
@@ -121,7 +156,9 @@ def search(table: Any, query: str, mode: str, k: int, model: Any = None, rrf_k: 
     vector = encode_query(model, query)
     if mode == "vector":
         return vector_hits(table, vector, k, index_cfg)
-    if mode == "hybrid":
+    if mode == "fusion_native":
+        return native_fusion_hits(table, query, vector, k, rrf_k, index_cfg)
+    if mode == "fusion":
         return rrf_fuse([text_hits(table, query, k), vector_hits(table, vector, k, index_cfg)],
                         rrf_k)[:k]
     raise ValueError(f"unknown search mode {mode!r}; expected one of {MODES}")
@@ -140,7 +177,18 @@ def open_retriever(info: dict[str, Any], role: str, base_dir: Path, device: str 
 
 def retrieve_contexts(table: Any, model: Any, questions: list[str], k: int,
                       index_cfg: Any = None) -> list[list[dict[str, Any]]]:
-    """Top-k chunk hits per question by vector search (the context rag/hybrid answers get)."""
+    """Top-k chunk hits per question by vector search (the context of rag/hybrid answers when
+    the chosen method is a vector search)."""
     vectors = model.encode(questions, batch_size=64, normalize_embeddings=True,
                            convert_to_numpy=True)
     return [vector_hits(table, v, k, index_cfg) for v in vectors]
+
+
+def method_contexts(table: Any, model: Any, questions: list[str], k: int, mode: str,
+                    rrf_k: int = 60, index_cfg: Any = None) -> list[list[dict[str, Any]]]:
+    """Top-k chunk hits per question by a search mode (vector batched; fusion fuses lists
+    FUSION_DEPTH times deeper than k before the cut, as a search for documents would)."""
+    if mode == "vector":
+        return retrieve_contexts(table, model, questions, k, index_cfg)
+    depth = k if mode == "bm25" else k * FUSION_DEPTH
+    return [search(table, q, mode, depth, model, rrf_k, index_cfg)[:k] for q in questions]

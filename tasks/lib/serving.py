@@ -4,7 +4,7 @@ Usage (the CLI and the HTTP server, flows/serve.py):
     served = resolve_served(registry_ref(cfg), cat, cfg.models, "champion")
     release = LoadedRelease(served, ServingSections(cfg.models, cfg.generate, cfg.evaluate,
                                                     cfg.index), cat)
-    release.search("which cards?", "hybrid", k=5)
+    release.search("which cards?", "fusion", k=5)  # mode None: the release's chosen method
     release.ask("Which cards do you take?", "hybrid").text
 
 A release is served whole: the retriever and generator adapters one promotion registered, and
@@ -238,11 +238,13 @@ class LoadedRelease:
             self.generator(uses_lora)
         return self
 
-    def search(self, query: str, mode: str = "hybrid", k: int = 5) -> list[dict[str, Any]]:
+    def search(self, query: str, mode: str | None = None, k: int = 5) -> list[dict[str, Any]]:
         """The top-k documents for a query, each as its best chunk hit (chunk_id, doc_id, text,
-        score)."""
-        from tasks.lib.search import best_per_doc, search
+        score). Mode None: the release's chosen method (fusion before choices existed)."""
+        from tasks.lib.choice import release_mode
+        from tasks.lib.search import best_per_doc, canonical_mode, search
 
+        mode = canonical_mode(mode) if mode else release_mode(self.served.tags, "fusion")
         check_choice(mode, MODES, "search mode")
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
@@ -252,11 +254,15 @@ class LoadedRelease:
         return best_per_doc(hits, k)
 
     def contexts(self, questions: list[str]) -> list[list[dict[str, Any]]]:
-        """The top generate.context_k chunks per question (what rag and hybrid answers get)."""
-        from tasks.lib.search import retrieve_contexts
+        """The top generate.context_k chunks per question (what rag and hybrid answers get), by
+        the release's chosen method (LoRA vectors before choices existed)."""
+        from tasks.lib.choice import release_mode
+        from tasks.lib.search import method_contexts
 
-        return retrieve_contexts(self.table(), self.retriever(), questions,
-                                 self.sections.generate.context_k, self.sections.index)
+        return method_contexts(self.table(), self.retriever(), questions,
+                               self.sections.generate.context_k,
+                               release_mode(self.served.tags, "vector"),
+                               self.sections.evaluate.rrf_k, self.sections.index)
 
     def ask_many(self, questions: list[str], setup: str = "hybrid") -> list[Answer]:
         """Answers to several questions with one setup, generated in batches."""

@@ -92,8 +92,8 @@ STAGES: tuple[StageSpec, ...] = (
               _loss_plot("train_generator")),
     StageSpec("evaluate", ("evaluate", "generate", "index"),
               ("project.seed", "models.generator_id", "models.retriever_id"),
-              lambda c: [c.eval_qa_path, c.index_info_path, c.retriever_adapter_dir,
-                         c.generator_adapter_dir],
+              lambda c: [c.train_qa_path, c.eval_qa_path, c.index_info_path,  # train: the choice
+                         c.retriever_adapter_dir, c.generator_adapter_dir],
               lambda c: [c.per_question_path], False,  # promote pairs releases on it
               lambda c: [c.evaluate_dir / n for n in ("retrieval.json", "retrieval.md",
                                                        "answers.json", "scoreboard.md",

@@ -28,7 +28,7 @@ from tests.flows.test_pipeline import free_port
 
 pytestmark = pytest.mark.slow
 
-PASSING_GATE = "promote.gate=[{metric: retrieval.hybrid.ndcg@10, max_regression: 1.0, floor: 0.0}]"
+PASSING_GATE = "promote.gate=[{metric: retrieval.fusion.ndcg@10, max_regression: 1.0, floor: 0.0}]"
 
 
 @dataclass

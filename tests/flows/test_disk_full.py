@@ -19,7 +19,7 @@ import pytest
 
 from tests.conftest import SMOKE, promote_release, sets, tunedex
 
-FLOOR_ONLY = [{"metric": "retrieval.hybrid.ndcg@10", "floor": 0.0}]  # passes whatever changed
+FLOOR_ONLY = [{"metric": "retrieval.fusion.ndcg@10", "floor": 0.0}]  # passes whatever changed
 PAGE = 4096  # tmpfs counts whole pages
 
 

@@ -53,7 +53,7 @@ def demo_release(tmp_path_factory) -> dict[str, str]:
                  "serve.rate_limit_per_minute": 0}  # ~130 questions in a row from one client
     with clean_mlflow_env():
         run_stages(load_config(SMOKE, overrides))
-        floor_only = [{"metric": "retrieval.hybrid.ndcg@10", "floor": 0.0}]
+        floor_only = [{"metric": "retrieval.fusion.ndcg@10", "floor": 0.0}]
         assert promote_release(overrides, **{"promote.gate": floor_only})["promoted"]
     return overrides
 

@@ -219,7 +219,7 @@ def check_through_mlflow_server(store_uri: str, parent_id: str, tmp_path: Path) 
         assert sorted(children) == sorted(FLOW_STAGES)
         evaluate = children["evaluate"]
         metrics = {m["key"]: m["value"] for m in evaluate["data"]["metrics"]}
-        assert 0 <= metrics["retrieval.hybrid.ndcg_at_10"] <= 1
+        assert 0 <= metrics["retrieval.fusion.ndcg_at_10"] <= 1
         listed = get(f"/api/2.0/mlflow/artifacts/list?run_id={evaluate['info']['run_id']}"
                      "&path=evaluate")
         assert "evaluate/scoreboard.md" in {f["path"] for f in listed["files"]}

@@ -39,13 +39,13 @@ def test_reindex_reflects_added_changed_and_deleted_documents(released, tmp_path
     corpus = write_jsonl_lines(tmp_path / "corpus.jsonl", [TINY_DOCS[0], changed, added])  # sec-01 gone
     overrides = {**released, "paths.corpus_path": str(corpus)}
 
-    strict = {**overrides, "promote.gate": [{"metric": "retrieval.hybrid.ndcg@10", "floor": 1.01}]}
+    strict = {**overrides, "promote.gate": [{"metric": "retrieval.fusion.ndcg@10", "floor": 1.01}]}
     kept = reindex(config_path=str(SMOKE), overrides=strict)
     assert kept["pin"]["outcome"] == "kept" and "keeps serving" in kept["pin"]["summary"]
     assert resolve_release(reg).table_version == before.table_version  # champion untouched
     assert kept["index"]["embedded"] >= 2 and kept["index"]["deleted"] >= 1
 
-    lenient = {**overrides, "promote.gate": [{"metric": "retrieval.hybrid.ndcg@10", "floor": 0.0}]}
+    lenient = {**overrides, "promote.gate": [{"metric": "retrieval.fusion.ndcg@10", "floor": 0.0}]}
     pinned = reindex(config_path=str(SMOKE), overrides=lenient)  # nothing new to embed, but the
     assert pinned["index"]["embedded"] == 0  # kept version is newer than the pin: pin it now
     assert pinned["pin"]["outcome"] == "pinned" and pinned["metrics"]["questions"] >= 1

@@ -9,12 +9,20 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from flows.serve import api_mode, check_text, hit_view, is_loopback, rate_limit_message, serve_token
+from flows.serve import (
+    api_mode,
+    check_text,
+    hit_view,
+    is_loopback,
+    rate_limit_message,
+    request_mode,
+    serve_token,
+)
 from tasks.lib.config import ServeConfig
 from tasks.lib.errors import ConfigError
 from tests.conftest import SMOKE, promote_release, uvicorn_app
 
-FLOOR_ONLY = [{"metric": "retrieval.hybrid.ndcg@10", "floor": 0.0}]  # passes whatever changed
+FLOOR_ONLY = [{"metric": "retrieval.fusion.ndcg@10", "floor": 0.0}]  # passes whatever changed
 
 # ---- pure ---------------------------------------------------------------------------------------
 
@@ -58,10 +66,26 @@ def test_hits_and_modes_as_the_api_shows_them():
     assert hit_view(hit) == {"doc_id": "pay-01", "chunk_id": "pay-01#0", "title": "Paying by card",
                              "score": 0.512346, "text": "We accept Visa."}
     assert hit_view({**hit, "text": "no title"})["title"] is None
-    assert [api_mode(m) for m in ("lora", "hybrid", "bm25")] == ["vector", "fusion", "bm25"]
+    assert [api_mode(m) for m in ("lora", "fusion", "bm25", "fusion_native", "chosen")] == [
+        "vector", "fusion", "bm25", "fusion_native", "fusion"]
+
+
+def test_a_request_mode_hybrid_is_fusion_with_a_warning_and_none_is_the_release_default(caplog):
+    with caplog.at_level("WARNING", logger="tunedex.serve"):
+        assert request_mode("hybrid", "vector") == "fusion"
+    assert "/search mode 'hybrid' is deprecated: use 'fusion'" in caplog.text
+    assert request_mode(None, "vector") == "vector" and request_mode("bm25", "vector") == "bm25"
 
 
 # ---- a real server --------------------------------------------------------------------------
+
+
+def current_tags(cfg) -> dict:
+    """The champion retriever version's tags."""
+    from tasks.lib.registry import CHAMPION, alias_version, client, registry_ref
+
+    reg = registry_ref(cfg)
+    return dict(alias_version(client(reg), reg.retriever_model, CHAMPION).tags)
 
 
 @contextmanager
@@ -98,9 +122,13 @@ def test_contract_errors_log_and_batching(served):
         assert health.status_code == 200 and health.json()["status"] == "ok"
         release = client.get("/release").json()
         assert release["release"]["retriever_version"] == 1 and release["gate"] == "promoted"
-        assert release["setup"] == "hybrid" and release["search_mode"] == "fusion"
+        assert release["setup"] == "hybrid"
+        # the default search: the method evaluate chose for the release (tag retrieval.method)
+        chosen = current_tags(cfg)["retrieval.method"]
+        assert release["search_mode"] == api_mode(chosen)
+        assert client.post("/search", json={"query": "cards"}).json()["mode"] == api_mode(chosen)
         assert release["data"]["corpus_md5"] and release["release"]["table"].startswith("chunks_")
-        for mode in ("vector", "bm25", "fusion"):
+        for mode in ("vector", "bm25", "fusion", "fusion_native"):
             body = client.post("/search", json={"query": "which cards do you take", "k": 2,
                                                 "mode": mode}).json()
             assert body["mode"] == mode and 1 <= len(body["hits"]) <= 2, body
@@ -123,7 +151,7 @@ def test_contract_errors_log_and_batching(served):
                ("/ask", {}, 422, "question: Field required"),
                ("/search", {"query": "q", "k": 0}, 422, "k: Input should be greater"),
                ("/search", {"query": "q", "k": 101}, 422, "k: Input should be less"),
-               ("/search", {"query": "q", "mode": "hybrid"}, 422, "mode"),
+               ("/search", {"query": "q", "mode": "dense"}, 422, "mode"),
                ("/feedback", {"request_id": "nope", "rating": 1}, 404, "unknown request_id 'nope'"),
                ("/feedback", {"request_id": asked["request_id"], "rating": 5}, 422, "rating")]
         for path, payload, status, text in bad:
@@ -147,7 +175,7 @@ def test_contract_errors_log_and_batching(served):
         assert max(app.state.batcher.batches) > 1
     rows = list(read_log(Catalog(cfg.paths).query_log_dir))
     kinds = [r["kind"] for r in rows]
-    assert kinds.count("search") == 3 and kinds.count("ask") == 10 and kinds.count("feedback") == 1
+    assert kinds.count("search") == 5 and kinds.count("ask") == 10 and kinds.count("feedback") == 1
     ask = next(r for r in rows if r["request_id"] == asked["request_id"])
     assert ask["release"]["retriever_version"] == 1 and ask["doc_ids"] and ask["latency_ms"] > 0
     assert next(r for r in rows if r["kind"] == "feedback")["rates"] == asked["request_id"]

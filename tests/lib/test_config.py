@@ -155,3 +155,21 @@ def test_an_empty_profile_is_refused(tmp_path, text):
     path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError, match="empty.yaml: the profile is empty"):
         load_config(path)
+
+
+def test_an_old_retrieval_hybrid_gate_rule_loads_as_fusion_with_a_warning(tmp_path, caplog):
+    old = {**MINIMAL, "promote": {"gate": [{"metric": "retrieval.hybrid.ndcg@10", "floor": 0.1},
+                                           {"metric": "answers.hybrid.token_f1", "floor": 0.0}]}}
+    with caplog.at_level("WARNING", logger="tasks.lib.config"):
+        cfg = load_config(write(tmp_path, old))
+    assert [r.metric for r in cfg.promote.gate] == ["retrieval.fusion.ndcg@10",
+                                                    "answers.hybrid.token_f1"]  # a setup: kept
+    assert ("promote.gate: metric retrieval.hybrid.ndcg@10 is deprecated (the BM25 + vector "
+            "fusion is now called fusion): read as retrieval.fusion.ndcg@10") in caplog.text
+
+
+def test_the_default_gate_judges_the_chosen_retrieval_method():
+    cfg = load_config(REPO / "configs" / "cpu.yaml")
+    assert [r.metric for r in cfg.promote.gate][1:] == ["retrieval.chosen.ndcg@10",
+                                                        "retrieval.chosen.p95_ms"]
+    assert cfg.evaluate.choice_questions == 50

@@ -17,12 +17,12 @@ from tasks.lib.gate import (
 )
 
 F1 = GateRule(metric="answers.hybrid.token_f1", min_improvement=0.01, floor=0.02)
-NDCG = GateRule(metric="retrieval.hybrid.ndcg@10", max_regression=0.01, floor=0.1)
-P95 = GateRule(metric="retrieval.hybrid.p95_ms", higher_is_better=False, max_regression=0.5,
+NDCG = GateRule(metric="retrieval.fusion.ndcg@10", max_regression=0.01, floor=0.1)
+P95 = GateRule(metric="retrieval.fusion.p95_ms", higher_is_better=False, max_regression=0.5,
                relative=True)
 RULES = (F1, NDCG, P95)
-CHAMPION = {"answers.hybrid.token_f1": 0.20, "retrieval.hybrid.ndcg@10": 0.80,
-            "retrieval.hybrid.p95_ms": 20.0}
+CHAMPION = {"answers.hybrid.token_f1": 0.20, "retrieval.fusion.ndcg@10": 0.80,
+            "retrieval.fusion.p95_ms": 20.0}
 
 
 def test_first_release_passes_on_floors_only():
@@ -32,7 +32,7 @@ def test_first_release_passes_on_floors_only():
 
 
 def test_first_release_below_a_floor_is_not_promoted():
-    decision = evaluate_gate(RULES, {**CHAMPION, "retrieval.hybrid.ndcg@10": 0.05}, None)
+    decision = evaluate_gate(RULES, {**CHAMPION, "retrieval.fusion.ndcg@10": 0.05}, None)
     assert not decision["promoted"]
     assert [r["passed"] for r in decision["rules"]] == [True, False, True]
 
@@ -42,31 +42,31 @@ def test_equal_metrics_miss_the_required_improvement():
     rows = {r["metric"]: r for r in decision["rules"]}
     assert not decision["promoted"]
     assert not rows["answers.hybrid.token_f1"]["passed"]
-    assert rows["retrieval.hybrid.ndcg@10"]["passed"] and rows["retrieval.hybrid.p95_ms"]["passed"]
+    assert rows["retrieval.fusion.ndcg@10"]["passed"] and rows["retrieval.fusion.p95_ms"]["passed"]
 
 
 def test_improvement_with_tolerated_regressions_is_promoted():
-    cand = {"answers.hybrid.token_f1": 0.215, "retrieval.hybrid.ndcg@10": 0.791,
-            "retrieval.hybrid.p95_ms": 29.0}  # -0.009 nDCG, +45% latency: inside tolerances
+    cand = {"answers.hybrid.token_f1": 0.215, "retrieval.fusion.ndcg@10": 0.791,
+            "retrieval.fusion.p95_ms": 29.0}  # -0.009 nDCG, +45% latency: inside tolerances
     decision = evaluate_gate(RULES, cand, CHAMPION)
     assert decision["promoted"]
     rows = {r["metric"]: r for r in decision["rules"]}
     assert rows["answers.hybrid.token_f1"]["change"] == pytest.approx(0.015)
-    assert rows["retrieval.hybrid.p95_ms"]["change"] == pytest.approx(-0.45)  # worse, relative
+    assert rows["retrieval.fusion.p95_ms"]["change"] == pytest.approx(-0.45)  # worse, relative
 
 
 def test_regression_beyond_tolerance_blocks_promotion():
-    slow = {**CHAMPION, "answers.hybrid.token_f1": 0.3, "retrieval.hybrid.p95_ms": 31.0}
+    slow = {**CHAMPION, "answers.hybrid.token_f1": 0.3, "retrieval.fusion.p95_ms": 31.0}
     assert not evaluate_gate(RULES, slow, CHAMPION)["promoted"]  # +55% latency
-    worse = {**CHAMPION, "answers.hybrid.token_f1": 0.3, "retrieval.hybrid.ndcg@10": 0.785}
+    worse = {**CHAMPION, "answers.hybrid.token_f1": 0.3, "retrieval.fusion.ndcg@10": 0.785}
     decision = evaluate_gate(RULES, worse, CHAMPION)
     assert not decision["promoted"]
     decision.update(candidate_version={"retriever": 4, "generator": 4},
                     champion_version={"retriever": 2, "generator": 3})
     decision["summary"] = summarize(decision)
-    assert "retrieval.hybrid.ndcg@10: regression 0.015 (allowed <= 0.01)" in decision["summary"]
+    assert "retrieval.fusion.ndcg@10: regression 0.015 (allowed <= 0.01)" in decision["summary"]
     md = decision_markdown(decision)
-    assert "| retrieval.hybrid.ndcg@10 | 0.785 | 0.8 | -0.015 |" in md and "FAIL" in md
+    assert "| retrieval.fusion.ndcg@10 | 0.785 | 0.8 | -0.015 |" in md and "FAIL" in md
     assert "retriever v2, generator v3" in md
 
 
@@ -74,19 +74,19 @@ def test_unknown_gate_metric_is_a_config_error_listing_known_ones():
     with pytest.raises(ConfigError) as err:
         evaluate_gate((GateRule(metric="answers.hybrid.f1", floor=0.0),), CHAMPION, None)
     assert str(err.value) == ("promote.gate: metric 'answers.hybrid.f1' is not in the evaluation "
-                              "metrics; known: answers.hybrid.token_f1, retrieval.hybrid.ndcg@10, "
-                              "retrieval.hybrid.p95_ms")
+                              "metrics; known: answers.hybrid.token_f1, retrieval.fusion.ndcg@10, "
+                              "retrieval.fusion.p95_ms")
 
 
 def test_metric_the_champion_lacks_is_checked_on_its_floor():
-    decision = evaluate_gate((F1,), CHAMPION, {"retrieval.hybrid.ndcg@10": 0.8})
+    decision = evaluate_gate((F1,), CHAMPION, {"retrieval.fusion.ndcg@10": 0.8})
     [row] = decision["rules"]
     assert decision["promoted"] and not decision["first_release"]
     assert row["note"] == "champion has no value for this metric: floor only"
     assert (row["champion"], row["change"]) == (None, None)
     assert [c["check"] for c in row["checks"]] == ["floor"]  # min_improvement not applied
     low = evaluate_gate((F1,), {**CHAMPION, "answers.hybrid.token_f1": 0.01},
-                        {"retrieval.hybrid.ndcg@10": 0.8})
+                        {"retrieval.fusion.ndcg@10": 0.8})
     assert not low["promoted"]  # the floor still applies
 
 
@@ -185,22 +185,22 @@ def test_summaries():
     better = decided((F1,), {"answers.hybrid.token_f1": 0.5}, {"answers.hybrid.token_f1": 0.2},
                      ((5, 6), (4, 4)))
     assert better["summary"] == "release v5 is the new champion"
-    both = decided((F1, NDCG), {"answers.hybrid.token_f1": 0.01, "retrieval.hybrid.ndcg@10": 0.5},
+    both = decided((F1, NDCG), {"answers.hybrid.token_f1": 0.01, "retrieval.fusion.ndcg@10": 0.5},
                    CHAMPION, ((5, 6), (4, 4)))
     assert both["summary"] == (
         "release v5 is challenger; champion unchanged. Failed: answers.hybrid.token_f1: "
-        "value 0.01 (floor >= 0.02); improvement -0.19 (need >= 0.01) | retrieval.hybrid.ndcg@10: "
+        "value 0.01 (floor >= 0.02); improvement -0.19 (need >= 0.01) | retrieval.fusion.ndcg@10: "
         "regression 0.3 (allowed <= 0.01)")
 
 
 def test_decision_markdown_of_a_first_release():
-    md = decided((F1, P95), {"answers.hybrid.token_f1": 0.5, "retrieval.hybrid.p95_ms": 12.0},
+    md = decided((F1, P95), {"answers.hybrid.token_f1": 0.5, "retrieval.fusion.p95_ms": 12.0},
                  None)
     text = decision_markdown(md)
     assert text.startswith("# Release gate: PROMOTED\n\nCandidate: retriever v1, generator v1  \n"
                            "Champion: none (first release: absolute floors only)\n")
     assert "| answers.hybrid.token_f1 | 0.5 | n/a | n/a | value 0.5 (floor >= 0.02) | pass |" in text
-    assert ("| retrieval.hybrid.p95_ms | 12 | n/a | n/a | no champion yet: nothing to compare | "
+    assert ("| retrieval.fusion.p95_ms | 12 | n/a | n/a | no champion yet: nothing to compare | "
             "pass |") in text
     assert text.endswith("release v1 is the new champion (first release)\n")
 
@@ -209,11 +209,11 @@ def test_decision_markdown_of_a_first_release():
 
 
 def per_question(f1: list[float], ndcg: list[float], asked: str = "Q") -> dict:
-    """Per-question results of one release: hybrid nDCG@10 and token F1 on questions q0, q1, …"""
+    """Per-question results of one release: fusion nDCG@10 and token F1 on questions q0, q1, …"""
     qids = [f"q{i}" for i in range(len(f1))]
     return {"questions": [{"qid": q, "question": f"{asked} {q}?", "reference": "A.", "doc_ids": [],
                            "metadata": {}} for q in qids],
-            "retrieval": {"hybrid": {q: {"ndcg@10": v} for q, v in zip(qids, ndcg, strict=True)}},
+            "retrieval": {"fusion": {q: {"ndcg@10": v} for q, v in zip(qids, ndcg, strict=True)}},
             "answers": {"hybrid": {q: {"token_f1": v} for q, v in zip(qids, f1, strict=True)}}}
 
 
@@ -221,8 +221,8 @@ def means(pq: dict, p95: float = 20.0) -> dict:
     def mean(rows, m):
         return sum(r[m] for r in rows.values()) / len(rows)
     return {"answers.hybrid.token_f1": mean(pq["answers"]["hybrid"], "token_f1"),
-            "retrieval.hybrid.ndcg@10": mean(pq["retrieval"]["hybrid"], "ndcg@10"),
-            "retrieval.hybrid.p95_ms": p95}
+            "retrieval.fusion.ndcg@10": mean(pq["retrieval"]["fusion"], "ndcg@10"),
+            "retrieval.fusion.p95_ms": p95}
 
 
 F1S = [0.1, 0.3, 0.0, 0.5, 0.2, 0.4, 0.25, 0.15] * 5  # 40 questions, mean 0.2375
@@ -245,8 +245,8 @@ def test_a_retrain_with_identical_answers_is_not_promoted():
     assert f1["interval"] == {"lo": 0.0, "hi": 0.0, "method": "degenerate"}
     assert not f1["passed"] and not decision["promoted"]
     assert f1["checks"][1]["text"] == "improvement +0 at the lower bound (need >= 0.01)"
-    assert rows["retrieval.hybrid.ndcg@10"]["passed"]  # no regression either
-    assert rows["retrieval.hybrid.p95_ms"]["comparison"] == "point"  # latency: no per-question
+    assert rows["retrieval.fusion.ndcg@10"]["passed"]  # no regression either
+    assert rows["retrieval.fusion.p95_ms"]["comparison"] == "point"  # latency: no per-question
 
 
 def test_a_clearly_better_candidate_is_promoted_on_its_interval():
@@ -334,4 +334,4 @@ def test_decision_markdown_shows_the_paired_interval_and_count():
     assert (f"Compared: paired on 40 of 40 eval questions (eval set {digest}); 95% BCa intervals "
             "of candidate − champion\n") in md
     assert "| answers.hybrid.token_f1 | 0.2875 | 0.2375 | +0.05 [+0.05, +0.05] (n=40) |" in md
-    assert "| retrieval.hybrid.p95_ms | 20 | 20 | +0 |" in md  # point: no interval
+    assert "| retrieval.fusion.p95_ms | 20 | 20 | +0 |" in md  # point: no interval

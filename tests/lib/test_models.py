@@ -82,7 +82,7 @@ def test_pretrained_minilm_finds_the_obvious_document(tmp_path):
     table = db.open_table("t")
     for query, doc in [("my battery shows E07", "battery"), ("cheap overnight electricity", "tariff"),
                        ("when do I send my meter reading", "meter")]:
-        for mode in ("vector", "hybrid"):
+        for mode in ("vector", "fusion"):
             assert search(table, query, mode, 3, model)[0]["doc_id"] == doc, (query, mode)
     assert Path(tmp_path / "db").is_dir()
 

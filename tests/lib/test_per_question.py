@@ -44,7 +44,7 @@ def test_score_retrieval_ranks_documents_and_keeps_the_top_ten():
 
 
 def per_question():
-    retrieval = {"hybrid": [score_retrieval(HITS, {"d1"}), score_retrieval(HITS, {"d2", "d3"})]}
+    retrieval = {"fusion": [score_retrieval(HITS, {"d1"}), score_retrieval(HITS, {"d2", "d3"})]}
     answers = {"rag": [{"qid": "q1", "answer": "Visa", "token_f1": 1.0, "rouge_l": 1.0,
                         "exact_match": 1.0, "semantic_sim": 0.9, "groundedness": None,
                         "cited": ["d2", "d1"], "accuracy": 1.0, "note": "x"}]}  # note: not in the file
@@ -58,10 +58,10 @@ def test_build_per_question_has_exactly_the_agreed_shape():
          "metadata": {"topic": "pay"}},
         {"qid": "q2", "question": "Night hours?", "reference": "22 to 6.", "doc_ids": ["d2", "d3"],
          "metadata": {}}]
-    assert list(out["retrieval"]["hybrid"]) == ["q1", "q2"]
-    assert list(out["retrieval"]["hybrid"]["q2"]) == ["ndcg@10", "recall@1", "recall@5",
+    assert list(out["retrieval"]["fusion"]) == ["q1", "q2"]
+    assert list(out["retrieval"]["fusion"]["q2"]) == ["ndcg@10", "recall@1", "recall@5",
                                                       "recall@10", "mrr@10", "retrieved"]
-    assert out["retrieval"]["hybrid"]["q2"]["recall@1"] == 0.5
+    assert out["retrieval"]["fusion"]["q2"]["recall@1"] == 0.5
     assert out["answers"] == {"rag": {"q1": {
         "answer": "Visa", "token_f1": 1.0, "rouge_l": 1.0, "exact_match": 1.0,
         "semantic_sim": 0.9, "groundedness": None, "accuracy": 1.0, "cited": ["d2", "d1"]}}}
@@ -79,10 +79,10 @@ def test_eval_set_digest_follows_questions_and_references_not_order():
 
 def test_metric_values_by_qid_or_none_without_per_question_values():
     out = per_question()
-    assert metric_values(out, "retrieval.hybrid.recall@1") == {"q1": 0.0, "q2": 0.5}
+    assert metric_values(out, "retrieval.fusion.recall@1") == {"q1": 0.0, "q2": 0.5}
     assert metric_values(out, "answers.rag.token_f1") == {"q1": 1.0}
     assert metric_values(out, "answers.rag.groundedness") == {}  # no value for any question
-    assert metric_values(out, "retrieval.hybrid.p95_ms") is None  # latency: a point value only
+    assert metric_values(out, "retrieval.fusion.p95_ms") is None  # latency: a point value only
     assert metric_values(out, "retrieval.bm25.ndcg@10") is None  # method not run
     assert metric_values(out, "answers.rag.cited") is None
     assert metric_values(out, "answers.rag.accuracy") == {"q1": 1.0}  # short-answer questions
@@ -139,3 +139,9 @@ def test_question_record_keeps_choices_only_where_a_question_has_some():
     assert "choices" not in question_record(plain)
     chosen = question_record({**plain, "answer": "Yes. Because.", "choices": ["yes", "no"]})
     assert chosen["choices"] == ["yes", "no"] and chosen["reference"] == "Yes. Because."
+
+
+def test_a_file_from_before_the_rename_pairs_its_hybrid_rows_as_fusion():
+    old = {"retrieval": {"hybrid": {"q1": {"ndcg@10": 0.5}}}}
+    assert metric_values(old, "retrieval.fusion.ndcg@10") == {"q1": 0.5}
+    assert metric_values(old, "retrieval.lora.ndcg@10") is None

@@ -17,7 +17,7 @@ import yaml
 
 from tests.conftest import SMOKE, promote_release
 
-FLOOR_ONLY = [{"metric": "retrieval.hybrid.ndcg@10", "floor": 0.0}]
+FLOOR_ONLY = [{"metric": "retrieval.fusion.ndcg@10", "floor": 0.0}]
 
 
 @pytest.fixture

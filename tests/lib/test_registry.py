@@ -15,7 +15,7 @@ from tests.conftest import SMOKE, champion_versions, sets, tunedex
 from tests.conftest import promote_release as promote
 
 RET, GEN = "tunedex-retriever", "tunedex-generator"
-FLOOR_ONLY = [{"metric": "retrieval.hybrid.ndcg@10", "floor": 0.0}]  # passes whatever changed
+FLOOR_ONLY = [{"metric": "retrieval.fusion.ndcg@10", "floor": 0.0}]  # passes whatever changed
 
 TAGS = {"release.generator_version": "4", "index.uri": "/data/lancedb", "index.table": "chunks_ab",
         "index.version": "7", "retriever.base_model": "ret/base", "generator.base_model": "gen/base"}

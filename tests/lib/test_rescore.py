@@ -5,13 +5,16 @@ from types import SimpleNamespace
 
 import pytest
 
+from tasks.lib.choice import resolve_chosen
 from tasks.lib.config import DEFAULT_GATE, GateRule, ModelsConfig
 from tasks.lib.errors import ConfigError
 from tasks.lib.rescore import check_bases, eval_questions, gate_targets
 
 
 def test_gate_targets_are_the_release_specific_methods_and_the_answer_setups():
-    assert gate_targets(DEFAULT_GATE) == (("hybrid",), ("hybrid",))
+    # promote resolves retrieval.chosen to the candidate's method first (tasks/lib/choice.py)
+    assert gate_targets(DEFAULT_GATE) == ((), ("hybrid",))
+    assert gate_targets(resolve_chosen(DEFAULT_GATE, "fusion")) == (("fusion",), ("hybrid",))
     rules = (GateRule(metric="retrieval.bm25.ndcg@10", floor=0.1),  # no release weights
              GateRule(metric="retrieval.lora.recall@10", floor=0.1),
              GateRule(metric="answers.rag.rouge_l", floor=0.1),

@@ -36,7 +36,7 @@ def test_unknown_mode_is_refused():
             return [[1.0, 0.0]]
 
     with pytest.raises(ValueError, match="unknown search mode 'fuzzy'; expected one of "
-                                         r"\('vector', 'bm25', 'hybrid'\)"):
+                                         r"\('vector', 'bm25', 'fusion', 'fusion_native'\)"):
         search(None, "q", "fuzzy", 3, Encoder())
 
 
@@ -53,3 +53,49 @@ def test_a_reader_never_creates_a_missing_index(tmp_path):
     with pytest.raises(ServingError, match=r"chunks_x \(pinned by release v3\) is missing .*"
                                            "run `tunedex rollback`"):
         open_pinned(db, {"table": "chunks_x", "version": 1}, release=3)
+
+
+def small_table(tmp_path):
+    """12 chunks of 6 documents with FTS and 3-d unit vectors: enough for both rankings."""
+    import numpy as np
+    from lancedb.index import FTS
+
+    words = ["cards cash visa", "refund return order", "delivery shipping order",
+             "cash refund", "visa cards payment", "account login password"]
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(12):
+        v = rng.normal(size=3)
+        rows.append({"chunk_id": f"d{i // 2}#{i % 2}", "doc_id": f"d{i // 2}",
+                     "text": f"{words[i // 2]} part {i % 2}",
+                     "vector": (v / np.linalg.norm(v)).astype("float32")})
+    table = connect(str(tmp_path / "db")).create_table("chunks", rows)
+    table.create_index("text", config=FTS(), replace=True)
+    return table
+
+
+class Fixed:
+    """An encoder returning one fixed unit vector."""
+
+    def encode(self, texts, **kwargs):
+        import numpy as np
+
+        return np.array([[0.6, 0.8, 0.0]] * len(texts), dtype="float32")
+
+
+def test_native_fusion_matches_ours(tmp_path):
+    table = small_table(tmp_path)
+    ours = search(table, "cards refund order", "fusion", 8, Fixed(), 60)
+    native = search(table, "cards refund order", "fusion_native", 8, Fixed(), 60)
+    # the same fused scores; only hits with equal scores may come in another order
+    assert [round(h["score"], 6) for h in native] == [round(h["score"], 6) for h in ours]
+    assert ({(h["chunk_id"], round(h["score"], 6)) for h in native}
+            == {(h["chunk_id"], round(h["score"], 6)) for h in ours})
+
+
+def test_hybrid_mode_is_fusion_with_a_warning(tmp_path, caplog):
+    table = small_table(tmp_path)
+    with caplog.at_level("WARNING", logger="tasks.lib.search"):
+        old = search(table, "cash", "hybrid", 5, Fixed(), 60)
+    assert old == search(table, "cash", "fusion", 5, Fixed(), 60)
+    assert "search mode 'hybrid' is deprecated: use 'fusion'" in caplog.text

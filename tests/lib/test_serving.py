@@ -233,7 +233,7 @@ def test_search_reads_the_pinned_version_not_the_newest(pinned_table, tmp_path):
 def test_search_errors_name_the_mode_k_and_the_missing_table(pinned_table, tmp_path):
     release = LoadedRelease(pinned_table, SECTIONS, catalog(tmp_path))
     with pytest.raises(ConfigError, match="unknown search mode 'dense': expected one of vector, "
-                                          "bm25, hybrid"):
+                                          "bm25, fusion, fusion_native"):
         release.search("plan", "dense")
     with pytest.raises(ConfigError, match="k must be at least 1, got 0"):
         release.search("plan", "bm25", k=0)

@@ -14,8 +14,8 @@ from tasks.lib.tracking import (
 
 
 def test_metric_keys_round_trip():
-    assert mlflow_key("retrieval.hybrid.ndcg@10") == "retrieval.hybrid.ndcg_at_10"
-    assert from_mlflow_key("retrieval.hybrid.ndcg_at_10") == "retrieval.hybrid.ndcg@10"
+    assert mlflow_key("retrieval.fusion.ndcg@10") == "retrieval.fusion.ndcg_at_10"
+    assert from_mlflow_key("retrieval.fusion.ndcg_at_10") == "retrieval.fusion.ndcg@10"
     assert mlflow_key("answers.base.token_f1") == "answers.base.token_f1"
 
 

@@ -14,9 +14,11 @@ def ci(mean: float) -> dict[str, float]:
 RETRIEVAL = {
     "questions": 2,
     "methods": {name: {**{m: ci(v) for m in METRICS}, "latency": {"p50_ms": 1.0, "p95_ms": p95}}
-                for name, v, p95 in (("bm25", 0.51234, 2.345), ("hybrid", 0.8, 9.876))},
-    "comparisons": {"hybrid_vs_bm25": {"ndcg@10": ci(0.3), "recall@10": ci(0.2), "verdict": 1}},
-    "tables": {"base": {"table": "chunks_a", "version": 1}}}
+                for name, v, p95 in (("bm25", 0.51234, 2.345), ("fusion", 0.8, 9.876))},
+    "comparisons": {"fusion_vs_bm25": {"ndcg@10": ci(0.3), "recall@10": ci(0.2), "verdict": 1}},
+    "tables": {"base": {"table": "chunks_a", "version": 1}},
+    "chosen": {"method": "fusion", "why": "fusion: best nDCG@10 on the validation slice (0.700)",
+               "validation": {"bm25": ci(0.4), "fusion": ci(0.7)}, "questions": 20}}
 ANSWERS = {
     "questions": 2, "verdict": "On this data, embeddings (rag) answers best.",
     "summary": {"base": {"token_f1": ci(0.21234)}, "rag": {"token_f1": ci(0.4)}},
@@ -41,13 +43,17 @@ def test_write_reports_writes_every_report_and_rounded_metrics(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics == {
         "retrieval": {"bm25": {**dict.fromkeys(METRICS, 0.5123), "p95_ms": 2.35},
-                      "hybrid": {**dict.fromkeys(METRICS, 0.8), "p95_ms": 9.88}},
+                      "fusion": {**dict.fromkeys(METRICS, 0.8), "p95_ms": 9.88},
+                      "chosen": {**dict.fromkeys(METRICS, 0.8), "p95_ms": 9.88}},
         "answers": {"base": {"token_f1": 0.2123}, "rag": {"token_f1": 0.4}}}
     assert json.loads((out / "retrieval.json").read_text()) == RETRIEVAL
     md = (out / "scoreboard.md").read_text()
     assert md.startswith("# tunedex scoreboard\n\n## Answers (2 eval questions)")
-    assert "| hybrid |" in (out / "retrieval.md").read_text() and "## Retrieval" in md
-    assert "- hybrid − bm25: +0.300 [+0.200, +0.400] → hybrid better" in md
+    assert "| fusion |" in (out / "retrieval.md").read_text() and "## Retrieval" in md
+    assert ("Chosen method: **fusion** — fusion: best nDCG@10 on the validation slice (0.700) "
+            "(20 train questions, nDCG@10: bm25 0.400 [0.300, 0.500], fusion 0.700 [0.600, 0.800])"
+            in md)
+    assert "- fusion − bm25: +0.300 [+0.200, +0.400] → fusion better" in md
     page = (out / "report.html").read_text()
     assert "<h2>Answers</h2>" in page and "<h2>Retrieval</h2>" in page and page.count("<svg") == 1
     assert "No recommendation" in page  # these answers carry none (no per-question scores)
@@ -61,3 +67,23 @@ def test_with_recommendation_adds_the_decision_and_makes_its_line_the_verdict():
     assert (rec["setup"], rec["confidence"]) == ("rag", "separated")
     assert answers["verdict"] == rec["summary"] and answers["verdict"].startswith("Ship embed (rag)")
     assert list(answers)[-1] == "answers" and "recommendation" not in ANSWERS
+
+
+def test_the_retrieval_method_is_chosen_on_a_seeded_slice_of_the_train_questions(tmp_path):
+    from tasks.evaluate import choose_retrieval
+    from tasks.lib.config import EvaluateConfig, IndexConfig
+    from tests.lib.test_search import Fixed, small_table
+
+    table = small_table(tmp_path)
+    train = [{"qid": f"t{i}", "question": q, "doc_ids": [d]} for i, (q, d) in enumerate(
+        [("visa cards", "d0"), ("refund order", "d1"), ("shipping delivery", "d2"),
+         ("cash refund", "d3"), ("card payment", "d4"), ("password login", "d5")] * 3)]
+    chosen = choose_retrieval(EvaluateConfig(choice_questions=10, chunk_k=10, bootstrap=200),
+                              IndexConfig(), 0, train, {"base": table, "candidate": table},
+                              {"base": Fixed(), "candidate": Fixed()})
+    assert chosen["questions"] == 10
+    assert set(chosen["validation"]) == {"bm25", "base", "lora", "fusion", "fusion_native"}
+    # the words match the text and the fixed vector carries nothing: BM25 is best (or tied
+    # with fusion, and cheaper)
+    best = max(v["mean"] for v in chosen["validation"].values())
+    assert chosen["method"] == "bm25" and chosen["validation"]["bm25"]["mean"] == best

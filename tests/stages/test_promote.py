@@ -14,7 +14,7 @@ from tests.conftest import SMOKE, champion_versions, sets, tunedex
 from tests.conftest import promote_release as promote
 
 RET, GEN = "tunedex-retriever", "tunedex-generator"
-FLOOR_ONLY = [{"metric": "retrieval.hybrid.ndcg@10", "floor": 0.0}]  # passes whatever changed
+FLOOR_ONLY = [{"metric": "retrieval.fusion.ndcg@10", "floor": 0.0}]  # passes whatever changed
 
 
 # ---- pure ---------------------------------------------------------------------------------------
@@ -27,17 +27,17 @@ def test_local_abspath_leaves_remote_uris_alone(tmp_path, monkeypatch):
 
 
 def test_gate_metrics_flatten_and_refuse_unknown_ones():
-    metrics = {"answers": {"hybrid": {"token_f1": 0.25}}, "retrieval": {"hybrid": {"ndcg@10": 1}}}
+    metrics = {"answers": {"hybrid": {"token_f1": 0.25}}, "retrieval": {"fusion": {"ndcg@10": 1}}}
     section = PromoteConfig(gate=({"metric": "answers.hybrid.token_f1", "floor": 0.0},))
     assert gate_metrics(section, metrics, Path("m.json")) == {"answers.hybrid.token_f1": 0.25,
-                                                              "retrieval.hybrid.ndcg@10": 1.0}
+                                                              "retrieval.fusion.ndcg@10": 1.0}
     bad = PromoteConfig(gate=({"metric": "answers.hybrid.f1", "floor": 0.0},
                               {"metric": "retrieval.bm25.ndcg@10", "floor": 0.0}))
     with pytest.raises(ConfigError) as err:
         gate_metrics(bad, metrics, Path("reports/evaluate/metrics.json"))
     assert str(err.value) == ("promote.gate: metric(s) answers.hybrid.f1, retrieval.bm25.ndcg@10 not "
                               "in reports/evaluate/metrics.json; known: answers.hybrid.token_f1, "
-                              "retrieval.hybrid.ndcg@10")
+                              "retrieval.fusion.ndcg@10")
 
 
 def results(f1: list[float]) -> dict:
@@ -45,7 +45,7 @@ def results(f1: list[float]) -> dict:
     qids = [f"q{i}" for i in range(len(f1))]
     return {"questions": [{"qid": q, "question": f"{q}?", "reference": "A", "doc_ids": ["d"],
                            "metadata": {}} for q in qids],
-            "retrieval": {"hybrid": {q: {"ndcg@10": 1.0} for q in qids}},
+            "retrieval": {"fusion": {q: {"ndcg@10": 1.0} for q in qids}},
             "answers": {"hybrid": {q: {"token_f1": v} for q, v in zip(qids, f1, strict=True)}}}
 
 
@@ -53,8 +53,8 @@ def release(f1: list[float] | None, mean: float, origin: str | None = None) -> t
     """(release, logged metrics, per-question results, their origin) as promote reads a champion."""
     from types import SimpleNamespace
 
-    metrics = {"answers.hybrid.token_f1": mean, "retrieval.hybrid.ndcg@10": 1.0,
-               "retrieval.hybrid.p95_ms": 10.0}
+    metrics = {"answers.hybrid.token_f1": mean, "retrieval.fusion.ndcg@10": 1.0,
+               "retrieval.fusion.p95_ms": 10.0}
     return (SimpleNamespace(retriever_version=1, generator_version=1), metrics,
             None if f1 is None else results(f1), origin)
 
@@ -66,7 +66,7 @@ VERSIONS = {"retriever": 2, "generator": 2, "rag": 2}
 
 def candidate(f1: list[float]) -> dict:
     _, metrics, per_question, _ = release(f1, sum(f1) / len(f1))
-    return {"metrics": metrics, "per_question": per_question}
+    return {"metrics": metrics, "per_question": per_question, "method": "fusion"}  # chosen
 
 
 def test_a_retrain_with_identical_per_question_results_is_not_promoted():
@@ -135,8 +135,10 @@ def test_gate_rejects_then_promotes_then_rollback_restores(registry_overrides, t
     assert (tags["index.table"], tags["index.version"]) == (index["table"], str(index["version"]))
     assert tags["release.generator_version"] == "1" and tags["validation.success"] == "true"
     assert tags["data.qa_md5"] != "missing" and tags["git.commit"]
+    method = tags["retrieval.method"]  # chosen by evaluate; the gate's retrieval.chosen rules
     assert set(tags) >= {"pipeline.run_id", "metric.answers.hybrid.token_f1",
-                         "metric.retrieval.hybrid.ndcg_at_10", "metric.retrieval.hybrid.p95_ms",
+                         f"metric.retrieval.{method}.ndcg_at_10",
+                         f"metric.retrieval.{method}.p95_ms",
                          "release.inputs", "eval.digest", "eval.questions"}
     from tasks.lib.release_eval import release_per_question
 
@@ -192,6 +194,8 @@ def test_gate_rejects_then_promotes_then_rollback_restores(registry_overrides, t
 @pytest.mark.slow
 def test_a_champion_without_per_question_results_is_re_scored(registry_overrides, monkeypatch):
     from tasks.lib import release_eval
+    from tasks.lib.choice import read_chosen
+    from tasks.lib.rescore import RESCORABLE_METHODS
 
     overrides = registry_overrides
     assert promote(overrides)["promoted"]
@@ -202,9 +206,13 @@ def test_a_champion_without_per_question_results_is_re_scored(registry_overrides
     assert second["pairing"]["note"] == ("champion re-scored on the current eval set (none were "
                                          "logged)")
     rows = {r["metric"]: r for r in second["rules"]}
-    for metric in ("answers.hybrid.token_f1", "retrieval.hybrid.ndcg@10"):
+    method = read_chosen(Path(overrides["paths.reports_dir"]) / "evaluate" / "retrieval.json")
+    rescored = ["answers.hybrid.token_f1"] + ([f"retrieval.{method}.ndcg@10"]
+                                              if method in RESCORABLE_METHODS else [])
+    for metric in rescored:
         assert rows[metric]["comparison"] == "paired" and rows[metric]["change"] == 0.0, metric
         assert rows[metric]["interval"]["method"] == "degenerate", metric
+    assert rows[f"retrieval.{method}.ndcg@10"]["change"] == 0.0
     assert not second["promoted"] and champion_versions(registry_ref(
         load_config(SMOKE, overrides))) == (1, 1)
 

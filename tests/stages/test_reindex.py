@@ -10,28 +10,30 @@ from tasks.reindex import REINDEX_METHODS, answerable, check_release_settings, r
 
 def test_retrieval_rules_keep_the_methods_reindex_measures_without_min_improvement():
     rules = (GateRule(metric="answers.hybrid.token_f1", min_improvement=0.01, floor=0.02),
-             GateRule(metric="retrieval.hybrid.ndcg@10", min_improvement=0.01, max_regression=0.01),
+             GateRule(metric="retrieval.fusion.ndcg@10", min_improvement=0.01, max_regression=0.01),
              GateRule(metric="retrieval.base.ndcg@10", floor=0.1),  # base: not re-measured
              GateRule(metric="retrieval.bm25.recall@10", floor=0.3),
              GateRule(metric="retrieval.lora.p95_ms", higher_is_better=False, max_regression=0.5,
                       relative=True))
     kept = retrieval_rules(rules)
-    assert [r.metric for r in kept] == ["retrieval.hybrid.ndcg@10", "retrieval.bm25.recall@10",
+    assert [r.metric for r in kept] == ["retrieval.fusion.ndcg@10", "retrieval.bm25.recall@10",
                                         "retrieval.lora.p95_ms"]
     assert [r.min_improvement for r in kept] == [None, None, None]  # hold, not improve
     assert kept[0].max_regression == 0.01 and kept[1].floor == 0.3 and kept[2].relative
     assert rules[1].min_improvement == 0.01  # the config's rules are not changed
-    assert REINDEX_METHODS == ("bm25", "lora", "hybrid")
+    assert REINDEX_METHODS == {"bm25": "bm25", "lora": "vector", "fusion": "fusion",
+                               "fusion_native": "fusion_native"}
 
 
 def test_the_default_gate_leaves_two_retrieval_rules():
-    assert [r.metric for r in retrieval_rules(DEFAULT_GATE)] == ["retrieval.hybrid.ndcg@10",
-                                                                 "retrieval.hybrid.p95_ms"]
+    # retrieval.chosen: pin_release resolves it to the champion's method (tag retrieval.method)
+    assert [r.metric for r in retrieval_rules(DEFAULT_GATE)] == ["retrieval.chosen.ndcg@10",
+                                                                 "retrieval.chosen.p95_ms"]
     assert retrieval_rules((GateRule(metric="answers.hybrid.token_f1", floor=0.0),)) == ()
 
 
 def test_a_rule_left_with_nothing_to_check_still_applies_its_floor():
-    [rule] = retrieval_rules((GateRule(metric="retrieval.hybrid.ndcg@10", min_improvement=0.0,
+    [rule] = retrieval_rules((GateRule(metric="retrieval.fusion.ndcg@10", min_improvement=0.0,
                                        floor=0.5),))
     assert (rule.min_improvement, rule.floor) == (None, 0.5)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -320,6 +321,14 @@ def trained_generator(tiny_generator_dir, generator_tokenizer, tmp_path_factory)
     out = save_adapter(peft_model, tmp_path_factory.mktemp("adapters") / "generator",
                        TINY_GENERATOR_ID, tiny_generator_dir, {"steps": len(history)})
     return {"base": base, "peft": peft_model, "history": history, "adapter_dir": out}
+
+
+# ---- a real browser ------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium")  # Debian's, driven by Playwright: no browser download
+# root in a container needs --no-sandbox; nothing else may reach the network
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 # ---- a real HTTP server -------------------------------------------------------------------

@@ -10,11 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SMOKE, uvicorn_app
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, SMOKE, uvicorn_app
 
-CHROMIUM = shutil.which("chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOT_PATH = Path("/tmp/tunedex-page.png")  # for a person to look at after the run
 
 pytestmark = [

@@ -4,7 +4,6 @@ draw, it fetches nothing, sorting and filtering work, and the console stays clea
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,12 +11,9 @@ import numpy as np
 import pytest
 
 from tasks.lib.report import render_report
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS
 from tests.lib.test_report import load_run
 
-CHROMIUM = shutil.which("chromium")
-# the same flags as tests/flows/test_page.py: root in a container needs --no-sandbox
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 SCREENSHOT_PATH = Path("/tmp/tunedex-report.png")  # for a person to look at after the run
 
 pytestmark = [

@@ -385,7 +385,9 @@ def search_cmd(query: str = typer.Argument(..., help="The question or keywords."
     loaded = _open_release(cfg, release, retriever.value)
     hits = _run(loaded.search, query, mode.value if mode else None, k)
     served = loaded.served
-    shown = mode.value if mode else "chosen-method"
+    from tasks.lib.choice import release_mode
+
+    shown = mode.value if mode else release_mode(served.tags, "fusion")  # what search() used
     typer.echo(f"{shown} search, {served.label}, table {served.table} v{served.table_version}")
     for rank, hit in enumerate(hits, start=1):
         snippet = " ".join(hit["text"].split())[:110]

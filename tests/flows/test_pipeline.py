@@ -94,7 +94,7 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
     assert children["index"].data.tags["index.candidate.table"] == tables["candidate"]["table"]
 
     scoreboard = result["evaluate"]["retrieval"]
-    assert set(scoreboard["methods"]) == {"bm25", "base", "lora", "hybrid"}
+    assert set(scoreboard["methods"]) == {"bm25", "base", "lora", "fusion", "fusion_native"}
     assert scoreboard["questions"] == len(evals)
     reports = Path(smoke_overrides["paths.reports_dir"]) / "evaluate"
     assert "| hybrid |" in (reports / "retrieval.md").read_text()

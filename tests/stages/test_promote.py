@@ -2,6 +2,7 @@
 real MLflow registry (sqlite) and real LanceDB tables: the gate rejecting and promoting, both
 aliases moving as one release, serving from @champion, rollback, and a crash between the moves."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -183,8 +184,10 @@ def test_gate_rejects_then_promotes_then_rollback_restores(registry_overrides, t
     done = tunedex("search", "Which cards do you take?", "-k", "2", "-c", str(SMOKE),
                    *sets(overrides), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    # no --mode: the method release v1 was promoted with (its retrieval.method tag)
+    chosen = client(reg).get_model_version(RET, "1").tags["retrieval.method"]
     assert done.stdout.splitlines()[0] == (
-        f"hybrid search, release champion (tunedex-retriever v1, generator v1), "
+        f"{chosen} search, release champion (tunedex-retriever v1, generator v1), "
         f"table {index['table']} v{index['version']}")
 
     done = tunedex("rollback", "-c", str(SMOKE), *sets(overrides), cwd=tmp_path)
@@ -192,17 +195,23 @@ def test_gate_rejects_then_promotes_then_rollback_restores(registry_overrides, t
 
 
 @pytest.mark.slow
-def test_a_champion_without_per_question_results_is_re_scored(registry_overrides, monkeypatch):
-    from tasks.lib import release_eval
+def test_a_champion_without_per_question_results_is_re_scored(registry_overrides, tmp_path):
     from tasks.lib.choice import read_chosen
     from tasks.lib.rescore import RESCORABLE_METHODS
 
     overrides = registry_overrides
     assert promote(overrides)["promoted"]
-    # as for a release from before per-question results were logged
-    monkeypatch.setattr(release_eval, "release_per_question", lambda c, version: None)
-    second = promote(overrides)  # the same adapters: re-scored, the champion answers alike
-    assert second["pairing"]["mode"] == "paired"
+    # As for a release from before per-question results were logged: the artifact is deleted
+    # from the store. The second promote runs as a user runs it, in a fresh process (an
+    # in-process load after the whole suite's servers and threads is not what users run).
+    logged = list(Path(overrides["tracking.artifact_location"]).rglob("per_question.json"))
+    assert len(logged) == 1
+    logged[0].unlink()
+    done = tunedex("stage", "promote", "-c", str(SMOKE), *sets(overrides), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    second = json.loads((Path(overrides["paths.reports_dir"]) / "promote" / "decision.json"
+                         ).read_text())
+    assert second["pairing"]["mode"] == "paired", done.stderr[-3000:]
     assert second["pairing"]["note"] == ("champion re-scored on the current eval set (none were "
                                          "logged)")
     rows = {r["metric"]: r for r in second["rules"]}

@@ -2,6 +2,7 @@
 store, GX validation, tiny models; its retry policy, skip-if-unchanged, the write lock and the
 failure hook."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -97,7 +98,7 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
     assert set(scoreboard["methods"]) == {"bm25", "base", "lora", "fusion", "fusion_native"}
     assert scoreboard["questions"] == len(evals)
     reports = Path(smoke_overrides["paths.reports_dir"]) / "evaluate"
-    assert "| hybrid |" in (reports / "retrieval.md").read_text()
+    assert "| fusion |" in (reports / "retrieval.md").read_text()
 
     generator = Path(smoke_overrides["paths.adapters_dir"]) / "generator"
     assert (generator / "adapter_model.safetensors").is_file()
@@ -107,7 +108,8 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
     assert answers["questions"] == len(evals) and answers["verdict"]
     assert "groundedness" not in answers["summary"]["base"]
     rows = __import__("json").loads((reports / "answers.json").read_text())["answers"]
-    assert all(len(r["cited"]) == 2 for r in rows["rag"] + rows["hybrid"])  # generate.context_k
+    # at most generate.context_k chunks of context, each citing its document
+    assert all(1 <= len(r["cited"]) <= 2 for r in rows["rag"] + rows["hybrid"]), rows["rag"]
     assert all(r["cited"] == [] and r["groundedness"] is None for r in rows["base"])
     rec = answers["recommendation"]
     assert rec["option"] in ("base", "fine-tune", "embed", "both") and answers["verdict"] == rec["summary"]
@@ -123,9 +125,11 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert result["promote"]["promoted"] and result["promote"]["first_release"]
-    assert lines[0] == (f"hybrid search, release champion (tunedex-retriever v1, generator v1), "
+    chosen = json.loads((reports / "retrieval.json").read_text())["chosen"]["method"]
+    assert lines[0] == (f"{chosen} search, release champion (tunedex-retriever v1, generator v1), "
                         f"table {tables['candidate']['table']} v{tables['candidate']['version']}")
-    assert len(lines) == 3 and lines[1].lstrip().startswith("1. ")
+    # k=2 at most (BM25, if chosen, lists only documents sharing a query word)
+    assert 2 <= len(lines) <= 3 and lines[1].lstrip().startswith("1. plan-01")
 
     done = tunedex("ask", "Which cards do you take?", "--setup", "hybrid", "-c", str(SMOKE),
                    *sets(smoke_overrides), cwd=tmp_path)

@@ -331,6 +331,12 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
+def needs_chromium(what: str) -> Any:
+    """Skip a browser test, saying why, where Debian's chromium is not installed."""
+    return pytest.mark.skipif(CHROMIUM is None, reason=f"no `chromium` on PATH: {what} drives "
+                              "Debian's chromium (apt-get install chromium; .ci/run installs it)")
+
+
 # ---- a real HTTP server -------------------------------------------------------------------
 
 

@@ -10,14 +10,13 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS, SMOKE, uvicorn_app
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, SMOKE, needs_chromium, uvicorn_app
 
 SCREENSHOT_PATH = Path("/tmp/tunedex-page.png")  # for a person to look at after the run
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH: the page test drives "
-                       "Debian's chromium (apt-get install chromium; .ci/run installs it)"),
+    needs_chromium("the page test"),
 ]
 sync_api = pytest.importorskip(
     "playwright.sync_api",

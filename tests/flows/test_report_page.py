@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 
 from tasks.lib.report import render_report
-from tests.conftest import CHROMIUM, CHROMIUM_ARGS
+from tests.conftest import CHROMIUM, CHROMIUM_ARGS, needs_chromium
 from tests.lib.test_report import load_run
 
 SCREENSHOT_PATH = Path("/tmp/tunedex-report.png")  # for a person to look at after the run
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(CHROMIUM is None, reason="no `chromium` on PATH: the report test drives "
-                       "Debian's chromium (apt-get install chromium; .ci/run installs it)"),
+    needs_chromium("the report test"),
 ]
 sync_api = pytest.importorskip(
     "playwright.sync_api",

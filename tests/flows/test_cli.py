@@ -32,8 +32,9 @@ def plain(text: str) -> str:
 def test_stage_names_the_flow_steps_and_refuses_others(tmp_path):
     done = tunedex("stage", "reindex", "-c", str(SMOKE), cwd=tmp_path)
     assert done.returncode == 2
-    assert ("Invalid value for 'name': Value error, 'reindex' is not one of 'validate', 'prepare', "
-            "'train_retriever', 'index', 'train_generator', 'evaluate', 'promote'.") in plain(done.stderr)
+    assert ("Invalid value for 'name': Value error, 'reindex' is not one of 'validate', "
+            "'synthesize', 'prepare', 'train_retriever', 'index', 'train_generator', 'evaluate', "
+            "'promote'.") in plain(done.stderr)
 
 
 def test_dvc_yaml_is_current_for_the_cpu_profile():

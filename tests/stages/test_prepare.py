@@ -148,7 +148,7 @@ def test_stage_redact_writes_no_personal_data_and_warn_changes_nothing(smoke_cfg
     pii = smoke_cfg.pii.model_copy(update={"policy": policy})
     ctx = StageContext.of(smoke_cfg)
     validate_stage(smoke_cfg.validate_, pii, ctx)
-    result = prepare_stage(smoke_cfg.prepare, pii, ctx)
+    result = prepare_stage(smoke_cfg.prepare, pii, smoke_cfg.synthesize, ctx)
     text = prepared_text(ctx.catalog)
     metrics = json.loads(ctx.catalog.stage_metrics_path("prepare").read_text())
     chunks = ctx.catalog.chunks_path.read_text()

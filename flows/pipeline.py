@@ -89,5 +89,6 @@ def run_stages(cfg: Any, plan: Any, inputs: str) -> dict[str, Any]:
                           inputs, scoreboard)
     return {"skipped": False, "run_id": run_id, "incremental": plan.reason,
             "validate": validated, "synthesize": synthesized, "prepare": prepared,
-            "train_retriever": retriever, "index": tables, "train_generator": generator, "evaluate": scoreboard,
+            "train_retriever": retriever, "index": tables, "train_generator": generator,
+            "evaluate": scoreboard,
             "promote": release}

@@ -38,6 +38,7 @@ from tasks.lib.synthesis import (
     resolve_mode,
     reuse_key,
     sample_chunks,
+    split_sentences,
     synth_messages,
     synthetic_row,
 )
@@ -50,9 +51,21 @@ log = logging.getLogger(__name__)
 def chunk_plan(chunks: list[dict[str, Any]], section: SynthesizeConfig, seed: int
                ) -> tuple[list[dict[str, Any]], int]:
     """The chunks to question (long enough, then the seeded max_chunks sample) and how many
-    were too short."""
-    long_enough = [c for c in chunks if len(c["text"].split()) >= section.min_chunk_words]
+    were too short (ict also needs two sentences: one to ask, one to answer with)."""
+    def enough(chunk: dict[str, Any]) -> bool:
+        return (len(chunk["text"].split()) >= section.min_chunk_words
+                and (section.method != "ict" or len(split_sentences(chunk["text"])) >= 2))
+
+    long_enough = [c for c in chunks if enough(c)]
     return sample_chunks(long_enough, section.max_chunks, seed), len(chunks) - len(long_enough)
+
+
+def pairs_asked(chunks: list[dict[str, Any]], section: SynthesizeConfig) -> int:
+    """Pairs asked for: questions_per_chunk each (ict: at most one per sentence but one)."""
+    n = section.questions_per_chunk
+    if section.method == "ict":
+        return sum(min(n, len(split_sentences(c["text"]))) for c in chunks)
+    return n * len(chunks)
 
 
 def candidates_of(chunks: list[dict[str, Any]], pairs: dict[str, list[tuple[str, str]]]
@@ -249,7 +262,7 @@ def synthesize_questions(section: SynthesizeConfig, prepare: PrepareConfig, pii:
     all_chunks = load_chunks(prepare, pii, ctx)
     chunks, too_short = chunk_plan(all_chunks, section, ctx.seed)
     pairs, stats = pairs_for(section, ctx, chunks)
-    asked = len(chunks) * section.questions_per_chunk
+    asked = pairs_asked(chunks, section)
     candidates = candidates_of(chunks, pairs)
     by_id = {c["chunk_id"]: c for c in all_chunks}
     kept, removed = filter_candidates(candidates, {k: v["text"] for k, v in by_id.items()},

@@ -74,8 +74,9 @@ def synth_messages(passage: str, n: int, title: str | None = None) -> list[dict[
             {"role": "user", "content": ask(passage, n)}]
 
 
-_PAIR = re.compile(r"^\s*(?:\d+[.)]\s*)?\**question\**\s*\d*\s*[:：]\s*(?P<q>.+?)\s*$\s*"
-                   r"^\s*\**answer\**\s*\d*\s*[:：]\s*(?P<a>.+?)\s*$", re.IGNORECASE | re.MULTILINE)
+_PAIR = re.compile(r"^[ \t]*(?:\d+[.)][ \t]*)?\**question\**[ \t]*\d*[ \t]*[:：][ \t]*\**[ \t]*"
+                   r"(?P<q>\S.*?)[ \t]*\n[ \t]*\**answer\**[ \t]*\d*[ \t]*[:：][ \t]*\**[ \t]*"
+                   r"(?P<a>\S.*?)[ \t]*$", re.IGNORECASE | re.MULTILINE)
 
 
 def parse_pairs(text: str, limit: int) -> list[tuple[str, str]]:

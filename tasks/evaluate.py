@@ -25,6 +25,7 @@ from prefect import task
 from tasks.lib.choice import chosen_metrics
 from tasks.lib.config import EvaluateConfig, GenerateConfig, IndexConfig
 from tasks.lib.context import StageContext
+from tasks.lib.provenance import SYNTHETIC_EVAL_WARNING, provenance
 from tasks.lib.retrieval_eval import (
     METHODS,
     METRICS,
@@ -35,7 +36,6 @@ from tasks.lib.retrieval_eval import (
     summarize_method,
 )
 from tasks.lib.runtime import IO_RETRIES
-from tasks.lib.synthesis import SYNTHETIC_EVAL_WARNING, provenance
 
 log = logging.getLogger(__name__)
 

@@ -144,7 +144,7 @@ def prepare_stats(corpus: pd.DataFrame, raw_qa: pd.DataFrame, qa: pd.DataFrame,
                   chunks: list[Chunk]) -> dict[str, Any]:
     """Counts a reader checks: documents, chunks, long documents, questions per split (and, with
     synthetic questions, how many per split and whether the eval set is all synthetic)."""
-    from tasks.lib.synthesis import is_synthetic
+    from tasks.lib.provenance import is_synthetic
 
     per_doc = pd.Series([c.doc_id for c in chunks]).value_counts()
     stats = {"documents": len(corpus), "chunks": len(chunks),

@@ -52,7 +52,7 @@ def banner_html(rec: dict[str, Any]) -> str:
 
 def provenance_html(answers: dict[str, Any]) -> str:
     """Where the questions came from; a synthetic eval set is a warning above everything else."""
-    from tasks.lib.synthesis import SYNTHETIC_EVAL_WARNING, provenance_line
+    from tasks.lib.provenance import SYNTHETIC_EVAL_WARNING, provenance_line
 
     prov = answers.get("provenance")
     if not prov:

@@ -59,7 +59,7 @@ def winner(per_setup: dict[str, list[dict[str, Any]]], metric: str, resamples: i
 
 def provenance_lines(report: dict[str, Any]) -> list[str]:
     """The train questions' source and, for a synthetic eval set, the warning (before the verdict)."""
-    from tasks.lib.synthesis import SYNTHETIC_EVAL_WARNING, provenance_line
+    from tasks.lib.provenance import SYNTHETIC_EVAL_WARNING, provenance_line
 
     prov = report.get("provenance")
     if not prov:

@@ -4,6 +4,7 @@ its parser, inverse cloze, reuse keys, rows, the synthetic eval split and proven
 import pytest
 
 from tasks.lib.errors import DataError
+from tasks.lib.provenance import provenance, provenance_line
 from tasks.lib.synthesis import (
     EXAMPLE_OUTPUT,
     check_mode,
@@ -11,8 +12,6 @@ from tasks.lib.synthesis import (
     ict_pairs,
     mode_line,
     parse_pairs,
-    provenance,
-    provenance_line,
     resolve_mode,
     reuse_key,
     sample_chunks,

@@ -14,7 +14,8 @@ from tasks.lib.config import load_config
 from tasks.lib.context import StageContext
 from tasks.lib.data import read_jsonl, write_jsonl
 from tasks.lib.errors import ConfigError, DataError
-from tasks.lib.synthesis import SYNTHETIC_EVAL_WARNING, reuse_key
+from tasks.lib.provenance import SYNTHETIC_EVAL_WARNING
+from tasks.lib.synthesis import reuse_key
 from tasks.synthesize import synthesize_stage
 from tests.conftest import SMOKE, TINY_DOCS, run_stages, write_jsonl_lines
 

@@ -30,16 +30,15 @@ from tasks.lib.synth_filters import (
     roundtrip_survivors,
     source_ranks,
 )
+from tasks.lib.synth_lm import generate_pairs
 from tasks.lib.synthesis import (
     check_mode,
     ict_pairs,
     mode_line,
-    parse_pairs,
     resolve_mode,
     reuse_key,
     sample_chunks,
     split_sentences,
-    synth_messages,
     synthetic_row,
 )
 
@@ -132,52 +131,6 @@ def read_cache(ctx: StageContext) -> dict[str, list[tuple[str, str]]]:
     return {r["key"]: [tuple(p) for p in r["pairs"]] for r in rows if "key" in r}
 
 
-# ---- effects: the generator ----------------------------------------------------------------------
-
-
-def open_generator(section: SynthesizeConfig, ctx: StageContext) -> tuple[Any, Any, str]:
-    """(model, tokenizer, id) of the synthesizing generator; refuse one without a chat template."""
-    from tasks.lib.errors import ConfigError
-    from tasks.lib.generator import load_generator
-    from tasks.lib.resolve import resolve_model_dir
-
-    model_id = section.generator_id or ctx.models.generator_id
-    base = resolve_model_dir(model_id, ctx.models.allow_download, ctx.catalog.models_dir)
-    model, tokenizer = load_generator(base, device=section.device)
-    if not getattr(tokenizer, "chat_template", None):
-        raise ConfigError(f"synthesize.generator_id: {model_id} has no chat template, so it is not "
-                          "an instruct/chat model and cannot follow the question-writing prompt; "
-                          "name an instruct model (e.g. HuggingFaceTB/SmolLM2-135M-Instruct) or "
-                          "use synthesize.method: ict")
-    return model, tokenizer, model_id
-
-
-def generate_pairs(section: SynthesizeConfig, ctx: StageContext, todo: list[dict[str, Any]]
-                   ) -> tuple[dict[str, list[tuple[str, str]]], dict[str, float]]:
-    """Pairs per chunk from the generator in batches, logging an estimate after the first batch
-    and throughput after each; returns the pairs and generation stats."""
-    from tasks.lib.generator import generate_answers, render_prompt
-
-    model, tok, _ = open_generator(section, ctx)
-    n, size = section.questions_per_chunk, section.batch_size
-    prompts = [render_prompt(tok, synth_messages(c["text"], n, c.get("title"))) for c in todo]
-    pairs, tokens, started = {}, 0, time.perf_counter()
-    for start in range(0, len(prompts), size):
-        out = generate_answers(model, tok, prompts[start:start + size], section.max_new_tokens, size)
-        for chunk, result in zip(todo[start:start + size], out, strict=True):
-            pairs[chunk["chunk_id"]] = parse_pairs(result["text"], n)
-        tokens += sum(r["new_tokens"] for r in out)
-        done, spent = min(start + size, len(prompts)), time.perf_counter() - started
-        if start == 0:
-            log.info("synthesize: first batch of %d chunks in %.1f s: about %.0f s for all %d",
-                     done, spent, spent * len(prompts) / done, len(prompts))
-        log.info("synthesize: %d/%d chunks, %.2f questions/s, %.1f tokens/s", done, len(prompts),
-                 sum(map(len, pairs.values())) / spent, tokens / spent)
-    seconds = time.perf_counter() - started
-    return pairs, {"generated_tokens": tokens, "generate_seconds": round(seconds, 2),
-                   "tokens_per_second": round(tokens / seconds, 2) if seconds else 0.0}
-
-
 def pairs_for(section: SynthesizeConfig, ctx: StageContext, chunks: list[dict[str, Any]]
               ) -> tuple[dict[str, list[tuple[str, str]]], dict[str, Any]]:
     """Pairs for every chunk: ict computed, lm reused from the cache where the key matches."""
@@ -190,7 +143,8 @@ def pairs_for(section: SynthesizeConfig, ctx: StageContext, chunks: list[dict[st
             for c in chunks}
     cache = read_cache(ctx)
     todo = [c for c in chunks if keys[c["chunk_id"]] not in cache]
-    fresh, stats = generate_pairs(section, ctx, todo) if todo else ({}, {})
+    fresh, stats = generate_pairs(section, ctx.models, ctx.catalog.models_dir, todo) \
+        if todo else ({}, {})
     pairs = {cid: fresh[cid] if cid in fresh else cache[key] for cid, key in keys.items()}
     write_cache(ctx, {keys[cid]: p for cid, p in pairs.items()})
     return pairs, {"reused_chunks": len(chunks) - len(todo), "generated_chunks": len(todo), **stats}

@@ -19,7 +19,7 @@ def test_help_lists_commands(tmp_path):
     done = tunedex("--help", cwd=tmp_path)
     assert done.returncode == 0
     for command in ("pipeline", "reindex", "stage", "config", "setup", "schedule", "search", "ask",
-                    "releases", "rollback", "gc", "convert", "dvc-yaml"):
+                    "releases", "rollback", "gc", "convert", "dvc-yaml", "synthesize"):
         assert command in done.stdout
     assert "--config" in tunedex("stage", "--help", cwd=tmp_path).stdout
 

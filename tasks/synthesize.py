@@ -143,10 +143,15 @@ def pairs_for(section: SynthesizeConfig, ctx: StageContext, chunks: list[dict[st
             for c in chunks}
     cache = read_cache(ctx)
     todo = [c for c in chunks if keys[c["chunk_id"]] not in cache]
-    fresh, stats = generate_pairs(section, ctx.models, ctx.catalog.models_dir, todo) \
+    current = {k: v for k, v in cache.items() if k in set(keys.values())}
+
+    def keep(fresh: dict[str, list[tuple[str, str]]]) -> None:
+        write_cache(ctx, {**current, **{keys[cid]: p for cid, p in fresh.items()}})
+
+    fresh, stats = generate_pairs(section, ctx.models, ctx.catalog.models_dir, todo, keep) \
         if todo else ({}, {})
     pairs = {cid: fresh[cid] if cid in fresh else cache[key] for cid, key in keys.items()}
-    write_cache(ctx, {keys[cid]: p for cid, p in pairs.items()})
+    keep(fresh)  # the cache holds the current chunks' pairs only
     return pairs, {"reused_chunks": len(chunks) - len(todo), "generated_chunks": len(todo), **stats}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +36,12 @@ def open_generator(section: Any, models: Any, models_dir: Path) -> tuple[Any, An
     return model, tokenizer, model_id
 
 
-def generate_pairs(section: Any, models: Any, models_dir: Path, todo: list[dict[str, Any]]
+def generate_pairs(section: Any, models: Any, models_dir: Path, todo: list[dict[str, Any]],
+                   on_batch: Callable[[dict[str, list[tuple[str, str]]]], None] | None = None
                    ) -> tuple[dict[str, list[tuple[str, str]]], dict[str, float]]:
     """Pairs per chunk from the generator in batches, logging an estimate after the first batch
-    and throughput after each; returns the pairs and generation stats."""
+    and throughput after each; `on_batch` gets the pairs so far (the cache keeps them, so an
+    interrupted run loses one batch, not all). Returns the pairs and generation stats."""
     from tasks.lib.generator import generate_answers, render_prompt
 
     model, tok, _ = open_generator(section, models, models_dir)
@@ -56,6 +59,8 @@ def generate_pairs(section: Any, models: Any, models_dir: Path, todo: list[dict[
                      done, spent, spent * len(prompts) / done, len(prompts))
         log.info("synthesize: %d/%d chunks, %.2f questions/s, %.1f tokens/s", done, len(prompts),
                  sum(map(len, pairs.values())) / spent, tokens / spent)
+        if on_batch is not None:
+            on_batch(pairs)
     seconds = time.perf_counter() - started
     return pairs, {"generated_tokens": tokens, "generate_seconds": round(seconds, 2),
                    "tokens_per_second": round(tokens / seconds, 2) if seconds else 0.0}

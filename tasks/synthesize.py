@@ -33,6 +33,7 @@ from tasks.lib.synth_filters import (
 from tasks.lib.synth_lm import generate_pairs
 from tasks.lib.synthesis import (
     check_mode,
+    example_questions,
     ict_pairs,
     mode_line,
     resolve_mode,
@@ -225,7 +226,8 @@ def synthesize_questions(section: SynthesizeConfig, prepare: PrepareConfig, pii:
     candidates = candidates_of(chunks, pairs)
     by_id = {c["chunk_id"]: c for c in all_chunks}
     kept, removed = filter_candidates(candidates, {k: v["text"] for k, v in by_id.items()},
-                                      section, section.method, real_questions(ctx))
+                                      section, section.method, real_questions(ctx),
+                                      example_questions())
     ranks = roundtrip_ranks(ctx, kept, all_chunks, section.device) if section.roundtrip_k else []
     kept, failed_roundtrip = roundtrip_survivors(kept, ranks, section.roundtrip_k)
     counts = {"too_short_chunk": too_short, "unparsable": max(0, asked - len(candidates)),

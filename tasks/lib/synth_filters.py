@@ -48,11 +48,22 @@ def copy_share(question: str, chunk: str, n: int = NGRAM) -> float:
     return len(grams & ngrams(words(chunk), n)) / len(grams) if grams else 0.0
 
 
-def answer_support(answer: str, chunk: str) -> float:
-    """Share of the answer's words found in the chunk: an answer the chunk does not hold is
-    the generator's own knowledge (or invention), not what the chunk says."""
-    tokens = words(answer)
-    return sum(t in set(words(chunk)) for t in tokens) / len(tokens) if tokens else 0.0
+# Words that carry no fact: an answer made of them and the question's own words says nothing.
+STOPWORDS = frozenset(
+    "a an the and or but if of to in on at by for with from as is are was were be been being it "
+    "its this that these those you your yours we our us i my me he she they them their there "
+    "can could will would should may might must do does did done have has had not no yes so "
+    "than then what which who whom when where why how all any some".split())
+
+
+def answer_support(answer: str, chunk: str, question: str = "") -> float:
+    """Share of the answer's new content words (not stopwords, not the question's own words)
+    found in the chunk: an answer the chunk does not hold is the generator's own knowledge (or
+    invention), and restating the question earns nothing. An answer with no new word: 0."""
+    known = STOPWORDS | set(words(question))
+    tokens = [t for t in words(answer) if t not in known]
+    in_chunk = set(words(chunk))
+    return sum(t in in_chunk for t in tokens) / len(tokens) if tokens else 0.0
 
 
 def length_ok(question: str, section: Any) -> bool:
@@ -69,19 +80,22 @@ def first_failure(c: Candidate, chunk_text: str, section: Any, method: str) -> s
         return "length"
     if method == "lm" and copy_share(c.question, chunk_text) > section.max_copy_share:
         return "copy"
-    if method == "lm" and answer_support(c.answer, chunk_text) < section.min_answer_support:
+    if method == "lm" and (answer_support(c.answer, chunk_text, c.question)
+                           < section.min_answer_support):
         return "unsupported"
     return None
 
 
 def filter_candidates(candidates: list[Candidate], chunk_texts: dict[str, str], section: Any,
-                      method: str, real_questions: Iterable[str]
+                      method: str, real_questions: Iterable[str], seen_before: Iterable[str] = ()
                       ) -> tuple[list[Candidate], dict[str, int]]:
     """Candidates that pass length, copy, support, duplicate and leak checks, and the count each
-    filter removed (the round trip needs the retriever: roundtrip_survivors)."""
+    filter removed (the round trip needs the retriever: roundtrip_survivors). `seen_before`:
+    questions that count as duplicates from the start (the prompt's worked example, which a
+    small model sometimes repeats)."""
     removed = dict.fromkeys(FILTERS[2:-1], 0)
     leaked = {normalize_question(q) for q in real_questions}
-    seen: set[str] = set()
+    seen = {normalize_question(q) for q in seen_before}
     kept = []
     for c in candidates:
         reason = first_failure(c, chunk_texts[c.chunk_id], section, method)

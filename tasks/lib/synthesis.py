@@ -62,6 +62,11 @@ EXAMPLE_OUTPUT = ("Question: When does the library open on Saturday?\nAnswer: At
                   "can be renewed online twice.")
 
 
+def example_questions() -> list[str]:
+    """The worked example's questions: a copy of one is a duplicate, not a question (filters)."""
+    return [q for q, _ in parse_pairs(EXAMPLE_OUTPUT, 10)]
+
+
 def synth_messages(passage: str, n: int, title: str | None = None) -> list[dict[str, str]]:
     """Chat messages asking for `n` question/answer pairs about one passage (one-shot example)."""
     def ask(text: str, count: int) -> str:

@@ -34,11 +34,14 @@ def test_copy_share_counts_question_4grams_found_in_the_chunk():
     assert copy_share("Why?", CHUNK) == 0.0  # under 4 words: no 4-gram to copy
 
 
-def test_answer_support_is_the_share_of_answer_words_in_the_chunk():
+def test_answer_support_is_the_share_of_new_answer_words_in_the_chunk():
     assert answer_support("Three days apart.", CHUNK) == 1.0
     assert answer_support("Every Tuesday at noon.", CHUNK) == 0.0
-    assert answer_support("Twice, on Tuesday.", CHUNK) == pytest.approx(2 / 3)
+    assert answer_support("Twice, on Tuesday.", CHUNK) == 0.5  # "on" is a stopword
     assert answer_support("", CHUNK) == 0.0
+    # restating the question earns nothing: only "tuesday" is new, and the chunk lacks it
+    assert answer_support("Cards are charged on Tuesday.", CHUNK, "When are cards charged?") == 0.0
+    assert answer_support("Cards are charged.", CHUNK, "When are cards charged?") == 0.0
 
 
 def test_each_filter_counts_what_it_removed_in_order():
@@ -57,6 +60,17 @@ def test_each_filter_counts_what_it_removed_in_order():
     assert [c.question for c in kept] == ["When is my card charged?",
                                           "How often is a failed payment retried?"]
     assert removed == {"length": 2, "copy": 1, "unsupported": 1, "duplicate": 1, "leak": 1}
+
+
+def test_a_copy_of_the_prompts_example_counts_as_a_duplicate():
+    from tasks.lib.synthesis import example_questions
+
+    copied = cand("How long can I keep a borrowed book?", "Three weeks, charged monthly.")
+    assert example_questions() == ["When does the library open on Saturday?",
+                                   "How long can I keep a borrowed book?"]
+    kept, removed = filter_candidates([copied], {"pay#0": CHUNK}, SECTION.model_copy(
+        update={"min_answer_support": 0.0}), "lm", [], example_questions())
+    assert kept == [] and removed["duplicate"] == 1
 
 
 def test_ict_questions_skip_the_copy_and_support_checks():

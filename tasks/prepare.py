@@ -12,7 +12,6 @@ first, so nothing after this (index, training, evaluation) sees it; metrics coun
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from typing import Any
 
@@ -22,7 +21,8 @@ from prefect import task
 from tasks.lib.chunking import Chunk
 from tasks.lib.config import PiiConfig, PrepareConfig, SynthesizeConfig
 from tasks.lib.context import StageContext
-from tasks.lib.errors import DataError, LeakageError, ValidationFailed
+from tasks.lib.errors import DataError, LeakageError
+from tasks.lib.expectations import check_validated
 from tasks.lib.pii import field_counts, pii_metrics, scan_frames
 from tasks.lib.runtime import IO_RETRIES
 from tasks.lib.text import normalize_question
@@ -164,23 +164,6 @@ def prepare_stats(corpus: pd.DataFrame, raw_qa: pd.DataFrame, qa: pd.DataFrame,
 # ---- effects: files, tokenizer ----------------------------------------------------------------
 
 
-def check_validated(ctx: StageContext) -> None:
-    """Refuse to prepare data that has not passed validation in its current version."""
-    from tasks.lib.files import data_md5s
-
-    cat = ctx.catalog
-    summary_path = cat.validation_summary_path
-    if not summary_path.is_file():
-        raise ValidationFailed(f"{summary_path} not found: run the validate stage first")
-    summary = json.loads(summary_path.read_text())
-    if not summary.get("success"):
-        raise ValidationFailed(f"{summary_path}: the last validation failed; fix the data and "
-                               "run validate again")
-    if summary.get("data_md5") != data_md5s(cat.corpus_path, cat.qa_path):
-        raise ValidationFailed(f"{summary_path}: the raw data changed since it was validated; "
-                               "run the validate stage again")
-
-
 def load_questions(synth: SynthesizeConfig, section: PrepareConfig, ctx: StageContext
                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(raw real QA, questions to prepare): the real QA file as read (empty without one) and,
@@ -237,7 +220,7 @@ def prepare_stage(section: PrepareConfig, pii: PiiConfig, synth: SynthesizeConfi
 
     cat = ctx.catalog
     with stage_run(ctx, "prepare", section, pii, synth):
-        check_validated(ctx)
+        check_validated(ctx.catalog)
         chunks, qa, stats = prepare_data(section, pii, synth, ctx)
         outputs = {"chunks": write_jsonl([c.__dict__ for c in chunks], cat.chunks_path)}
         for split in SPLITS:

@@ -21,6 +21,7 @@ from prefect import task
 
 from tasks.lib.config import PiiConfig, PrepareConfig, SynthesizeConfig
 from tasks.lib.context import StageContext
+from tasks.lib.expectations import check_validated
 from tasks.lib.runtime import IO_RETRIES
 from tasks.lib.synth_filters import (
     FILTERS,
@@ -257,6 +258,7 @@ def synthesize_stage(section: SynthesizeConfig, prepare: PrepareConfig, pii: Pii
         if resolved == "off":
             rows, counts, stats = [], {}, {"questions": 0}
         else:
+            check_validated(cat)  # questions from data that failed validation: never
             rows, counts, stats = synthesize_questions(section, prepare, pii, ctx,
                                                        validate.min_questions)
         generator = section.generator_id or ctx.models.generator_id

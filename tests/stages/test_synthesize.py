@@ -13,7 +13,7 @@ import pytest
 from tasks.lib.config import load_config
 from tasks.lib.context import StageContext
 from tasks.lib.data import read_jsonl, write_jsonl
-from tasks.lib.errors import ConfigError, DataError
+from tasks.lib.errors import ConfigError, DataError, ValidationFailed
 from tasks.lib.provenance import SYNTHETIC_EVAL_WARNING
 from tasks.lib.synthesis import reuse_key
 from tasks.synthesize import synthesize_stage
@@ -25,6 +25,12 @@ def corpus_only(smoke_overrides, tmp_path) -> dict[str, str]:
     """The smoke overrides with the QA file gone: a team with documents alone."""
     Path(smoke_overrides["paths.qa_path"]).unlink()
     return smoke_overrides
+
+
+def validated(cfg):
+    """The config, after validate passed on its data (synthesize refuses unvalidated data)."""
+    run_stages(cfg, ("validate",))
+    return cfg
 
 
 def synthesize_once(cfg):
@@ -39,6 +45,12 @@ def test_mode_off_writes_an_empty_file_and_loads_no_model(smoke_cfg):
     assert cat.synthetic_path.read_text() == ""
     assert json.loads(cat.synthesize_summary_path.read_text())["removed"]["roundtrip"] == 0
     assert not cat.models_dir.exists()  # nothing was loaded, not even a tokenizer
+
+
+def test_unvalidated_data_is_refused(corpus_only):
+    cfg = load_config(SMOKE, {**corpus_only, "synthesize.method": "ict"})
+    with pytest.raises(ValidationFailed, match="summary.json not found: run the validate stage"):
+        synthesize_once(cfg)
 
 
 def test_mode_off_without_a_qa_file_is_refused(corpus_only):
@@ -74,8 +86,8 @@ def test_a_corpus_alone_gives_contract_rows_and_a_held_out_synthetic_eval_set(co
 
 
 def test_the_tiny_generators_junk_is_refused_naming_each_filter(corpus_only):
-    cfg = load_config(SMOKE, {**corpus_only, "synthesize.method": "lm",
-                              "validate.min_questions": 3})
+    cfg = validated(load_config(SMOKE, {**corpus_only, "synthesize.method": "lm",
+                              "validate.min_questions": 3}))
     with pytest.raises(DataError) as err:
         synthesize_once(cfg)
     message = str(err.value)
@@ -97,8 +109,8 @@ def prefill_cache(cfg, chunks: list[dict]) -> None:
 def test_cached_questions_are_reused_and_only_changed_chunks_are_generated(corpus_only):
     from tasks.synthesize import load_chunks
 
-    cfg = load_config(SMOKE, {**corpus_only, "synthesize.method": "lm",
-                              "synthesize.roundtrip_k": 0})
+    cfg = validated(load_config(SMOKE, {**corpus_only, "synthesize.method": "lm",
+                              "synthesize.roundtrip_k": 0}))
     chunks = load_chunks(cfg.prepare, cfg.pii, StageContext.of(cfg))
     prefill_cache(cfg, chunks)
     result = synthesize_once(cfg)  # nothing to generate: the generator is never loaded
@@ -108,7 +120,7 @@ def test_cached_questions_are_reused_and_only_changed_chunks_are_generated(corpu
     # one document edited: its chunks are generated again (junk, refused), the others reused
     docs = [{**TINY_DOCS[0], "text": TINY_DOCS[0]["text"] + " Prices include VAT."}, *TINY_DOCS[1:]]
     write_jsonl_lines(Path(corpus_only["paths.corpus_path"]), docs)
-    synthesize_once(cfg)
+    synthesize_once(validated(cfg))
     metrics = json.loads(StageContext.of(cfg).catalog.stage_metrics_path("synthesize").read_text())
     now = load_chunks(cfg.prepare, cfg.pii, StageContext.of(cfg))
     changed = [c["chunk_id"] for c in now if c["text"] not in {o["text"] for o in chunks}]
@@ -119,8 +131,8 @@ def test_cached_questions_are_reused_and_only_changed_chunks_are_generated(corpu
 def test_a_generator_without_a_chat_template_is_refused(corpus_only, tiny_generator_dir, tmp_path):
     plain = shutil.copytree(tiny_generator_dir, tmp_path / "no-template")
     (plain / "chat_template.jinja").unlink()
-    cfg = load_config(SMOKE, {**corpus_only, "synthesize.method": "lm",
-                              "synthesize.generator_id": str(plain)})
+    cfg = validated(load_config(SMOKE, {**corpus_only, "synthesize.method": "lm",
+                              "synthesize.generator_id": str(plain)}))
     with pytest.raises(ConfigError, match=r"has no chat template, so it is not an instruct/chat"):
         synthesize_once(cfg)
 

@@ -174,7 +174,10 @@ def load_questions(synth: SynthesizeConfig, section: PrepareConfig, ctx: StageCo
     cat = ctx.catalog
     real = real_raw = load_qa(str(cat.qa_path)) if cat.qa_path.is_file() else None
     mode = resolve_mode(synth.mode, real is not None)
-    rows = read_jsonl(cat.synthetic_path) if mode != "off" and cat.synthetic_path.is_file() else []
+    if mode != "off" and not cat.synthetic_path.is_file():
+        raise DataError(str(cat.synthetic_path), None, None, f"file not found (synthesize.mode "
+                        f"{synth.mode} -> {mode}): run the synthesize stage first")
+    rows = read_jsonl(cat.synthetic_path) if mode != "off" else []
     synthetic = synthetic_frame(rows, ctx.seed, synth.eval_fraction, hold_out=real is None)
     if real is not None:
         real = assign_splits(real, ctx.seed, section.eval_fraction)

@@ -88,7 +88,7 @@ def summary_of(mode: str, resolved: str, section: SynthesizeConfig, generator: s
                ) -> dict[str, Any]:
     """summary.json: what was asked, what each filter removed, what is left (no timings)."""
     return {"mode": mode, "resolved_mode": resolved, "method": section.method,
-            "generator_id": generator if section.method == "lm" else None,
+            "generator_id": generator if section.method == "lm" and resolved != "off" else None,
             "chunks_questioned": chunks, "candidates": candidates,
             "removed": {name: counts.get(name, 0) for name in FILTERS}, "questions": kept}
 

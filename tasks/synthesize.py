@@ -244,10 +244,11 @@ def synthesize_stage(section: SynthesizeConfig, prepare: PrepareConfig, pii: Pii
                      validate: Any, ctx: StageContext) -> dict[str, Any]:
     """Run synthesize in its MLflow stage run: the one entry point for the flow, CLI and DVC."""
     import mlflow
+    import pandas as pd
 
     from tasks.lib.data import write_jsonl
     from tasks.lib.files import write_json
-    from tasks.lib.tracking import stage_run
+    from tasks.lib.tracking import log_dataset, stage_run
 
     cat, started = ctx.catalog, time.perf_counter()
     qa_exists = cat.qa_path.is_file()
@@ -273,6 +274,8 @@ def synthesize_stage(section: SynthesizeConfig, prepare: PrepareConfig, pii: Pii
         write_json(cat.stage_metrics_path("synthesize"), metrics)
         mlflow.log_metrics({k.replace(".", "_"): v for k, v in metrics.items()})
         mlflow.log_artifact(str(cat.synthesize_summary_path), "synthesize")
+        if rows:  # the questions as an MLflow dataset, with a digest, like prepare's splits
+            log_dataset(pd.DataFrame(rows), str(cat.synthetic_path), "synthetic_qa", "synthetic")
         log.info("synthesize (%s, %s): %d questions -> %s; removed %s", resolved, section.method,
                  len(rows), cat.synthetic_path, json.dumps(summary["removed"]))
     return {**summary, "synthetic_path": str(cat.synthetic_path)}

@@ -1,7 +1,8 @@
 """train_generator: LoRA supervised fine-tuning of the causal LM on (question [+ context]) -> answer.
 
 Reads data/prepared/train_qa.jsonl and reports/index/index.json (the candidate retriever's table:
-context for a seeded share of examples); writes the adapter only (plus base-model sidecar and the
+context for a seeded share of examples; with `context_source: raft` also data/prepared/chunks.jsonl
+for each question's oracle chunk); writes the adapter only (plus base-model sidecar and the
 config it was trained with) to <adapters_dir>/generator and reports/train_generator/metrics.json
 and loss.json (the loss per step, for `dvc plots`); logs the loss curve to MLflow.
 """
@@ -40,23 +41,37 @@ def context_role(info: dict[str, Any]) -> str:
 # ---- effects ------------------------------------------------------------------------------------
 
 
+RAFT_DEPTH = 5  # retrieved hits beyond context_k, so that distractors remain without own docs
+
+
 def training_contexts(section: TrainGeneratorConfig, index_section: IndexConfig, ctx: StageContext,
-                      rows: list[dict[str, Any]]) -> list[list[str] | None]:
-    """Retrieved chunk texts for the seeded context share of rows (None for the others)."""
+                      rows: list[dict[str, Any]]) -> tuple[list[list[str] | None], dict[str, int]]:
+    """Chunk texts for the seeded context share of rows (None for the others), and counts of
+    what RAFT gave (empty for `retrieved`): the top context_k hits, or RAFT's oracle/distractors."""
+    from tasks.lib.data import read_jsonl
     from tasks.lib.models import retriever_base_dir
+    from tasks.lib.raft import raft_contexts
     from tasks.lib.search import load_index_info, open_retriever, retrieve_contexts
     from tasks.lib.sft import context_mask
 
     mask = context_mask(len(rows), section.context_share, ctx.seed)
-    chosen = [r["question"] for r, m in zip(rows, mask, strict=True) if m]
+    chosen = [r for r, m in zip(rows, mask, strict=True) if m]
     if not chosen:
-        return [None] * len(rows)
+        return [None] * len(rows), {}
     info = load_index_info(ctx.catalog)
     table, model = open_retriever(info, context_role(info),
                                   retriever_base_dir(ctx.models, ctx.catalog.models_dir),
                                   index_section.device)
-    hits = iter(retrieve_contexts(table, model, chosen, section.context_k, index_section))
-    return [[h["text"] for h in next(hits)] if m else None for m in mask]
+    raft = section.context_source == "raft"
+    k = section.context_k + (RAFT_DEPTH if raft else 0)
+    hits = retrieve_contexts(table, model, [r["question"] for r in chosen], k, index_section)
+    if raft:
+        texts, counts = raft_contexts(chosen, hits, read_jsonl(ctx.catalog.chunks_path),
+                                      section.context_k, section.raft_oracle_share, ctx.seed)
+    else:
+        texts, counts = [[h["text"] for h in row_hits] for row_hits in hits], {}
+    picked = iter(texts)
+    return [next(picked) if m else None for m in mask], counts
 
 
 def train_generator_stage(section: TrainGeneratorConfig, index_section: IndexConfig,
@@ -74,17 +89,24 @@ def train_generator_stage(section: TrainGeneratorConfig, index_section: IndexCon
         rows = sample_rows(read_jsonl(cat.train_qa_path), section.max_examples, ctx.seed)
         if not rows:
             raise DataError(str(cat.train_qa_path), None, None, "no train questions for the generator")
-        contexts = training_contexts(section, index_section, ctx, rows)
+        contexts, raft_counts = training_contexts(section, index_section, ctx, rows)
         base_dir = generator_base_dir(ctx.models, cat.models_dir)
         device = pick_device(section.device)
         model, tokenizer = load_generator(base_dir, None, device)
-        examples, counts = build_sft_examples(tokenizer, rows, contexts, section.max_seq_length)
+        examples, counts = build_sft_examples(tokenizer, rows, contexts, section.max_seq_length,
+                                              even_cut=section.context_source == "raft")
+        counts.update(raft_counts)
         if not examples:
             raise DataError(str(cat.train_qa_path), None, None, "every example is longer than "
                             f"train_generator.max_seq_length ({section.max_seq_length})")
         log.info("train_generator: %d examples (%d with context, %d context cut, %d answers cut) "
                  "on %s", counts["examples"], counts["with_context"], counts["truncated_context"],
                  counts["truncated_answer"], device)
+        if raft_counts:
+            log.info("train_generator: RAFT context (p=%.2f): %d with the oracle chunk, %d "
+                     "distractors only, %d without an oracle (retrieved hits)",
+                     section.raft_oracle_share, raft_counts["raft_oracle"],
+                     raft_counts["raft_distractors"], raft_counts["raft_no_oracle"])
         started = time.perf_counter()
         peft_model, history = train_lora_generator(model, tokenizer, examples, section, ctx.seed,
                                                    device)

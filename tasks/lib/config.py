@@ -186,6 +186,10 @@ class TrainGeneratorConfig(Section):
     max_seq_length: int = Field(384, ge=32)  # prompt + answer tokens; context is cut first
     context_share: float = Field(0.5, ge=0, le=1)  # share of examples given retrieved context
     context_k: int = Field(2, ge=1)  # retrieved chunks per example with context
+    # retrieved: the top context_k hits; raft: the answer's own chunk w.p. raft_oracle_share
+    # among distractors of other documents, at a random position (tasks/lib/raft.py)
+    context_source: Literal["retrieved", "raft"] = "retrieved"
+    raft_oracle_share: float = Field(0.8, ge=0, le=1)
     lora_r: int = Field(16, ge=1)
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)

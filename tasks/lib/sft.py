@@ -45,17 +45,35 @@ def _prompt_ids(tokenizer: Any, question: str, chunks: list[str] | None,
     return _encode(tokenizer, render_prompt(tokenizer, build_messages(question, chunks, choices)))
 
 
+def cut_chunks_evenly(tokenizer: Any, chunks: list[str], keep_tokens: int) -> list[str]:
+    """The head of every chunk, `keep_tokens` shared out evenly (a short chunk's unused share
+    goes to the others): no chunk is lost for its position (RAFT puts the oracle anywhere)."""
+    lengths = [len(_encode(tokenizer, c)) for c in chunks]
+    shares = [0] * len(chunks)
+    left, open_ = keep_tokens, sorted(range(len(chunks)), key=lambda i: lengths[i])
+    while open_:  # water-filling: the shortest chunks take what they need first
+        i = open_.pop(0)
+        shares[i] = min(lengths[i], left // (len(open_) + 1))
+        left -= shares[i]
+    return [c if shares[i] >= lengths[i] else
+            tokenizer.decode(_encode(tokenizer, c)[:shares[i]])
+            for i, c in enumerate(chunks) if shares[i] > 0]
+
+
 def fit_prompt(tokenizer: Any, question: str, chunks: list[str] | None,
-               room: int, choices: list[str] | None = None) -> tuple[list[int], bool]:
-    """Prompt ids within `room` tokens, cutting context first; (ids, context was cut)."""
+               room: int, choices: list[str] | None = None,
+               even: bool = False) -> tuple[list[int], bool]:
+    """Prompt ids within `room` tokens, cutting context first (later chunks first, or every
+    chunk's tail when `even`); (ids, context was cut)."""
     ids = _prompt_ids(tokenizer, question, chunks, choices)
     if not chunks or len(ids) <= room:
         return ids, False
+    cut = cut_chunks_evenly if even else cut_chunks
     keep = sum(len(_encode(tokenizer, c)) for c in chunks) - (len(ids) - room)
     for _ in range(4):  # re-tokenising a cut text can shift the count by a token or two
         if keep <= 0:
             break
-        ids = _prompt_ids(tokenizer, question, cut_chunks(tokenizer, chunks, keep), choices)
+        ids = _prompt_ids(tokenizer, question, cut(tokenizer, chunks, keep), choices)
         if len(ids) <= room:
             return ids, True
         keep -= len(ids) - room
@@ -63,12 +81,13 @@ def fit_prompt(tokenizer: Any, question: str, chunks: list[str] | None,
 
 
 def build_sft_example(tokenizer: Any, question: str, answer: str, context_chunks: list[str] | None,
-                      max_seq_length: int, choices: list[str] | None = None) -> dict[str, Any]:
+                      max_seq_length: int, choices: list[str] | None = None,
+                      even_cut: bool = False) -> dict[str, Any]:
     """input_ids and labels (-100 on the prompt) for one (question [+ context]) -> answer pair;
     a short-answer question gets evaluate's prompt with its choices, so the LoRA learns the format."""
     answer_ids = _encode(tokenizer, answer) + [tokenizer.eos_token_id]
     prompt_ids, cut_context = fit_prompt(tokenizer, question, context_chunks,
-                                         max_seq_length - len(answer_ids), choices)
+                                         max_seq_length - len(answer_ids), choices, even_cut)
     room = max_seq_length - len(prompt_ids)
     if room < 1:
         raise SequenceTooLong(f"question '{question[:60]}': the prompt alone is {len(prompt_ids)} "
@@ -81,14 +100,16 @@ def build_sft_example(tokenizer: Any, question: str, answer: str, context_chunks
 
 
 def build_sft_examples(tokenizer: Any, rows: list[dict[str, Any]], contexts: list[list[str] | None],
-                       max_seq_length: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
-    """Examples for (question, answer) rows with their contexts, and counts of what was cut."""
+                       max_seq_length: int, even_cut: bool = False
+                       ) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """Examples for (question, answer) rows with their contexts, and counts of what was cut
+    (`even_cut`: every context chunk keeps its head, as RAFT contexts need)."""
     examples, counts = [], {"examples": 0, "with_context": 0, "truncated_context": 0,
                             "truncated_answer": 0, "skipped_too_long": 0}
     for row, chunks in zip(rows, contexts, strict=True):
         try:
             example = build_sft_example(tokenizer, row["question"], row["answer"], chunks,
-                                        max_seq_length, row.get("choices"))
+                                        max_seq_length, row.get("choices"), even_cut)
         except SequenceTooLong:
             counts["skipped_too_long"] += 1
             continue

@@ -98,7 +98,8 @@ STAGES: tuple[StageSpec, ...] = (
               False, _none, _metrics("index")),
     StageSpec("train_generator", ("train_generator", "index"),
               ("project.seed", "models.generator_id", "models.retriever_id"),
-              lambda c: [c.train_qa_path, c.index_info_path, c.retriever_adapter_dir],
+              lambda c: [c.chunks_path, c.train_qa_path, c.index_info_path,  # chunks: RAFT
+                         c.retriever_adapter_dir],
               lambda c: [c.generator_adapter_dir], True, _none, _metrics("train_generator"),
               _loss_plot("train_generator")),
     StageSpec("evaluate", ("evaluate", "generate", "index"),

@@ -182,7 +182,10 @@ def roundtrip_ranks(ctx: StageContext, candidates: list[Candidate],
     query_vecs = model.encode([c.question for c in candidates], batch_size=64,
                               normalize_embeddings=True, convert_to_numpy=True)
     position = {c["chunk_id"]: i for i, c in enumerate(chunks)}
-    return source_ranks(query_vecs @ chunk_vecs.T, [position[c.chunk_id] for c in candidates])
+    sources = [position[c.chunk_id] for c in candidates]
+    step = 256  # questions per similarity block: memory stays 256 x chunks, not questions x chunks
+    return [rank for i in range(0, len(sources), step)
+            for rank in source_ranks(query_vecs[i:i + step] @ chunk_vecs.T, sources[i:i + step])]
 
 
 def check_rows(rows: list[dict[str, Any]], corpus_ids: list[str], min_questions: int,

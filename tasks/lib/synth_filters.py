@@ -125,10 +125,13 @@ def roundtrip_survivors(candidates: list[Candidate], ranks: list[int], k: int
 def source_ranks(similarity: Any, source_index: list[int]) -> list[int]:
     """1-based rank of each question's source chunk in its row of a question x chunk
     similarity matrix (ties count against the source: a rank is never flattered)."""
-    ranks = []
-    for row, src in zip(similarity, source_index, strict=True):
-        ranks.append(int(sum(1 for s in row if s >= row[src])))
-    return ranks
+    import numpy as np
+
+    sim = np.asarray(similarity)
+    if not len(source_index):
+        return []
+    own = sim[np.arange(len(source_index)), source_index]
+    return [int(r) for r in (sim >= own[:, None]).sum(axis=1)]
 
 
 def check_enough(kept: int, needed: int, counts: dict[str, int], candidates: int,

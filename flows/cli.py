@@ -256,6 +256,29 @@ def stage(name: Stage = typer.Argument(..., help="Stage to run (the dvc.yaml key
     typer.echo(f"stage {name.value} finished")
 
 
+@app.command()
+def synthesize(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
+    """Write training questions from the corpus alone (the synthesize stage), then say how many.
+
+    Run `tunedex stage validate` first. synthesize.method lm asks the generator, ict takes
+    sentences (seconds); each filter's count is in reports/synthesize/summary.json. Example:
+    tunedex synthesize --set synthesize.mode=only --set synthesize.method=ict"""
+    from tasks.lib.config import load_config
+    from tasks.lib.tracking import pipeline_run
+
+    cfg = _run(load_config, config, _overrides(set_))
+
+    def run() -> dict[str, Any]:
+        with pipeline_run(cfg, "stage-synthesize") as parent_id:
+            return run_one_stage(cfg, "synthesize", parent_id)
+
+    result = _run(run)
+    removed = ", ".join(f"{k} {v}" for k, v in result["removed"].items() if v) or "none"
+    typer.echo(f"synthesize ({result['resolved_mode']}, {result['method']}): "
+               f"{result['questions']} questions from {result['chunks_questioned']} chunks -> "
+               f"{result['synthetic_path']}; removed: {removed}")
+
+
 @app.command("config")
 def show_config(config: str = ConfigOpt, set_: list[str] = SetOpt) -> None:
     """Print the resolved config (defaults filled in) as JSON, or the error naming the key.

@@ -1,5 +1,5 @@
-"""The retrain flow: validate -> prepare -> train_retriever -> index -> train_generator -> evaluate
--> promote.
+"""The retrain flow: validate -> synthesize -> prepare -> train_retriever -> index ->
+train_generator -> evaluate -> promote.
 
 Reads the raw corpus/QA named in the config; writes reports/, data/prepared/, the adapters
 (models/retriever, models/generator), LanceDB tables (paths.index_uri) and one MLflow parent run
@@ -29,6 +29,7 @@ from tasks.lib.stages import DVC_STAGES, FLOW_STAGES  # noqa: F401 - the step li
 from tasks.lib.tracking import pipeline_run
 from tasks.prepare import prepare
 from tasks.promote import promote
+from tasks.synthesize import synthesize
 from tasks.train_generator import train_generator
 from tasks.train_retriever import train_retriever
 from tasks.validate import validate
@@ -68,22 +69,26 @@ def run_stages(cfg: Any, plan: Any, inputs: str) -> dict[str, Any]:
         ctx = StageContext.of(cfg, run_id).under(run_id, plan)
         # 1. Validate the raw data (stops the run on any failed expectation).
         validated = validate(cfg.validate_, cfg.pii, ctx)
-        # 2. Split, leakage-check and chunk.
-        prepared = prepare(cfg.prepare, cfg.pii, ctx, validated)
-        # 3. LoRA-train the retriever on (question, relevant chunk) pairs.
+        # 2. Write training questions from the corpus (mode auto: only when there is no QA file).
+        synthesized = synthesize(cfg.synthesize, cfg.prepare, cfg.pii, cfg.validate_, ctx,
+                                 validated)
+        # 3. Merge them with the real questions, split, leakage-check and chunk.
+        prepared = prepare(cfg.prepare, cfg.pii, cfg.synthesize, ctx, synthesized)
+        # 4. LoRA-train the retriever on (question, relevant chunk) pairs.
         retriever = train_retriever(cfg.train_retriever, ctx, prepared)
-        # 4. Embed chunks into LanceDB for the base and the candidate retriever.
+        # 5. Embed chunks into LanceDB for the base and the candidate retriever.
         tables = index(cfg.index, ctx, retriever)
-        # 5. LoRA-train the generator; part of its examples carry retrieved context.
+        # 6. LoRA-train the generator; part of its examples carry retrieved context.
         generator = train_generator(cfg.train_generator, cfg.index, ctx, prepared, tables)
-        # 6. Scoreboard: retrieval (BM25/base/LoRA/fusion; the method chosen on train questions),
+        # 7. Scoreboard: retrieval (BM25/base/LoRA/fusion; the method chosen on train questions),
         # answers (base/finetuned/rag/hybrid).
         scoreboard = evaluate(cfg.evaluate, cfg.generate, cfg.index, ctx, prepared, tables,
                               generator)
-        # 7. Register the release; move `champion` only if the gate passes.
+        # 8. Register the release; move `champion` only if the gate passes.
         release = promote(cfg.promote, cfg.prepare, cfg.generate, cfg.index, cfg.evaluate, ctx,
                           inputs, scoreboard)
     return {"skipped": False, "run_id": run_id, "incremental": plan.reason,
-            "validate": validated, "prepare": prepared, "train_retriever": retriever,
-            "index": tables, "train_generator": generator, "evaluate": scoreboard,
+            "validate": validated, "synthesize": synthesized, "prepare": prepared,
+            "train_retriever": retriever, "index": tables, "train_generator": generator,
+            "evaluate": scoreboard,
             "promote": release}

@@ -25,6 +25,7 @@ from prefect import task
 from tasks.lib.choice import chosen_metrics
 from tasks.lib.config import EvaluateConfig, GenerateConfig, IndexConfig
 from tasks.lib.context import StageContext
+from tasks.lib.provenance import SYNTHETIC_EVAL_WARNING, provenance
 from tasks.lib.retrieval_eval import (
     METHODS,
     METRICS,
@@ -195,6 +196,9 @@ def evaluate_stage(section: EvaluateConfig, generate: GenerateConfig, index: Ind
         answers = answer_report(section, generate, index, ctx, questions, tables, models,
                                 chosen["method"])
         answers = with_recommendation(answers, retrieval, section.bootstrap, ctx.seed)
+        prov = provenance(chosen_on, questions)  # shown before the verdict
+        answers = {"provenance": prov, **answers} | (
+            {"warning": SYNTHETIC_EVAL_WARNING} if prov["eval_synthetic"] else {})
         per_question = build_per_question(questions, rows, answers["answers"])
         page = report_page(section, ctx.seed, questions, per_question, tables, models)
         out = write_reports(cat.evaluate_dir, retrieval, answers, per_question, page)
@@ -204,6 +208,8 @@ def evaluate_stage(section: EvaluateConfig, generate: GenerateConfig, index: Ind
         mlflow.log_artifacts(str(out), "evaluate")
         log_tables(per_question_tables(per_question))  # the UI compares setups per question
         log.info("evaluate: %s", answers["verdict"])
+        if answers["provenance"]["eval_synthetic"]:
+            log.warning("evaluate: %s", SYNTHETIC_EVAL_WARNING)
     return {"retrieval": retrieval, "answers": {k: v for k, v in answers.items() if k != "answers"},
             "report_dir": str(out)}
 

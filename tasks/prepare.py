@@ -1,7 +1,10 @@
 """prepare: deterministic train/eval split, leakage check, token-based chunking of documents.
 
 Reads the raw corpus and QA and reports/validation/summary.json (data must be the validated
-version); writes data/prepared/{chunks,train_qa,eval_qa}.jsonl and reports/prepare/metrics.json.
+version) and data/prepared/synthetic.jsonl (synthesize): by `synthesize.mode` synthetic questions
+join the real train questions (add) or replace them (only; real eval questions stay); without a QA
+file the eval questions are those synthesized from a seeded share of documents held out.
+Writes data/prepared/{chunks,train_qa,eval_qa}.jsonl and reports/prepare/metrics.json.
 Under `pii.policy: redact` personal data in titles, texts, questions and answers is replaced
 first, so nothing after this (index, training, evaluation) sees it; metrics count it by field.
 """
@@ -9,7 +12,6 @@ first, so nothing after this (index, training, evaluation) sees it; metrics coun
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 from typing import Any
 
@@ -17,9 +19,10 @@ import pandas as pd
 from prefect import task
 
 from tasks.lib.chunking import Chunk
-from tasks.lib.config import PiiConfig, PrepareConfig
+from tasks.lib.config import PiiConfig, PrepareConfig, SynthesizeConfig
 from tasks.lib.context import StageContext
-from tasks.lib.errors import DataError, LeakageError, ValidationFailed
+from tasks.lib.errors import DataError, LeakageError
+from tasks.lib.expectations import check_validated
 from tasks.lib.pii import field_counts, pii_metrics, scan_frames
 from tasks.lib.runtime import IO_RETRIES
 from tasks.lib.text import normalize_question
@@ -46,6 +49,36 @@ def assign_splits(qa: pd.DataFrame, seed: int, eval_fraction: float) -> pd.DataF
         for qid, split in zip(out["qid"], out["split"], strict=True)
     ]
     return out
+
+
+def synthetic_frame(rows: list[dict[str, Any]], seed: int, eval_fraction: float,
+                    hold_out: bool) -> pd.DataFrame:
+    """Synthetic rows as a QA frame; with `hold_out` (no real questions to evaluate on), the
+    questions of a seeded share of documents become the eval set, so no eval document's chunks
+    produced a train question."""
+    from tasks.lib.data import LINE_COLUMN, QA_FIELDS
+    from tasks.lib.synthesis import eval_documents
+
+    frame = pd.DataFrame(rows, columns=[LINE_COLUMN, *QA_FIELDS])
+    if hold_out and len(frame):
+        held = eval_documents((d for ids in frame["doc_ids"] for d in ids), seed, eval_fraction)
+        frame["split"] = ["eval" if ids[0] in held else "train" for ids in frame["doc_ids"]]
+    return frame
+
+
+def merge_questions(real: pd.DataFrame | None, synthetic: pd.DataFrame, mode: str
+                    ) -> pd.DataFrame:
+    """The questions prepare splits, by synthesize mode (real rows already split): off: real
+    only; add: real and synthetic train questions; only: synthetic train questions, real ones
+    for eval only. Real eval questions are never replaced."""
+    if mode == "off":
+        return real
+    if real is None:
+        return synthetic.reset_index(drop=True)
+    if mode == "only":
+        real = real[real["split"] == "eval"]
+    train = synthetic[synthetic["split"] == "train"]
+    return pd.concat([real, train], ignore_index=True)
 
 
 def find_leaks(qa: pd.DataFrame) -> pd.DataFrame:
@@ -109,59 +142,78 @@ def qa_records(qa: pd.DataFrame) -> list[dict[str, Any]]:
 
 def prepare_stats(corpus: pd.DataFrame, raw_qa: pd.DataFrame, qa: pd.DataFrame,
                   chunks: list[Chunk]) -> dict[str, Any]:
-    """Counts a reader checks: documents, chunks, long documents, questions per split."""
+    """Counts a reader checks: documents, chunks, long documents, questions per split (and, with
+    synthetic questions, how many per split and whether the eval set is all synthetic)."""
+    from tasks.lib.provenance import is_synthetic
+
     per_doc = pd.Series([c.doc_id for c in chunks]).value_counts()
-    return {"documents": len(corpus), "chunks": len(chunks),
-            "max_chunks_per_document": int(per_doc.max()),
-            "long_documents": int((per_doc > 1).sum()),
-            "questions": len(qa), **{f"{k}_questions": v for k, v in split_counts(qa).items()},
-            "split_from_data": int(raw_qa["split"].notna().sum())}
+    stats = {"documents": len(corpus), "chunks": len(chunks),
+             "max_chunks_per_document": int(per_doc.max()),
+             "long_documents": int((per_doc > 1).sum()),
+             "questions": len(qa), **{f"{k}_questions": v for k, v in split_counts(qa).items()},
+             "split_from_data": int(raw_qa["split"].notna().sum())}
+    synthetic = [is_synthetic({"metadata": m}) for m in qa["metadata"]]
+    if not any(synthetic):
+        return stats
+    per_split = {k: sum(s and split == k for s, split in zip(synthetic, qa["split"], strict=True))
+                 for k in SPLITS}
+    return {**stats, **{f"synthetic_{k}_questions": v for k, v in per_split.items()},
+            "eval_synthetic": int(per_split["eval"] == stats["eval_questions"] > 0)}
 
 
 # ---- effects: files, tokenizer ----------------------------------------------------------------
 
 
-def check_validated(ctx: StageContext) -> None:
-    """Refuse to prepare data that has not passed validation in its current version."""
-    from tasks.lib.files import data_md5s
+def load_questions(synth: SynthesizeConfig, section: PrepareConfig, ctx: StageContext
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(raw real QA, questions to prepare): the real QA file as read (empty without one) and,
+    split, its questions merged with the synthetic ones by synthesize.mode."""
+    from tasks.lib.data import load_qa, read_jsonl
+    from tasks.lib.synthesis import resolve_mode
 
     cat = ctx.catalog
-    summary_path = cat.validation_summary_path
-    if not summary_path.is_file():
-        raise ValidationFailed(f"{summary_path} not found: run the validate stage first")
-    summary = json.loads(summary_path.read_text())
-    if not summary.get("success"):
-        raise ValidationFailed(f"{summary_path}: the last validation failed; fix the data and "
-                               "run validate again")
-    if summary.get("data_md5") != data_md5s(cat.corpus_path, cat.qa_path):
-        raise ValidationFailed(f"{summary_path}: the raw data changed since it was validated; "
-                               "run the validate stage again")
+    real = real_raw = load_qa(str(cat.qa_path)) if cat.qa_path.is_file() else None
+    mode = resolve_mode(synth.mode, real is not None)
+    if mode != "off" and not cat.synthetic_path.is_file():
+        raise DataError(str(cat.synthetic_path), None, None, f"file not found (synthesize.mode "
+                        f"{synth.mode} -> {mode}): run the synthesize stage first")
+    rows = read_jsonl(cat.synthetic_path) if mode != "off" else []
+    synthetic = synthetic_frame(rows, ctx.seed, synth.eval_fraction, hold_out=real is None)
+    if real is not None:
+        real = assign_splits(real, ctx.seed, section.eval_fraction)
+    merged = merge_questions(real, synthetic, mode)
+    if merged is None or not len(merged):
+        raise DataError(str(cat.qa_path), None, None, "file not found and no synthetic questions "
+                        f"in {cat.synthetic_path} (synthesize.mode: {synth.mode}); bring a QA file "
+                        "or run the synthesize stage with mode auto, add or only")
+    return (real_raw if real_raw is not None else merged.iloc[:0]), merged
 
 
-def prepare_data(section: PrepareConfig, pii: PiiConfig, ctx: StageContext
-                 ) -> tuple[list[Chunk], pd.DataFrame, dict[str, Any]]:
-    """Redact (policy redact), split, leakage-check and chunk the validated raw data (no files
-    written)."""
+def prepare_data(section: PrepareConfig, pii: PiiConfig, synth: SynthesizeConfig,
+                 ctx: StageContext) -> tuple[list[Chunk], pd.DataFrame, dict[str, Any]]:
+    """Merge synthetic questions (synthesize.mode), redact (policy redact), split,
+    leakage-check and chunk the validated raw data (no files written)."""
     from tasks.lib.chunking import check_chunk_fits, chunk_corpus
-    from tasks.lib.data import load_corpus, load_qa
+    from tasks.lib.data import load_corpus
     from tasks.lib.models import retriever_base_dir, retriever_max_seq_length
     from tasks.lib.resolve import load_tokenizer
 
     cat = ctx.catalog
-    corpus, raw_qa, redacted = redacted_inputs(load_corpus(str(cat.corpus_path)),
-                                               load_qa(str(cat.qa_path)), pii)
-    qa = assign_splits(raw_qa, ctx.seed, section.eval_fraction)
-    check_splits(split_counts(qa), str(cat.qa_path))  # before anything is written
+    raw_qa, merged = load_questions(synth, section, ctx)
+    corpus, qa, redacted = redacted_inputs(load_corpus(str(cat.corpus_path)), merged, pii)
+    where = str(cat.qa_path if cat.qa_path.is_file() else cat.synthetic_path)
+    check_splits(split_counts(qa), where)  # before anything is written
     leaks = find_leaks(qa)
     if len(leaks):
-        raise LeakageError(describe_leaks(leaks, str(cat.qa_path)))
+        raise LeakageError(describe_leaks(leaks, where))
     model_dir = retriever_base_dir(ctx.models, cat.models_dir)
     check_chunk_fits(section, retriever_max_seq_length(model_dir), ctx.models.retriever_id)
     chunks = chunk_corpus(corpus, load_tokenizer(model_dir), section)
     return chunks, qa, {**prepare_stats(corpus, raw_qa, qa, chunks), **redacted}
 
 
-def prepare_stage(section: PrepareConfig, pii: PiiConfig, ctx: StageContext) -> dict[str, Any]:
+def prepare_stage(section: PrepareConfig, pii: PiiConfig, synth: SynthesizeConfig,
+                  ctx: StageContext) -> dict[str, Any]:
     """Run prepare in its MLflow stage run: the one entry point for the flow, CLI and DVC."""
     import mlflow
 
@@ -170,9 +222,9 @@ def prepare_stage(section: PrepareConfig, pii: PiiConfig, ctx: StageContext) -> 
     from tasks.lib.tracking import log_dataset, stage_run
 
     cat = ctx.catalog
-    with stage_run(ctx, "prepare", section, pii):
-        check_validated(ctx)
-        chunks, qa, stats = prepare_data(section, pii, ctx)
+    with stage_run(ctx, "prepare", section, pii, synth):
+        check_validated(ctx.catalog)
+        chunks, qa, stats = prepare_data(section, pii, synth, ctx)
         outputs = {"chunks": write_jsonl([c.__dict__ for c in chunks], cat.chunks_path)}
         for split in SPLITS:
             outputs[f"{split}_qa"] = write_jsonl(qa_records(qa[qa["split"] == split]),
@@ -196,9 +248,10 @@ def prepare_stage(section: PrepareConfig, pii: PiiConfig, ctx: StageContext) -> 
 
 
 @task(name="prepare", **IO_RETRIES)
-def prepare(section: PrepareConfig, pii: PiiConfig, ctx: StageContext, validated: dict[str, Any]
-            ) -> dict[str, Any]:
-    """Split, leakage-check and chunk the validated data (`validated`: validate's result)."""
+def prepare(section: PrepareConfig, pii: PiiConfig, synth: SynthesizeConfig, ctx: StageContext,
+            synthesized: dict[str, Any]) -> dict[str, Any]:
+    """Merge synthetic questions, split, leakage-check and chunk the validated data
+    (`synthesized`: synthesize's result, which ran after validate)."""
     from tasks.lib.incremental import run_or_reuse
 
-    return run_or_reuse(ctx, "prepare", lambda: prepare_stage(section, pii, ctx))
+    return run_or_reuse(ctx, "prepare", lambda: prepare_stage(section, pii, synth, ctx))

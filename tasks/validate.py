@@ -40,13 +40,16 @@ REPORT_FILES = ("summary.json", "summary.md", "metrics.json")
 # ---- pure ---------------------------------------------------------------------------------------
 
 
-def suites_for(corpus: pd.DataFrame, qa: pd.DataFrame, section: ValidateConfig
+def suites_for(corpus: pd.DataFrame, qa: pd.DataFrame | None, section: ValidateConfig
                ) -> tuple[dict[str, pd.DataFrame], dict[str, list[tuple[str, dict[str, Any]]]]]:
-    """The frames GX validates and the suite for each: corpus, qa, qa_references."""
-    frames = {"corpus": corpus.drop(columns=["metadata"]), "qa": qa_frame(qa),
-              "qa_references": reference_frame(qa)}
-    suites = {"corpus": corpus_expectations(section), "qa": qa_expectations(section),
-              "qa_references": reference_expectations(corpus["doc_id"].dropna().tolist())}
+    """The frames GX validates and the suite for each: corpus, qa, qa_references (without a QA
+    file, the corpus alone: synthesize writes the questions)."""
+    frames = {"corpus": corpus.drop(columns=["metadata"])}
+    suites = {"corpus": corpus_expectations(section)}
+    if qa is not None:
+        frames |= {"qa": qa_frame(qa), "qa_references": reference_frame(qa)}
+        suites |= {"qa": qa_expectations(section),
+                   "qa_references": reference_expectations(corpus["doc_id"].dropna().tolist())}
     return frames, suites
 
 
@@ -98,16 +101,23 @@ def validate_stage(section: ValidateConfig, pii: PiiConfig, ctx: StageContext) -
     md5s = data_md5s(cat.corpus_path, cat.qa_path)
     with stage_run(ctx, "validate", section, pii):
         try:
-            corpus, qa = load_corpus(str(cat.corpus_path)), load_qa(str(cat.qa_path))
+            corpus = load_corpus(str(cat.corpus_path))
+            # No QA file is a corpus-only project (synthesize.mode auto -> only); whether that
+            # is allowed is synthesize's to say, which knows the mode.
+            qa = load_qa(str(cat.qa_path)) if cat.qa_path.is_file() else None
         except DataError as err:  # structural errors: still leave a report behind
             write_report(ValidationReport(False, {}, 0), out_dir, md5s, str(err))
             for name in REPORT_FILES:
                 mlflow.log_artifact(str(out_dir / name), "validation")
             raise
-        gated, scans = gate_frames({"corpus": corpus, "qa": qa}, pii)
-        corpus, qa = gated["corpus"], gated["qa"]
+        gated, scans = gate_frames({"corpus": corpus} | ({"qa": qa} if qa is not None else {}),
+                                   pii)
+        corpus, qa = gated["corpus"], gated.get("qa")
         log_dataset(corpus, str(cat.corpus_path), "raw_corpus", "raw")
-        log_dataset(qa, str(cat.qa_path), "raw_qa", "raw")
+        if qa is None:
+            log.info("validate: %s does not exist: the corpus alone is validated", cat.qa_path)
+        else:
+            log_dataset(qa, str(cat.qa_path), "raw_qa", "raw")
         frames, suites = with_pii_checks(*suites_for(corpus, qa, section), scans, pii.policy)
         failures, checked = run_suites(frames, suites, out_dir, section.examples)
         report = ValidationReport(not failures, {k: len(v) for k, v in frames.items()}, checked,

@@ -187,13 +187,16 @@ def run_stages(cfg: Any, names: tuple[str, ...] | None = None) -> dict[str, Any]
     from tasks.lib.context import StageContext
     from tasks.lib.stages import DVC_STAGES
     from tasks.prepare import prepare_stage
+    from tasks.synthesize import synthesize_stage
     from tasks.train_generator import train_generator_stage
     from tasks.train_retriever import train_retriever_stage
     from tasks.validate import validate_stage
 
     ctx = StageContext.of(cfg)
     calls = {"validate": lambda: validate_stage(cfg.validate_, cfg.pii, ctx),
-             "prepare": lambda: prepare_stage(cfg.prepare, cfg.pii, ctx),
+             "synthesize": lambda: synthesize_stage(cfg.synthesize, cfg.prepare, cfg.pii,
+                                                    cfg.validate_, ctx),
+             "prepare": lambda: prepare_stage(cfg.prepare, cfg.pii, cfg.synthesize, ctx),
              "train_retriever": lambda: train_retriever_stage(cfg.train_retriever, ctx),
              "index": lambda: index_stage(cfg.index, ctx),
              "train_generator": lambda: train_generator_stage(cfg.train_generator, cfg.index, ctx),

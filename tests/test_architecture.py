@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-STAGE_NAMES = ("validate", "prepare", "train_retriever", "index", "train_generator", "evaluate",
+STAGE_NAMES = ("validate", "synthesize", "prepare", "train_retriever", "index", "train_generator", "evaluate",
                "promote", "reindex", "monitor")
 
 

@@ -63,6 +63,26 @@ class Catalog:
     def validation_metrics_path(self) -> Path:
         return self.validation_dir / "metrics.json"
 
+    # ---- synthesized questions -----------------------------------------------------------------
+    @property
+    def synthetic_path(self) -> Path:
+        """data/prepared/synthetic.jsonl: questions written from the corpus (QA contract rows)."""
+        return self.prepared_dir / "synthetic.jsonl"
+
+    @property
+    def synthetic_cache_path(self) -> Path:
+        """Generated pairs per chunk content key, reused when a chunk is unchanged (not versioned)."""
+        return self.prepared_dir / "synthetic_cache.jsonl"
+
+    @property
+    def synthesize_dir(self) -> Path:
+        return self.stage_dir("synthesize")
+
+    @property
+    def synthesize_summary_path(self) -> Path:
+        """reports/synthesize/summary.json: mode, method and what each filter removed."""
+        return self.synthesize_dir / "summary.json"
+
     # ---- prepared data -----------------------------------------------------------------------
     @property
     def prepared_dir(self) -> Path:

@@ -121,6 +121,44 @@ class PiiConfig(Section):
 
 Device = Literal["auto", "cpu", "cuda"]
 
+SynthMode = Literal["auto", "off", "add", "only"]
+
+
+class SynthesizeConfig(Section):
+    """Training questions written from the corpus alone (tasks/synthesize.py), filtered, for prepare."""
+
+    # auto: off when paths.qa_path exists, only when it does not; off: write nothing; add: the
+    # synthetic questions join the real train questions; only: train on them alone (real QA, if
+    # any, is used for eval only; without real QA, eval questions come from held-out documents)
+    mode: SynthMode = "auto"
+    method: Literal["lm", "ict"] = "lm"  # lm: the generator writes question + answer; ict: one
+    # sentence of the chunk is the question, the rest its answer (inverse cloze; no model, seconds)
+    generator_id: str | None = None  # HF id or local dir of an instruct model; None: models.generator_id
+    questions_per_chunk: int = Field(2, ge=1, le=10)  # asked of the generator per chunk (ict: sentences)
+    max_chunks: int = Field(0, ge=0)  # seeded sample of chunks to question; 0: every chunk
+    min_chunk_words: int = Field(25, ge=1)  # shorter chunks are skipped (too little to ask about)
+    min_question_words: int = Field(3, ge=1)  # length bounds of a kept question
+    max_question_words: int = Field(40, ge=1)
+    max_question_chars: int = Field(300, ge=10)
+    max_copy_share: float = Field(0.6, gt=0, le=1)  # lm: drop a question whose word 4-grams are
+    # found in the chunk above this share (a copied sentence, not a question a user would type)
+    min_answer_support: float = Field(0.5, ge=0, le=1)  # lm: share of answer words the chunk holds
+    max_answer_words: int = Field(60, ge=1)  # ict: the answer is cut to this many words
+    roundtrip_k: int = Field(3, ge=0)  # keep a question only if the base retriever ranks its
+    # chunk in the top k of all chunks; 0: no round-trip check
+    eval_fraction: float = Field(0.2, gt=0, lt=1)  # without real QA: share of documents whose
+    # synthetic questions become the eval set (never trained on)
+    batch_size: int = Field(8, ge=1)  # prompts per generate call
+    max_new_tokens: int = Field(128, ge=16)  # generated tokens per chunk (all its questions)
+    device: Device = "auto"
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> SynthesizeConfig:
+        if self.min_question_words > self.max_question_words:
+            raise ValueError("min_question_words must not exceed max_question_words")
+        return self
+
+
 
 class TrainRetrieverConfig(Section):
     epochs: float = Field(1.0, gt=0)  # passes over the (question, chunk) pairs
@@ -320,6 +358,7 @@ class Config(Section):
     tracking: TrackingConfig = TrackingConfig()
     models: ModelsConfig = ModelsConfig()
     validate_: ValidateConfig = Field(ValidateConfig(), alias="validate")
+    synthesize: SynthesizeConfig = SynthesizeConfig()
     prepare: PrepareConfig = PrepareConfig()
     pii: PiiConfig = PiiConfig()
     train_retriever: TrainRetrieverConfig = TrainRetrieverConfig()

@@ -5,6 +5,7 @@ Used by validate (corpus, qa, qa_references) and reindex (corpus only).
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,23 @@ def failure_message(report: ValidationReport, sources: dict[str, str]) -> str:
         parts.append(f"  {where}{lines}: {f.expectation} on column "
                      f"'{f.column or '<table>'}': {count}{examples}")
     return "\n".join(parts)
+
+
+def check_validated(cat: Any) -> None:
+    """Refuse data that has not passed validation in its current version (prepare, synthesize)."""
+    from tasks.lib.errors import ValidationFailed
+    from tasks.lib.files import data_md5s
+
+    summary_path = cat.validation_summary_path
+    if not summary_path.is_file():
+        raise ValidationFailed(f"{summary_path} not found: run the validate stage first")
+    summary = json.loads(summary_path.read_text())
+    if not summary.get("success"):
+        raise ValidationFailed(f"{summary_path}: the last validation failed; fix the data and "
+                               "run validate again")
+    if summary.get("data_md5") != data_md5s(cat.corpus_path, cat.qa_path):
+        raise ValidationFailed(f"{summary_path}: the raw data changed since it was validated; "
+                               "run the validate stage again")
 
 
 # ---- effects: Great Expectations, files -----------------------------------------------------

@@ -50,6 +50,19 @@ def banner_html(rec: dict[str, Any]) -> str:
             f"<p><b>What would change it:</b> {escape(change)}</p>{options_table(rec)}</section>")
 
 
+def provenance_html(answers: dict[str, Any]) -> str:
+    """Where the questions came from; a synthetic eval set is a warning above everything else."""
+    from tasks.lib.provenance import SYNTHETIC_EVAL_WARNING, provenance_line
+
+    prov = answers.get("provenance")
+    if not prov:
+        return ""
+    warning = (f"<section class='banner tied' id=synthetic-eval><p><strong>"
+               f"{escape(SYNTHETIC_EVAL_WARNING)}</strong></p></section>"
+               if prov.get("eval_synthetic") else "")
+    return warning + f"<p class=sub id=provenance>{escape(provenance_line(prov))}</p>"
+
+
 def status_of(rec: dict[str, Any], setup: str) -> str:
     if setup == rec["setup"]:
         return "ship"
@@ -179,7 +192,7 @@ def render_report(answers: dict[str, Any], retrieval: dict[str, Any],
     """The whole page as one HTML string."""
     rec = answers.get("recommendation") or {}
     metric = rec.get("metric", "token_f1")
-    parts = [banner_html(rec),
+    parts = [provenance_html(answers), banner_html(rec),
              section("Answers", "answers", answers_table(answers) + pairwise_table(rec)),
              section("Retrieval", "retrieval", retrieval_tables(retrieval)),
              section("Plots", "plots", plots_html(answers, rec, losses, spaces))]

@@ -57,6 +57,17 @@ def winner(per_setup: dict[str, list[dict[str, Any]]], metric: str, resamples: i
     return best
 
 
+def provenance_lines(report: dict[str, Any]) -> list[str]:
+    """The train questions' source and, for a synthetic eval set, the warning (before the verdict)."""
+    from tasks.lib.provenance import SYNTHETIC_EVAL_WARNING, provenance_line
+
+    prov = report.get("provenance")
+    if not prov:
+        return []
+    warning = [f"> **Warning: {SYNTHETIC_EVAL_WARNING}**", ""] if prov.get("eval_synthetic") else []
+    return [*warning, provenance_line(prov), ""]
+
+
 def _fmt(ci: dict[str, float] | None) -> str:
     return "–" if ci is None else f"{ci['mean']:.3f} [{ci['lo']:.3f}, {ci['hi']:.3f}]"
 
@@ -69,8 +80,8 @@ def scoreboard_markdown(report: dict[str, Any]) -> str:
     reasons = [f"- {reason}" for reason in rec.get("why", [])]
     if rec.get("what_would_change"):
         reasons.append(f"- What would change it: {rec['what_would_change']['text']}")
-    lines = [f"## Answers ({report['questions']} eval questions)", "", f"**{report['verdict']}**",
-             "", *reasons, *([""] if reasons else []),
+    lines = [f"## Answers ({report['questions']} eval questions)", "", *provenance_lines(report),
+             f"**{report['verdict']}**", "", *reasons, *([""] if reasons else []),
              "| setup | " + " | ".join(metrics) + " | latency ms/q | tokens/s |",
              "|---|" + "---|" * (len(metrics) + 2)]
     for setup, row in summary.items():

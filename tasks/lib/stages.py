@@ -42,6 +42,12 @@ class StageSpec:
         return f"tasks.{self.name}"
 
 
+def _qa(cat: Any) -> list[Path]:
+    """The real QA file as a dependency, where there is one (a corpus-only project has none:
+    synthesize writes its questions, and DVC refuses a missing dependency)."""
+    return [cat.qa_path] if cat.qa_path.is_file() else []
+
+
 def _metrics(stage: str) -> Callable[[Any], list[Path]]:
     return lambda cat: [cat.stage_metrics_path(stage)]
 
@@ -73,10 +79,15 @@ def top_level_plots(cat: Any) -> list[dict[str, Any]]:
 
 STAGES: tuple[StageSpec, ...] = (
     StageSpec("validate", ("validate", "pii"), (),
-              lambda c: [c.corpus_path, c.qa_path], lambda c: [c.validation_summary_path], False,
+              lambda c: [c.corpus_path, *_qa(c)], lambda c: [c.validation_summary_path], False,
               _none, lambda c: [c.validation_metrics_path]),
-    StageSpec("prepare", ("prepare", "pii"), ("project.seed", "models.retriever_id"),
-              lambda c: [c.corpus_path, c.qa_path, c.validation_summary_path],
+    StageSpec("synthesize", ("synthesize", "prepare", "pii", "validate"),
+              ("project.seed", "models.retriever_id", "models.generator_id"),
+              lambda c: [c.corpus_path, *_qa(c), c.validation_summary_path],
+              lambda c: [c.synthetic_path], True, lambda c: [c.synthesize_summary_path],
+              _metrics("synthesize")),
+    StageSpec("prepare", ("prepare", "pii", "synthesize"), ("project.seed", "models.retriever_id"),
+              lambda c: [c.corpus_path, *_qa(c), c.validation_summary_path, c.synthetic_path],
               lambda c: [c.chunks_path, c.train_qa_path, c.eval_qa_path], True, _none,
               _metrics("prepare")),
     StageSpec("train_retriever", ("train_retriever",), ("project.seed", "models.retriever_id"),

@@ -19,7 +19,7 @@ def test_help_lists_commands(tmp_path):
     done = tunedex("--help", cwd=tmp_path)
     assert done.returncode == 0
     for command in ("pipeline", "reindex", "stage", "config", "setup", "schedule", "search", "ask",
-                    "releases", "rollback", "gc", "convert", "dvc-yaml"):
+                    "releases", "rollback", "gc", "convert", "dvc-yaml", "synthesize"):
         assert command in done.stdout
     assert "--config" in tunedex("stage", "--help", cwd=tmp_path).stdout
 
@@ -32,8 +32,9 @@ def plain(text: str) -> str:
 def test_stage_names_the_flow_steps_and_refuses_others(tmp_path):
     done = tunedex("stage", "reindex", "-c", str(SMOKE), cwd=tmp_path)
     assert done.returncode == 2
-    assert ("Invalid value for 'name': Value error, 'reindex' is not one of 'validate', 'prepare', "
-            "'train_retriever', 'index', 'train_generator', 'evaluate', 'promote'.") in plain(done.stderr)
+    assert ("Invalid value for 'name': Value error, 'reindex' is not one of 'validate', "
+            "'synthesize', 'prepare', 'train_retriever', 'index', 'train_generator', 'evaluate', "
+            "'promote'.") in plain(done.stderr)
 
 
 def test_dvc_yaml_is_current_for_the_cpu_profile():

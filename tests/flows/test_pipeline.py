@@ -29,13 +29,16 @@ def test_io_tasks_retry_training_and_promotion_do_not():
     from tasks.index import index
     from tasks.prepare import prepare
     from tasks.promote import promote
+    from tasks.synthesize import synthesize
     from tasks.train_generator import train_generator
     from tasks.train_retriever import train_retriever
     from tasks.validate import validate
 
-    steps = (validate, prepare, train_retriever, index, train_generator, evaluate, promote)
+    steps = (validate, synthesize, prepare, train_retriever, index, train_generator, evaluate,
+             promote)
     assert [t.name for t in steps] == list(FLOW_STAGES)  # task name = stage name
-    assert [t.retries for t in (validate, prepare, index, evaluate)] == [3, 3, 3, 3]
+    # synthesize: only transient I/O errors are retried (the cache keeps finished batches)
+    assert [t.retries for t in (validate, synthesize, prepare, index, evaluate)] == [3] * 5
     assert [t.retries for t in (train_retriever, train_generator, promote)] == [0, 0, 0]
 
 

@@ -173,3 +173,15 @@ def test_the_default_gate_judges_the_chosen_retrieval_method():
     assert [r.metric for r in cfg.promote.gate][1:] == ["retrieval.chosen.ndcg@10",
                                                         "retrieval.chosen.p95_ms"]
     assert cfg.evaluate.choice_questions == 50
+
+
+def test_synthesize_section_names_bad_modes_and_bounds(tmp_path):
+    with pytest.raises(ConfigError, match=r"synthesize.mode: Input should be 'auto', 'off', "
+                                          r"'add' or 'only' \(got 'sometimes'\)"):
+        load_config(write(tmp_path, {**MINIMAL, "synthesize": {"mode": "sometimes"}}))
+    with pytest.raises(ConfigError, match="min_question_words must not exceed max_question_words"):
+        load_config(write(tmp_path, {**MINIMAL, "synthesize": {"min_question_words": 9,
+                                                               "max_question_words": 5}}))
+    cfg = load_config(REPO / "configs" / "cpu.yaml")
+    assert (cfg.synthesize.mode, cfg.synthesize.method, cfg.synthesize.generator_id) == (
+        "auto", "lm", None)

@@ -37,8 +37,8 @@ def run(cfg, stage: str, ctx: StageContext) -> None:
 def test_each_stage_twice_writes_the_same_bytes(smoke_cfg):
     ctx = StageContext.of(smoke_cfg)
     stages = [s for s in DVC_STAGES if BY_NAME[s].outs(ctx.catalog)]
-    assert stages == ["validate", "prepare", "train_retriever", "index", "train_generator",
-                      "evaluate"]
+    assert stages == ["validate", "synthesize", "prepare", "train_retriever", "index",
+                      "train_generator", "evaluate"]
     for stage in stages:
         run(smoke_cfg, stage, ctx)
         first = outputs(stage, ctx.catalog)

@@ -148,7 +148,7 @@ def test_stage_redact_writes_no_personal_data_and_warn_changes_nothing(smoke_cfg
     pii = smoke_cfg.pii.model_copy(update={"policy": policy})
     ctx = StageContext.of(smoke_cfg)
     validate_stage(smoke_cfg.validate_, pii, ctx)
-    result = prepare_stage(smoke_cfg.prepare, pii, ctx)
+    result = prepare_stage(smoke_cfg.prepare, pii, smoke_cfg.synthesize, ctx)
     text = prepared_text(ctx.catalog)
     metrics = json.loads(ctx.catalog.stage_metrics_path("prepare").read_text())
     chunks = ctx.catalog.chunks_path.read_text()
@@ -162,3 +162,52 @@ def test_stage_redact_writes_no_personal_data_and_warn_changes_nothing(smoke_cfg
     assert result["pii_redacted.total"] == metrics["pii_redacted.total"] == 7
     assert metrics["pii_redacted.qa.question.card"] == 1
     assert metrics["pii_redacted.corpus.text.phone"] == 1
+
+
+# ---- synthetic questions (synthesize.mode) ---------------------------------------------------
+
+def synthetic_rows(docs: list[str], per_doc: int = 2) -> list[dict]:
+    from tasks.lib.synthesis import synthetic_row
+
+    return [synthetic_row({"chunk_id": f"{d}#0", "doc_id": d}, f"Question {i} about {d}?",
+                          "An answer.", "ict", n)
+            for n, (d, i) in enumerate(((d, i) for d in docs for i in range(per_doc)), start=1)]
+
+
+def real_qa() -> pd.DataFrame:
+    return pd.DataFrame({"qid": ["r1", "r2", "r3"], "question": ["Real one?", "Real two?", "Real 3?"],
+                         "answer": ["a", "b", "c"], "doc_ids": [["d0"], ["d1"], ["d2"]],
+                         "split": ["train", "train", "eval"], "metadata": [None] * 3,
+                         "line": [1, 2, 3]})
+
+
+def test_modes_decide_which_questions_train_and_real_eval_questions_stay():
+    from tasks.prepare import merge_questions, synthetic_frame
+
+    synthetic = synthetic_frame(synthetic_rows(["d0", "d1"]), 13, 0.5, hold_out=False)
+    assert set(synthetic["split"]) == {"train"}  # real eval questions exist: nothing held out
+    off = merge_questions(real_qa(), synthetic, "off")
+    assert off["qid"].tolist() == ["r1", "r2", "r3"]
+    add = merge_questions(real_qa(), synthetic, "add")
+    assert split_counts(add) == {"train": 6, "eval": 1}
+    only = merge_questions(real_qa(), synthetic, "only")
+    assert only[only["split"] == "eval"]["qid"].tolist() == ["r3"]
+    assert all(q.startswith("syn-") for q in only[only["split"] == "train"]["qid"])
+    assert merge_questions(None, synthetic, "off") is None  # nothing to train on: prepare says so
+
+
+def test_without_real_questions_eval_documents_are_held_out_whole():
+    from tasks.lib.synthesis import eval_documents
+    from tasks.prepare import merge_questions, synthetic_frame
+
+    docs = [f"doc-{i}" for i in range(10)]
+    frame = synthetic_frame(synthetic_rows(docs), 13, 0.2, hold_out=True)
+    merged = merge_questions(None, frame, "only")
+    held = {ids[0] for ids, s in zip(merged["doc_ids"], merged["split"], strict=True) if s == "eval"}
+    trained = {ids[0] for ids, s in zip(merged["doc_ids"], merged["split"], strict=True)
+               if s == "train"}
+    assert held == eval_documents(docs, 13, 0.2) and len(held) == 2 and not held & trained
+    chunks = [Chunk(f"{d}#0", d, 0, None, "t", "h") for d in docs]
+    stats = prepare_stats(pd.DataFrame({"doc_id": docs}), merged.iloc[:0], merged, chunks)
+    assert (stats["synthetic_train_questions"], stats["synthetic_eval_questions"],
+            stats["eval_synthetic"]) == (16, 4, 1)

@@ -152,12 +152,17 @@ class SynthesizeConfig(Section):
     max_new_tokens: int = Field(128, ge=16)  # generated tokens per chunk (all its questions)
     device: Device = "auto"
 
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _yaml_off(cls, mode: Any) -> Any:
+        """YAML 1.1 reads a bare `off` (in a file or a --set value) as false: it means off."""
+        return "off" if mode is False else mode
+
     @model_validator(mode="after")
     def _bounds_in_order(self) -> SynthesizeConfig:
         if self.min_question_words > self.max_question_words:
             raise ValueError("min_question_words must not exceed max_question_words")
         return self
-
 
 
 class TrainRetrieverConfig(Section):

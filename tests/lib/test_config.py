@@ -185,3 +185,13 @@ def test_synthesize_section_names_bad_modes_and_bounds(tmp_path):
     cfg = load_config(REPO / "configs" / "cpu.yaml")
     assert (cfg.synthesize.mode, cfg.synthesize.method, cfg.synthesize.generator_id) == (
         "auto", "lm", None)
+
+
+def test_a_bare_yaml_off_is_synthesize_mode_off(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("project:\n  profile: cpu\nsynthesize:\n  mode: off\n")  # YAML 1.1: false
+    assert load_config(path).synthesize.mode == "off"
+    assert load_config(REPO / "configs" / "cpu.yaml",
+                       {"synthesize.mode": False}).synthesize.mode == "off"  # --set ...=off
+    with pytest.raises(ConfigError, match="synthesize.mode"):
+        load_config(write(tmp_path, {**MINIMAL, "synthesize": {"mode": True}}))

@@ -72,7 +72,7 @@ def main() -> None:
     cfg = load_config(args.config)
     cat = Catalog(cfg.paths)
     pairs = training_pairs(read_jsonl(cat.train_qa_path), read_jsonl(cat.chunks_path),
-                           str(cat.qa_path))
+                           cat.qa_label)
     need = args.steps * cfg.train_retriever.batch_size
     pairs = (pairs * (need // len(pairs) + 1))[:need]
     plain = plain_loop(cfg, pairs, args.steps)

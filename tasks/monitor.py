@@ -293,7 +293,7 @@ def harvest_served(section: MonitorConfig, cat: Any, observed: dict[str, Any],
         floor = float(np.median(eval_scores)) if len(eval_scores) else 1.0
     scores, _ = top1(encode(model, [r["question"] for r in todo]), table, held, loaded.sections.index)
     known = {normalize_question(q) for q in observed["reference"]["train"] + observed["reference"]["eval"]}
-    if cat.qa_path.is_file():
+    if cat.has_qa:
         known |= {normalize_question(r.get("question", "")) for r in read_jsonl(cat.qa_path)}
     known |= {normalize_question(row.get("question", "")) for row in review}
     rows, dropped = harvest(todo, {r["request_id"]: float(s) for r, s in zip(todo, scores, strict=True)},

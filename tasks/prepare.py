@@ -172,7 +172,7 @@ def load_questions(synth: SynthesizeConfig, section: PrepareConfig, ctx: StageCo
     from tasks.lib.synthesis import resolve_mode
 
     cat = ctx.catalog
-    real = real_raw = load_qa(str(cat.qa_path)) if cat.qa_path.is_file() else None
+    real = real_raw = load_qa(str(cat.qa_path)) if cat.has_qa else None
     mode = resolve_mode(synth.mode, real is not None)
     if mode != "off" and not cat.synthetic_path.is_file():
         raise DataError(str(cat.synthetic_path), None, None, f"file not found (synthesize.mode "
@@ -183,7 +183,7 @@ def load_questions(synth: SynthesizeConfig, section: PrepareConfig, ctx: StageCo
         real = assign_splits(real, ctx.seed, section.eval_fraction)
     merged = merge_questions(real, synthetic, mode)
     if merged is None or not len(merged):
-        raise DataError(str(cat.qa_path), None, None, "file not found and no synthetic questions "
+        raise DataError(cat.qa_label, None, None, "no QA file and no synthetic questions "
                         f"in {cat.synthetic_path} (synthesize.mode: {synth.mode}); bring a QA file "
                         "or run the synthesize stage with mode auto, add or only")
     return (real_raw if real_raw is not None else merged.iloc[:0]), merged
@@ -201,7 +201,7 @@ def prepare_data(section: PrepareConfig, pii: PiiConfig, synth: SynthesizeConfig
     cat = ctx.catalog
     raw_qa, merged = load_questions(synth, section, ctx)
     corpus, qa, redacted = redacted_inputs(load_corpus(str(cat.corpus_path)), merged, pii)
-    where = str(cat.qa_path if cat.qa_path.is_file() else cat.synthetic_path)
+    where = str(cat.qa_path if cat.has_qa else cat.synthetic_path)
     check_splits(split_counts(qa), where)  # before anything is written
     leaks = find_leaks(qa)
     if len(leaks):

@@ -115,8 +115,8 @@ def real_questions(ctx: StageContext) -> list[str]:
     """The questions of the real QA file, if there is one (the leak filter's list)."""
     from tasks.lib.data import load_qa
 
-    path = ctx.catalog.qa_path
-    return load_qa(str(path))["question"].tolist() if path.is_file() else []
+    cat = ctx.catalog
+    return load_qa(str(cat.qa_path))["question"].tolist() if cat.has_qa else []
 
 
 def read_cache(ctx: StageContext) -> dict[str, list[tuple[str, str]]]:
@@ -254,11 +254,11 @@ def synthesize_stage(section: SynthesizeConfig, prepare: PrepareConfig, pii: Pii
     from tasks.lib.tracking import log_dataset, stage_run
 
     cat, started = ctx.catalog, time.perf_counter()
-    qa_exists = cat.qa_path.is_file()
+    qa_exists = cat.has_qa
     resolved = resolve_mode(section.mode, qa_exists)
     with stage_run(ctx, "synthesize", section, prepare, pii):
-        log.info("%s", mode_line(section.mode, resolved, str(cat.qa_path), qa_exists))
-        check_mode(resolved, qa_exists, str(cat.qa_path))
+        log.info("%s", mode_line(section.mode, resolved, cat.qa_label, qa_exists))
+        check_mode(resolved, qa_exists, cat.qa_label)
         if resolved == "off":
             rows, counts, stats = [], {}, {"questions": 0}
         else:

@@ -170,7 +170,7 @@ def train_retriever_stage(section: TrainRetrieverConfig, ctx: StageContext) -> d
     cat = ctx.catalog
     with stage_run(ctx, "train_retriever", section):
         chunks = read_jsonl(cat.chunks_path)
-        pairs = training_pairs(read_jsonl(cat.train_qa_path), chunks, str(cat.qa_path))
+        pairs = training_pairs(read_jsonl(cat.train_qa_path), chunks, cat.qa_label)
         base_dir = retriever_base_dir(ctx.models, cat.models_dir)
         device = pick_device(section.device)
         model = load_retriever(base_dir, device=device, max_seq_length=section.max_seq_length)

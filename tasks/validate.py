@@ -56,8 +56,8 @@ def suites_for(corpus: pd.DataFrame, qa: pd.DataFrame | None, section: ValidateC
 def failure_sources(ctx: StageContext) -> dict[str, str]:
     """Which file each suite checks (named in the error message)."""
     cat = ctx.catalog
-    return {"corpus": str(cat.corpus_path), "qa": str(cat.qa_path),
-            "qa_references": f"{cat.qa_path} (doc_ids)"}
+    return {"corpus": str(cat.corpus_path), "qa": cat.qa_label,
+            "qa_references": f"{cat.qa_label} (doc_ids)"}
 
 
 def failure_text(report: ValidationReport, scans: dict[str, Scan], pii: PiiConfig,
@@ -104,7 +104,7 @@ def validate_stage(section: ValidateConfig, pii: PiiConfig, ctx: StageContext) -
             corpus = load_corpus(str(cat.corpus_path))
             # No QA file is a corpus-only project (synthesize.mode auto -> only); whether that
             # is allowed is synthesize's to say, which knows the mode.
-            qa = load_qa(str(cat.qa_path)) if cat.qa_path.is_file() else None
+            qa = load_qa(str(cat.qa_path)) if cat.has_qa else None
         except DataError as err:  # structural errors: still leave a report behind
             write_report(ValidationReport(False, {}, 0), out_dir, md5s, str(err))
             for name in REPORT_FILES:
@@ -115,7 +115,7 @@ def validate_stage(section: ValidateConfig, pii: PiiConfig, ctx: StageContext) -
         corpus, qa = gated["corpus"], gated.get("qa")
         log_dataset(corpus, str(cat.corpus_path), "raw_corpus", "raw")
         if qa is None:
-            log.info("validate: %s does not exist: the corpus alone is validated", cat.qa_path)
+            log.info("validate: %s does not exist: the corpus alone is validated", cat.qa_label)
         else:
             log_dataset(qa, str(cat.qa_path), "raw_qa", "raw")
         frames, suites = with_pii_checks(*suites_for(corpus, qa, section), scans, pii.policy)

@@ -27,8 +27,19 @@ class Catalog:
         return Path(self.paths.corpus_path)
 
     @property
-    def qa_path(self) -> Path:
-        return Path(self.paths.qa_path)
+    def qa_path(self) -> Path | None:
+        """The real QA file, or None when `paths.qa_path` is unset (a corpus-only project)."""
+        return Path(self.paths.qa_path) if self.paths.qa_path else None
+
+    @property
+    def has_qa(self) -> bool:
+        """Whether a real QA file is set and exists (else synthesize mode auto writes questions)."""
+        return self.qa_path is not None and self.qa_path.is_file()
+
+    @property
+    def qa_label(self) -> str:
+        """The QA file as messages name it: its path, or that `paths.qa_path` is unset."""
+        return str(self.qa_path) if self.qa_path is not None else "paths.qa_path (unset)"
 
     # ---- reports (one folder per stage) ------------------------------------------------------
     @property

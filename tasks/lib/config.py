@@ -37,7 +37,8 @@ class ProjectConfig(Section):
 
 class PathsConfig(Section):
     corpus_path: str = "data/demo/corpus.jsonl"  # raw documents (data contract)
-    qa_path: str = "data/demo/qa.jsonl"  # raw question/answer pairs (data contract)
+    # raw question/answer pairs (data contract); null: none, questions come from the corpus
+    qa_path: str | None = "data/demo/qa.jsonl"
     prepared_dir: str = "data/prepared"  # chunks + train/eval splits written by `prepare`
     reports_dir: str = "reports"  # validation reports, metrics, scoreboard
     models_dir: str = ".models"  # converted / built model copies (cache, not versioned)

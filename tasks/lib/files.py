@@ -15,19 +15,18 @@ from typing import Any
 from tasks.lib.failpoints import failpoint
 
 
-def file_md5(path: str | Path) -> str | None:
+def file_md5(path: str | Path | None) -> str | None:
     """MD5 of a file's bytes (what DVC records for a file), or None when it does not exist."""
-    path = Path(path)
-    if not path.is_file():
+    if path is None or not Path(path).is_file():
         return None
     h = hashlib.md5()
-    with path.open("rb") as handle:
+    with Path(path).open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
 
 
-def data_md5s(corpus_path: str | Path, qa_path: str | Path) -> dict[str, str | None]:
+def data_md5s(corpus_path: str | Path, qa_path: str | Path | None) -> dict[str, str | None]:
     """MD5s of the raw corpus and QA files: the data version (what DVC and releases record)."""
     return {"corpus": file_md5(corpus_path), "qa": file_md5(qa_path)}
 

@@ -143,18 +143,22 @@ def add_to_review(path: Path, rows: list[dict[str, Any]]) -> int:
     return sum(1 for row in existing + rows if row.get("review", PENDING) == PENDING)
 
 
-def accept_queries(review_path: Path, qa_path: Path, corpus_path: Path,
+def accept_queries(review_path: Path, qa_path: Path | None, corpus_path: Path,
                    accept_all: bool = False) -> dict[str, Any]:
-    """Append accepted review rows to the QA file and mark them accepted; nothing is written
-    unless every accepted row is valid."""
+    """Append accepted review rows to the QA file (a corpus-only project's first accept starts
+    it) and mark them accepted; nothing is written unless every accepted row is valid."""
     from tasks.lib.data import load_corpus, load_qa
+    from tasks.lib.errors import ConfigError
 
+    if qa_path is None:
+        raise ConfigError("paths.qa_path is unset: set it to the QA file accepted questions go "
+                          "into (it is created if missing)")
     review = read_review(review_path)
-    qa = load_qa(qa_path)
+    qids = set(load_qa(qa_path)["qid"]) if qa_path.is_file() else set()
     rows, incomplete = accepted_rows(review, str(review_path), set(load_corpus(corpus_path)["doc_id"]),
-                                     set(qa["qid"]), accept_all)
+                                     qids, accept_all)
     if rows:
-        write_lines(qa_path, rows, append_to=qa_path.read_bytes())
+        write_lines(qa_path, rows, append_to=qa_path.read_bytes() if qa_path.is_file() else b"")
         done = {r["qid"] for r in rows}
         write_lines(review_path, [{**row, "review": ACCEPTED} if row.get("qid") in done else row
                                   for _, row in review])

@@ -63,6 +63,6 @@ def reference_on_disk(tags: dict[str, str], cat: Any) -> dict[str, Any]:
     if recorded["qa"] is None or recorded["qa"] != now.get("qa") or not cat.train_qa_path.is_file():
         raise ServingError(
             "the served release records no reference questions (registered before monitoring "
-            f"existed) and {cat.qa_path} is not the data it was trained on (md5 {now.get('qa')} "
+            f"existed) and {cat.qa_label} is not the data it was trained on (md5 {now.get('qa')} "
             f"vs {recorded['qa']}): retrain (`tunedex pipeline --force`) to monitor it")
     return {**reference_questions(cat), "source": f"{cat.prepared_dir} (data md5s match the release)"}

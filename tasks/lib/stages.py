@@ -45,7 +45,7 @@ class StageSpec:
 def _qa(cat: Any) -> list[Path]:
     """The real QA file as a dependency, where there is one (a corpus-only project has none:
     synthesize writes its questions, and DVC refuses a missing dependency)."""
-    return [cat.qa_path] if cat.qa_path.is_file() else []
+    return [cat.qa_path] if cat.has_qa else []
 
 
 def _metrics(stage: str) -> Callable[[Any], list[Path]]:

@@ -55,7 +55,7 @@ def data_tags(cat: Any) -> dict[str, str]:
     """Data version tags: MD5s of the raw files (the values DVC records) plus the git state."""
     md5s = data_md5s(cat.corpus_path, cat.qa_path)
     tags = {"data.corpus_path": str(cat.corpus_path), "data.corpus_md5": md5s["corpus"] or "missing",
-            "data.qa_path": str(cat.qa_path), "data.qa_md5": md5s["qa"] or "missing"}
+            "data.qa_path": cat.qa_label, "data.qa_md5": md5s["qa"] or "missing"}
     return {**tags, **git_state()}
 
 

@@ -23,6 +23,15 @@ def test_paths_follow_the_paths_section():
     assert cat.index_uri == "s3://bucket/db"  # a URI stays a string
 
 
+def test_an_unset_or_missing_qa_file_is_no_qa(tmp_path):
+    unset = Catalog(PATHS.model_copy(update={"qa_path": None}))
+    assert unset.qa_path is None and not unset.has_qa and unset.qa_label == "paths.qa_path (unset)"
+    missing = Catalog(PATHS.model_copy(update={"qa_path": str(tmp_path / "q.jsonl")}))
+    assert not missing.has_qa and missing.qa_label == str(tmp_path / "q.jsonl")
+    (tmp_path / "q.jsonl").write_text("")
+    assert missing.has_qa
+
+
 def test_reports_are_one_folder_per_stage():
     cat = Catalog(PATHS)
     assert cat.reports_dir == Path("out")

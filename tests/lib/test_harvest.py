@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tasks.lib.errors import DataError
+from tasks.lib.errors import ConfigError, DataError
 from tasks.lib.harvest import (
     accept_queries,
     add_to_review,
@@ -112,3 +112,14 @@ def test_accepted_rows_must_cite_corpus_documents(project, tmp_path):
     project["review"].write_text("".join(json.dumps(r) + "\n" for r in rows))
     with pytest.raises(DataError, match=r"line 1: field 'doc_ids'.*gone-01"):
         accept_queries(project["review"], project["qa"], project["corpus"])
+
+
+def test_a_corpus_only_projects_first_accept_starts_the_qa_file(project, tmp_path):
+    set_review(project["review"], {"served-r1": "accept"})
+    with pytest.raises(ConfigError, match="paths.qa_path is unset"):
+        accept_queries(project["review"], None, project["corpus"])
+    assert read_review(project["review"])[0][1]["review"] == "accept"  # nothing written
+    new = tmp_path / "new" / "qa.jsonl"
+    out = accept_queries(project["review"], new, project["corpus"])
+    assert out["accepted"] == ["served-r1"]
+    assert [json.loads(line)["qid"] for line in new.read_text().splitlines()] == ["served-r1"]

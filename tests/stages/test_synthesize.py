@@ -85,6 +85,16 @@ def test_a_corpus_alone_gives_contract_rows_and_a_held_out_synthetic_eval_set(co
     assert cat.synthetic_path.read_bytes() == before
 
 
+def test_an_unset_qa_path_is_a_corpus_only_project(smoke_overrides):
+    """paths.qa_path: null (no QA file named at all) is the corpus-only case, like a missing one."""
+    unset = {**smoke_overrides, "paths.qa_path": None, "synthesize.method": "ict"}
+    out = run_stages(load_config(SMOKE, unset), ("validate", "synthesize", "prepare"))
+    assert out["synthesize"]["resolved_mode"] == "only" and out["synthesize"]["questions"] > 0
+    assert out["prepare"]["eval_synthetic"] == 1
+    with pytest.raises(DataError, match=r"^paths.qa_path \(unset\): file not found and synthesize"):
+        synthesize_once(load_config(SMOKE, {**unset, "synthesize.mode": "off"}))
+
+
 def test_the_tiny_generators_junk_is_refused_naming_each_filter(corpus_only):
     cfg = validated(load_config(SMOKE, {**corpus_only, "synthesize.method": "lm",
                               "validate.min_questions": 3}))

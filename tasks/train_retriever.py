@@ -20,22 +20,11 @@ from prefect import task
 from tasks.lib.config import TrainRetrieverConfig
 from tasks.lib.context import StageContext
 from tasks.lib.errors import DataError
-from tasks.lib.text import passage_text, word_set
+from tasks.lib.text import best_chunk, passage_text
 
 log = logging.getLogger(__name__)
 
 # ---- pure: training pairs ---------------------------------------------------------------------
-
-
-def best_chunk(question: str, answer: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
-    """The chunk of a document sharing most words with the answer (question breaks ties)."""
-    want_answer, want_question = word_set(answer), word_set(question)
-
-    def score(chunk: dict[str, Any]) -> tuple[int, int, int]:
-        words = word_set(chunk["text"])
-        return len(words & want_answer), len(words & want_question), -chunk["chunk_index"]
-
-    return max(chunks, key=score)
 
 
 def training_pairs(train_qa: list[dict[str, Any]], chunks: list[dict[str, Any]],

@@ -19,7 +19,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from tasks.lib.text import word_set
+from tasks.lib.text import best_chunk
 
 # ---- pure ---------------------------------------------------------------------------------------
 
@@ -29,14 +29,7 @@ def oracle_chunk(row: dict[str, Any], doc_chunks: list[dict[str, Any]]) -> dict[
     then the earlier chunk): where the answer most likely comes from. None without chunks."""
     if not doc_chunks:
         return None
-    answer, question = word_set(row.get("answer") or ""), word_set(row.get("question") or "")
-
-    def overlap(indexed: tuple[int, dict[str, Any]]) -> tuple[int, int, int]:
-        i, chunk = indexed
-        words = word_set(chunk["text"])
-        return len(answer & words), len(question & words), -i
-
-    return max(enumerate(doc_chunks), key=overlap)[1]
+    return best_chunk(row.get("question") or "", row.get("answer") or "", doc_chunks)
 
 
 def pick_distractors(own_docs: set[str], hits: list[dict[str, Any]], pool: list[dict[str, Any]],

@@ -35,6 +35,19 @@ def word_set(text: str) -> set[str]:
     return set(_WORD.findall(text.lower()))
 
 
+def best_chunk(question: str, answer: str, chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    """The chunk sharing most words with the answer (then the question; then the earlier chunk):
+    where a question's answer most likely comes from. `chunks` must not be empty."""
+    want_answer, want_question = word_set(answer), word_set(question)
+
+    def score(indexed: tuple[int, dict[str, Any]]) -> tuple[int, int, int]:
+        i, chunk = indexed
+        words = word_set(chunk["text"])
+        return len(words & want_answer), len(words & want_question), -i
+
+    return max(enumerate(chunks), key=score)[1]
+
+
 def content_hash(*parts: str | None) -> str:
     """Hash text parts into a short stable id for change detection."""
     h = hashlib.sha256()

@@ -5,8 +5,8 @@ import pytest
 
 from tasks.lib.config import TrainRetrieverConfig
 from tasks.lib.errors import DataError
+from tasks.lib.text import best_chunk
 from tasks.train_retriever import (
-    best_chunk,
     pairs_per_second,
     pick_negatives,
     same_document_masked_loss,

@@ -27,6 +27,9 @@ from tasks.lib.metrics import paired_diff_ci as paired_interval
 OPTIONS = {"base": "base", "rag": "embed", "finetuned": "fine-tune", "hybrid": "both"}
 DEFAULT_ORDER = tuple(OPTIONS)  # cheapest first when measured costs tie
 ASSUMPTION = ("assuming the observed mean difference holds and the interval narrows as 1/√n")
+# Past this many times today's eval set, the mean difference is under a fifth of the interval's
+# half-width: a projected size is noise on noise, so the two are called tied, not "~N away".
+SETTLE_FACTOR = 25
 
 # ---- inputs -----------------------------------------------------------------------------------
 
@@ -217,6 +220,11 @@ def what_would_change(rec: dict[str, Any]) -> dict[str, Any]:
         return {"n_needed": None, "target": target, "vs": c, "text": (
             f"{target} and {c} have the same mean {rec['metric']}: no eval-set size separates them.")}
     vs = max(needs, key=lambda c: needs[c])
+    if needs[vs] > SETTLE_FACTOR * n:
+        return {"n_needed": None, "target": target, "vs": vs, "text": (
+            f"{target} − {vs} ({fmt_diff(diffs[target][vs])}) is small next to its interval: "
+            f"separating them would take over {SETTLE_FACTOR}× the {n} eval questions, so treat "
+            "them as tied; the cheaper option ships.")}
     then = (f"the answer would move to {name(target)}" if target != setup
             else f"{name(setup)} would stay the answer, with separated intervals")
     return {"n_needed": needs[vs], "target": target, "vs": vs, "assumption": ASSUMPTION, "text": (

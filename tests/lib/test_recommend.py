@@ -127,3 +127,14 @@ def test_recommend_reports_decides_on_accuracy_for_a_short_answer_eval_set():
     assert (rec["metric"], rec["setup"]) == ("accuracy", "rag")
     assert rec["means"] == {"base": 0.5, "rag": 1.0}
     assert recommend_reports(answers, {}, 400, 0, "token_f1")["setup"] == "base"  # a tie: cheapest
+
+
+def test_a_difference_tiny_next_to_its_interval_is_called_tied_not_n_questions_away():
+    rag = shifted(BASE, 0.3, 0.4)
+    values = {"base": BASE, "rag": rag, "hybrid": shifted(rag, 0.201, -0.199)}  # +0.001, wide
+    rec = run(values)
+    assert (rec["setup"], rec["best_mean"]) == ("rag", "hybrid")
+    assert eval_questions_needed(N, rec["pairwise"]["hybrid"]["rag"]) > 25 * N
+    change = rec["what_would_change"]
+    assert change["n_needed"] is None and (change["target"], change["vs"]) == ("hybrid", "rag")
+    assert "so treat them as tied" in change["text"] and "questions would show" not in rec["summary"]

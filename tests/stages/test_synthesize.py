@@ -95,11 +95,14 @@ def test_an_unset_qa_path_is_a_corpus_only_project(smoke_overrides):
         synthesize_once(load_config(SMOKE, {**unset, "synthesize.mode": "off"}))
 
 
-def test_the_tiny_generators_junk_is_refused_naming_each_filter(corpus_only):
+def test_the_tiny_generators_junk_is_refused_naming_each_filter(corpus_only, caplog):
     cfg = validated(load_config(SMOKE, {**corpus_only, "synthesize.method": "lm",
                               "validate.min_questions": 3}))
-    with pytest.raises(DataError) as err:
+    with caplog.at_level("INFO", logger="tasks.synthesize"), pytest.raises(DataError) as err:
         synthesize_once(cfg)
+    progress = [r.getMessage() for r in caplog.records if r.name == "tasks.synthesize"]
+    estimate = next(i for i, m in enumerate(progress) if "at most about" in m)
+    assert estimate < next(i for i, m in enumerate(progress) if "first batch of" in m)
     message = str(err.value)
     assert "synthetic question(s) survived the filters, validate.min_questions is 3" in message
     assert "removed: " in message and "unparsable" in message

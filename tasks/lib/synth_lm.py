@@ -48,9 +48,10 @@ def open_generator(section: Any, models: Any, models_dir: Path) -> tuple[Any, An
 def generate_pairs(section: Any, models: Any, models_dir: Path, todo: list[dict[str, Any]],
                    on_batch: Callable[[dict[str, list[tuple[str, str]]]], None] | None = None
                    ) -> tuple[dict[str, list[tuple[str, str]]], dict[str, float]]:
-    """Pairs per chunk from the generator in batches, logging an estimate before the first batch
-    (an upper bound from a timed probe) and after it, and throughput after each; `on_batch` gets the pairs so far (the cache keeps them, so an
-    interrupted run loses one batch, not all). Returns the pairs and generation stats."""
+    """Pairs per chunk from the generator in batches, logging an estimate before the first
+    batch (an upper bound from a timed probe) and after it, and throughput after each;
+    `on_batch` gets the pairs so far (the cache keeps them, so an interrupted run loses one
+    batch, not all). Returns the pairs and generation stats."""
     from tasks.lib.generator import generate_answers, render_prompt
 
     model, tok, _ = open_generator(section, models, models_dir)

@@ -27,6 +27,7 @@ from tasks.lib.config import EvaluateConfig, GenerateConfig, IndexConfig
 from tasks.lib.context import StageContext
 from tasks.lib.provenance import SYNTHETIC_EVAL_WARNING, provenance
 from tasks.lib.retrieval_eval import (
+    DIAGNOSTIC,
     METHODS,
     METRICS,
     compare,
@@ -85,7 +86,7 @@ def choose_retrieval(section: EvaluateConfig, index: IndexConfig, seed: int,
     questions = choice_slice(train_qa, section.choice_questions, seed)
     scores, p95 = {}, {}
     for name, (table_role, mode, model_role) in METHODS.items():
-        if table_role in tables:
+        if table_role in tables and name not in DIAGNOSTIC:
             rows, seconds = run_queries(questions, tables[table_role], mode,
                                         models.get(model_role), section, index)
             scores[name] = [r["ndcg@10"] for r in rows]

@@ -1,6 +1,7 @@
 """index: embed chunks into LanceDB, one table per retriever fingerprint, incrementally.
 
-Reads data/prepared/chunks.jsonl and the retrievers (base model, candidate adapter); writes LanceDB
+Reads data/prepared/chunks.jsonl and the retrievers (base model, candidate adapter, and the
+per-source adapters when train_retriever trained them); writes LanceDB
 tables `chunks_<fingerprint>` under paths.index_uri (vector + full-text index, ANN index past
 index.ann_min_rows), reports/index/index.json naming each table and its version (what later
 stages read; no timings), and reports/index/metrics.json (seconds, chunks/s, bytes).
@@ -18,6 +19,7 @@ from prefect import task
 from tasks.lib.config import IndexConfig
 from tasks.lib.context import StageContext
 from tasks.lib.errors import DataError
+from tasks.lib.provenance import SOURCE_ROLES
 from tasks.lib.runtime import IO_RETRIES
 from tasks.lib.tables import table_name, update_table
 
@@ -37,14 +39,15 @@ def split_run_stats(stats: dict[str, Any]) -> tuple[dict[str, Any], dict[str, An
 
 @dataclass(frozen=True)
 class Retriever:
-    role: str  # base | candidate
+    role: str  # base | candidate | candidate_real | candidate_synthetic (see SOURCE_ROLES)
     base_dir: Path
     adapter_dir: Path | None
     fingerprint: str
 
 
 def retrievers(ctx: StageContext) -> list[Retriever]:
-    """The base retriever and, when trained, the candidate (base + LoRA adapter)."""
+    """The base retriever and, when trained, the candidate (base + LoRA adapter), plus the
+    adapters train_retriever trained on one question source alone (scored, never served)."""
     from tasks.lib.models import check_adapter_base, retriever_base_dir, retriever_fingerprint
 
     model_id = ctx.models.retriever_id
@@ -55,6 +58,12 @@ def retrievers(ctx: StageContext) -> list[Retriever]:
         check_adapter_base(adapter, base_dir, model_id)
         out.append(Retriever("candidate", base_dir, adapter,
                              retriever_fingerprint(model_id, base_dir, adapter)))
+    for role, source in SOURCE_ROLES.items():
+        adapter = ctx.catalog.retriever_sources_dir / source
+        if adapter.is_dir():
+            check_adapter_base(adapter, base_dir, model_id)
+            out.append(Retriever(role, base_dir, adapter,
+                                 retriever_fingerprint(model_id, base_dir, adapter)))
     return out
 
 

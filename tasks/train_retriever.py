@@ -4,6 +4,12 @@ Reads data/prepared (train questions, chunks); writes the adapter only (plus the
 it was trained with and the base model it belongs to) to <adapters_dir>/retriever, its costs to
 reports/train_retriever/metrics.json and its loss per step to loss.json (for `dvc plots`), and
 logs it with its loss curve to MLflow.
+
+When the train questions are both real and synthetic (synthesize.mode add) and
+train_retriever.compare_sources is on, it also trains one adapter on each source alone, same
+config and seed, into <adapters_dir>/retriever_sources/{real,synthetic}: index embeds them and
+evaluate scores them as the rows lora_real / lora_synthetic. sources.json there says what was
+trained, or why nothing was.
 """
 
 from __future__ import annotations
@@ -46,6 +52,30 @@ def training_pairs(train_qa: list[dict[str, Any]], chunks: list[dict[str, Any]],
             pairs.append({"anchor": row["question"], "positive": passage_text(chunk),
                           "doc_id": doc_id})
     return pairs
+
+
+def source_rows(train_qa: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The train questions by source: {"real": [...], "synthetic": [...]} (metadata.synthetic)."""
+    from tasks.lib.provenance import is_synthetic
+
+    return {"real": [r for r in train_qa if not is_synthetic(r)],
+            "synthetic": [r for r in train_qa if is_synthetic(r)]}
+
+
+def sources_plan(by_source: dict[str, list[dict[str, Any]]], enabled: bool) -> dict[str, Any]:
+    """Whether to train an adapter per source, and why: both sources, each with 2+ questions
+    (in-batch negatives need a second pair), and train_retriever.compare_sources on."""
+    counts = {s: len(rows) for s, rows in by_source.items()}
+    if not enabled:
+        why = "train_retriever.compare_sources is off"
+    elif not all(counts.values()):
+        why = f"the train questions come from one source only ({counts})"
+    elif min(counts.values()) < 2:
+        why = f"a source has under 2 train questions ({counts})"
+    else:
+        return {"compared": True, "questions": counts,
+                "why": f"real and synthetic train questions ({counts}): one adapter on each alone"}
+    return {"compared": False, "questions": counts, "why": why}
 
 
 def pick_negatives(ranked: list[list[int]], pair_docs: list[str], chunk_docs: list[str],
@@ -147,52 +177,95 @@ def train_retriever_stage(section: TrainRetrieverConfig, ctx: StageContext) -> d
     from tasks.lib.costs import dir_bytes, peak_rss_mb, trainable_parameters
     from tasks.lib.data import read_jsonl
     from tasks.lib.files import publish_dir
-    from tasks.lib.models import (
-        load_retriever,
-        make_adapter_portable,
-        pick_device,
-        retriever_base_dir,
-        write_adapter_meta,
-    )
-    from tasks.lib.tracking import record_training, section_dict, stage_run
+    from tasks.lib.models import retriever_base_dir
+    from tasks.lib.tracking import record_training, stage_run
 
     cat = ctx.catalog
     with stage_run(ctx, "train_retriever", section):
-        chunks = read_jsonl(cat.chunks_path)
-        pairs = training_pairs(read_jsonl(cat.train_qa_path), chunks, cat.qa_label)
+        chunks, train_qa = read_jsonl(cat.chunks_path), read_jsonl(cat.train_qa_path)
         base_dir = retriever_base_dir(ctx.models, cat.models_dir)
-        device = pick_device(section.device)
-        model = load_retriever(base_dir, device=device, max_seq_length=section.max_seq_length)
-        if section.hard_negatives:
-            pairs = mine_hard_negatives(model, pairs, chunks, section.hard_negatives,
-                                        section.batch_size)
-        log.info("train_retriever: %d pairs, batch %d, %s epochs (max_steps %d) on %s",
-                 len(pairs), section.batch_size, section.epochs, section.max_steps, device)
-        started = time.perf_counter()
-        with tempfile.TemporaryDirectory() as work_dir:
-            history = train_lora(model, pairs, section, ctx.seed, Path(work_dir), device)
-        seconds = time.perf_counter() - started
+        model, history, pairs, seconds = fit(section, ctx, train_qa, chunks, "all questions")
         trainable, total = trainable_parameters(model)
-
-        def build(tmp: Path) -> None:
-            model.save_pretrained(str(tmp))
-            make_adapter_portable(tmp, ctx.models.retriever_id)
-            write_adapter_meta(tmp, ctx.models.retriever_id, base_dir, {"config": {
-                "train_retriever": section_dict(section), "models": section_dict(ctx.models),
-                "seed": ctx.seed}})
-
-        out_dir = publish_dir(cat.retriever_adapter_dir, build,  # readers never see half of one
+        out_dir = publish_dir(cat.retriever_adapter_dir,  # readers never see half of one
+                              lambda tmp: save_adapter(model, tmp, section, ctx, base_dir),
                               what="the retriever adapter", key="paths.adapters_dir")
         stats = {"pairs": len(pairs), "steps": len(history), "train_seconds": round(seconds, 2),
                  "pairs_per_second": pairs_per_second(len(pairs), len(history), section, seconds),
                  "trainable_parameters": trainable, "total_parameters": total,
                  "adapter_bytes": dir_bytes(out_dir), "peak_rss_mb": round(peak_rss_mb(), 1),
                  "final_loss": history[-1]["loss"] if history else float("nan")}
-        record_training(cat, "train_retriever", history, stats, out_dir, "retriever_adapter")
         log.info("train_retriever: %d steps in %.0f s, %d trainable params (%.2f%%), adapter %.1f MB"
                  " -> %s", len(history), seconds, trainable, 100 * trainable / total,
                  stats["adapter_bytes"] / 1e6, out_dir)
-    return {**stats, "adapter_dir": str(out_dir)}
+        sources = train_sources(section, ctx, train_qa, chunks, base_dir)
+        stats |= {f"{s}_{k}": v for s, r in sources.get("adapters", {}).items()
+                  for k, v in r.items() if k in ("pairs", "steps", "train_seconds")}
+        record_training(cat, "train_retriever", history, stats, out_dir, "retriever_adapter")
+    return {**stats, "adapter_dir": str(out_dir), "sources": sources}
+
+
+def fit(section: TrainRetrieverConfig, ctx: StageContext, train_qa: list[dict[str, Any]],
+        chunks: list[dict[str, Any]], what: str) -> tuple[Any, list[dict[str, float]],
+                                                           list[dict[str, Any]], float]:
+    """A fresh base retriever trained with LoRA on `train_qa`: (model, loss log, pairs, seconds)."""
+    from tasks.lib.models import load_retriever, pick_device, retriever_base_dir
+
+    cat = ctx.catalog
+    pairs = training_pairs(train_qa, chunks, cat.qa_label)
+    device = pick_device(section.device)
+    model = load_retriever(retriever_base_dir(ctx.models, cat.models_dir), device=device,
+                           max_seq_length=section.max_seq_length)
+    if section.hard_negatives:
+        pairs = mine_hard_negatives(model, pairs, chunks, section.hard_negatives,
+                                    section.batch_size)
+    log.info("train_retriever (%s): %d pairs, batch %d, %s epochs (max_steps %d) on %s", what,
+             len(pairs), section.batch_size, section.epochs, section.max_steps, device)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as work_dir:
+        history = train_lora(model, pairs, section, ctx.seed, Path(work_dir), device)
+    return model, history, pairs, time.perf_counter() - started
+
+
+def save_adapter(model: Any, out: Path, section: TrainRetrieverConfig, ctx: StageContext,
+                 base_dir: Path, source: str | None = None) -> None:
+    """The adapter, portable (no local base path), with the config it was trained with."""
+    from tasks.lib.models import make_adapter_portable, write_adapter_meta
+    from tasks.lib.tracking import section_dict
+
+    model.save_pretrained(str(out))
+    make_adapter_portable(out, ctx.models.retriever_id)
+    config = {"train_retriever": section_dict(section), "models": section_dict(ctx.models),
+              "seed": ctx.seed}
+    write_adapter_meta(out, ctx.models.retriever_id, base_dir,
+                       {"config": config, **({"source": source} if source else {})})
+
+
+def train_sources(section: TrainRetrieverConfig, ctx: StageContext,
+                  train_qa: list[dict[str, Any]], chunks: list[dict[str, Any]],
+                  base_dir: Path) -> dict[str, Any]:
+    """<adapters_dir>/retriever_sources: an adapter per question source when both exist (see
+    sources_plan), always with sources.json saying what was trained or why not."""
+    from tasks.lib.files import publish_dir, write_json
+
+    by_source = source_rows(train_qa)
+    plan = sources_plan(by_source, section.compare_sources)
+    log.info("train_retriever: per-source adapters: %s", plan["why"])
+
+    def build(tmp: Path) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
+        if plan["compared"]:
+            plan["adapters"] = {}
+            for source, rows in by_source.items():
+                model, history, pairs, seconds = fit(section, ctx, rows, chunks, f"{source} only")
+                save_adapter(model, tmp / source, section, ctx, base_dir, source)
+                plan["adapters"][source] = {"questions": len(rows), "pairs": len(pairs),
+                                            "steps": len(history),
+                                            "train_seconds": round(seconds, 2)}
+        write_json(tmp / "sources.json", plan)
+
+    publish_dir(ctx.catalog.retriever_sources_dir, build, what="the per-source retriever adapters",
+                key="paths.adapters_dir")
+    return plan
 
 
 # ---- Prefect task ------------------------------------------------------------------------------

@@ -126,6 +126,11 @@ class Catalog:
         return Path(self.paths.adapters_dir) / "retriever"
 
     @property
+    def retriever_sources_dir(self) -> Path:
+        """Adapters trained on one question source alone (real/, synthetic/) + sources.json."""
+        return Path(self.paths.adapters_dir) / "retriever_sources"
+
+    @property
     def generator_adapter_dir(self) -> Path:
         return Path(self.paths.adapters_dir) / "generator"
 

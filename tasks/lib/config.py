@@ -180,6 +180,9 @@ class TrainRetrieverConfig(Section):
     hard_negatives: int = Field(0, ge=0)  # negatives mined with the base model per question
     device: Device = "auto"  # auto: cuda when available
     bf16: bool = False  # bf16 mixed precision (CUDA only)
+    # With real and synthetic train questions (synthesize.mode add), also train one adapter on
+    # each source alone: the scoreboard's "LoRA on real vs on synthetic" rows (3x the training)
+    compare_sources: bool = True
 
 
 class TrainGeneratorConfig(Section):

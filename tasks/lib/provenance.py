@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# index role -> question source of the adapter behind it (train_retriever's retriever_sources)
+SOURCE_ROLES = {"candidate_real": "real", "candidate_synthetic": "synthetic"}
+
 
 def is_synthetic(row: dict[str, Any]) -> bool:
     """True for a row synthesize wrote."""

@@ -15,6 +15,7 @@ from typing import Any
 from tasks.lib.recommend import OPTIONS, fmt_diff, name
 from tasks.lib.report_assets import CSS, JS
 from tasks.lib.report_questions import drilldown_html, fmt_ci, num, slice_metrics, slices_html
+from tasks.lib.retrieval_eval import source_note
 
 TITLE = "tunedex — fine-tune, embed or both?"
 ANSWER_METRICS = ("token_f1", "rouge_l", "exact_match", "semantic_sim", "groundedness", "accuracy")
@@ -156,8 +157,10 @@ def retrieval_tables(retrieval: dict[str, Any]) -> str:
                   f"<td class='n {kind}'>{escape(fmt_diff(diff['ndcg@10']))}</td>"
                   f"<td class=n>{escape(fmt_diff(diff['recall@10']))}</td>"
                   f"<td>{words.get(diff.get('verdict'), '')}</td></tr>")
-    return (f"<p class=note>{retrieval.get('questions', '?')} eval questions, document level; mean "
-            "[95% interval].</p><table class=retrieval><thead><tr><th>method</th>"
+    sources = source_note(retrieval.get("methods", {}))
+    note = (f"{retrieval.get('questions', '?')} eval questions, document level; mean [95% "
+            "interval]." + (f" {escape(sources)}" if sources else ""))
+    return (f"<p class=note>{note}</p><table class=retrieval><thead><tr><th>method</th>"
             f"{head}<th class=n>p50 ms</th><th class=n>p95 ms</th></tr></thead><tbody>{rows}"
             "</tbody></table><table class=comparisons><thead><tr><th>paired difference</th>"
             "<th class=n>nDCG@10</th><th class=n>Recall@10</th><th>verdict</th></tr></thead>"

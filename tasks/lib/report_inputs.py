@@ -29,12 +29,12 @@ def unit(vectors: np.ndarray) -> np.ndarray:
 
 def embedding_spaces(tables: dict[str, Any], models: dict[str, Any],
                      questions: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per indexed role: its table's chunk vectors and the eval questions encoded by its retriever
-    (the tables and models evaluate's open_indexed returns)."""
+    """Per indexed role (base, candidate): its table's chunk vectors and the eval questions
+    encoded by its retriever (the tables and models evaluate's open_indexed returns)."""
     spaces = {}
     picked = [questions[i] for i in spread(len(questions), MAP_QUESTIONS)]
     for role, table in tables.items():
-        if role not in models:
+        if role not in models or role not in ROLE_LABELS:  # per-source adapters: rows, not maps
             continue
         data = table.to_arrow().select(["vector", "doc_id"])
         data = data.take(spread(data.num_rows, MAP_CHUNKS))

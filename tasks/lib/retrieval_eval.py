@@ -3,6 +3,8 @@
 Used by evaluate (BM25, base, LoRA, fusion and LanceDB's native fusion on the candidate tables)
 and reindex (the champion's refreshed table). `fusion` is BM25 + LoRA vectors fused by reciprocal
 rank (it was called "hybrid", a word the answer setup LoRA generator + context keeps).
+lora_real / lora_synthetic are LoRA trained on one question source alone (synthesize.mode add):
+scored beside lora (trained on both), never chosen or served.
 """
 
 from __future__ import annotations
@@ -18,9 +20,20 @@ METRICS = ("recall@1", "recall@5", "recall@10", "mrr@10", "ndcg@10")
 METHODS = {"bm25": ("base", "bm25", None), "base": ("base", "vector", "base"),
            "lora": ("candidate", "vector", "candidate"),
            "fusion": ("candidate", "fusion", "candidate"),
-           "fusion_native": ("candidate", "fusion_native", "candidate")}
+           "fusion_native": ("candidate", "fusion_native", "candidate"),
+           "lora_real": ("candidate_real", "vector", "candidate_real"),
+           "lora_synthetic": ("candidate_synthetic", "vector", "candidate_synthetic")}
+DIAGNOSTIC = frozenset({"lora_real", "lora_synthetic"})  # scored, never chosen for answers
+SOURCE_NOTE = ("lora_real / lora_synthetic: LoRA trained on the real / the synthetic train "
+               "questions alone (lora: on both); scored for comparison, never chosen or served.")
+
+
+def source_note(methods: dict[str, Any]) -> str | None:
+    """The line explaining the per-source rows, where there are any."""
+    return SOURCE_NOTE if DIAGNOSTIC & set(methods) else None
 COMPARISONS = (("lora", "base"), ("fusion", "base"), ("fusion", "lora"), ("base", "bm25"),
-               ("fusion_native", "fusion"))
+               ("fusion_native", "fusion"), ("lora_real", "base"), ("lora_synthetic", "base"),
+               ("lora_synthetic", "lora_real"), ("lora", "lora_real"))
 
 # ---- pure: aggregation and the report ---------------------------------------------------------
 
@@ -58,6 +71,8 @@ def retrieval_markdown(report: dict[str, Any]) -> str:
         lat = row["latency"]
         lines.append(f"| {name} | " + " | ".join(fmt(row[m]) for m in METRICS)
                      + f" | {lat['p50_ms']:.1f} | {lat['p95_ms']:.1f} |")
+    if note := source_note(report["methods"]):
+        lines += ["", note]
     lines += chosen_lines(report.get("chosen"))
     lines += ["", "Paired differences in nDCG@10 (bootstrap 95% interval):", ""]
     words = {1: "better", -1: "worse", 0: "no separable difference"}

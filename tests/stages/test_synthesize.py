@@ -165,3 +165,25 @@ def test_a_corpus_alone_runs_through_evaluate_with_the_synthetic_eval_flag(corpu
     html = (out / "report.html").read_text()
     assert "id=synthetic-eval" in html and html.index("synthetic-eval") < html.index(
         "id=recommendation")
+
+
+@pytest.mark.slow
+def test_mode_add_scores_lora_trained_on_each_source_alone(smoke_overrides):
+    """Real and synthetic train questions: evaluate scores LoRA on real only and on synthetic
+    only beside LoRA on both (deliverable 5), and never chooses them for answers."""
+    cfg = load_config(SMOKE, {**smoke_overrides, "synthesize.mode": "add",
+                              "synthesize.method": "ict"})
+    out = run_stages(cfg)
+    cat = StageContext.of(cfg).catalog
+    plan = json.loads((cat.retriever_sources_dir / "sources.json").read_text())
+    assert plan["compared"] and set(plan["adapters"]) == {"real", "synthetic"}
+    assert plan["adapters"]["real"]["questions"] + plan["adapters"]["synthetic"]["questions"] \
+        == len(read_jsonl(cat.train_qa_path))
+    assert {"candidate_real", "candidate_synthetic"} <= set(out["index"]["tables"])
+    retrieval = json.loads((cat.evaluate_dir / "retrieval.json").read_text())
+    assert {"lora", "lora_real", "lora_synthetic"} <= set(retrieval["methods"])
+    assert {"lora_synthetic_vs_lora_real", "lora_vs_lora_real"} <= set(retrieval["comparisons"])
+    assert retrieval["chosen"]["method"] not in ("lora_real", "lora_synthetic")
+    assert "| lora_synthetic |" in (cat.evaluate_dir / "scoreboard.md").read_text()
+    html = (cat.evaluate_dir / "report.html").read_text()
+    assert "lora_real / lora_synthetic: LoRA trained on" in html

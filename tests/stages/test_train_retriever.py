@@ -10,6 +10,8 @@ from tasks.train_retriever import (
     pairs_per_second,
     pick_negatives,
     same_document_masked_loss,
+    source_rows,
+    sources_plan,
     train_lora,
     training_pairs,
 )
@@ -97,3 +99,13 @@ def test_lora_training_is_reproducible_for_a_seed(tiny_retriever, tmp_path):
         weights.append({k: v.clone() for k, v in model.named_parameters() if "lora_" in k})
     assert weights[0].keys() == weights[1].keys() and weights[0]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_per_source_adapters_need_both_sources_with_two_questions_each():
+    real, syn = {"metadata": {}}, {"metadata": {"synthetic": True}}
+    by_source = source_rows([real, syn, real, syn, {"qid": "no metadata"}])
+    assert [len(by_source[s]) for s in ("real", "synthetic")] == [3, 2]
+    assert sources_plan(by_source, True)["compared"] is True
+    assert "compare_sources is off" in sources_plan(by_source, False)["why"]
+    assert "one source only" in sources_plan(source_rows([real, real]), True)["why"]
+    assert "under 2" in sources_plan(source_rows([real, real, syn]), True)["why"]

@@ -117,7 +117,7 @@ def score(cfg: Any, info: dict[str, Any], role: str, questions: list[dict[str, A
           ) -> list[dict[str, Any]]:
     """Per-question retrieval scores of one indexed role (vector search, as evaluate's base/lora)."""
     base_dir = retriever_base_dir(cfg.models, cfg.paths.models_dir)
-    table, model = open_retriever(info, role, base_dir, cfg.index.device)
+    table, model = open_retriever(info, role, base_dir, cfg.index.device, cfg.index.precision)
     rows, _ = run_queries(questions, table, "vector", model, cfg.evaluate, cfg.index)
     return rows
 

@@ -50,7 +50,8 @@ def open_indexed(ctx: StageContext, index: IndexConfig, info: dict[str, Any]
     from tasks.lib.search import open_retriever
 
     base_dir = retriever_base_dir(ctx.models, ctx.catalog.models_dir)
-    opened = {role: open_retriever(info, role, base_dir, index.device) for role in info["tables"]}
+    opened = {role: open_retriever(info, role, base_dir, index.device, index.precision)
+              for role in info["tables"]}
     return {r: t for r, (t, _) in opened.items()}, {r: m for r, (_, m) in opened.items()}
 
 

@@ -76,7 +76,7 @@ def index_role(db: Any, r: Retriever, chunks: list[dict[str, Any]], section: Ind
     from tasks.lib.models import load_retriever
     from tasks.lib.shards import sharded_encoder
 
-    model = load_retriever(r.base_dir, r.adapter_dir, section.device)
+    model = load_retriever(r.base_dir, r.adapter_dir, section.device, precision=section.precision)
     stats = update_table(db, table_name(r.fingerprint), model, chunks, section,
                          sharded_encoder(r.base_dir, r.adapter_dir, section))
     local = Path(index_uri) / f"{stats['table']}.lance"

@@ -144,7 +144,8 @@ def reindex_table_step(prepare: PrepareConfig, index: IndexConfig, promote: Prom
         if not chunks:
             raise DataError(str(cat.corpus_path), None, None, "no chunks to index")
         adapter = adapter_dir(reg, reg.retriever_model, release.retriever_version)
-        model = cached_retriever(str(base_dir), str(adapter), index.device)  # evaluate reuses it
+        model = cached_retriever(str(base_dir), str(adapter), index.device,  # evaluate reuses it
+                                 index.precision)
         stats = update_table(connect(release.index_uri), release.table, model, chunks, index,
                              sharded_encoder(base_dir, adapter, index))
         mlflow.log_metrics({k: v for k, v in stats.items()
@@ -183,7 +184,8 @@ def evaluate_reindexed_step(section: EvaluateConfig, index: IndexConfig, ctx: St
         opened = open_pinned(connect(table["index_uri"], create=False),
                              {"table": table["table"], "version": table["version"]})
         retriever = table["retriever"]  # the model reindex_table embedded with (loaded once)
-        model = cached_retriever(retriever["base_dir"], retriever["adapter_dir"], index.device)
+        model = cached_retriever(retriever["base_dir"], retriever["adapter_dir"], index.device,
+                                 index.precision)
         metrics: dict[str, float] = {}
         for name, mode in REINDEX_METHODS.items():
             scores, seconds = run_queries(questions, opened, mode, model, section, index)

@@ -61,7 +61,7 @@ def training_contexts(section: TrainGeneratorConfig, index_section: IndexConfig,
     info = load_index_info(ctx.catalog)
     table, model = open_retriever(info, context_role(info),
                                   retriever_base_dir(ctx.models, ctx.catalog.models_dir),
-                                  index_section.device)
+                                  index_section.device, index_section.precision)
     raft = section.context_source == "raft"
     k = section.context_k + (RAFT_DEPTH if raft else 0)
     hits = retrieve_contexts(table, model, [r["question"] for r in chosen], k, index_section)

@@ -222,6 +222,9 @@ class IndexConfig(Section):
     nprobes: int = Field(20, ge=1)  # IVF partitions searched per query (ANN only)
     refine_factor: int = Field(10, ge=1)  # re-rank k x this candidates exactly (ANN only)
     device: Device = "auto"
+    # retriever inference (index, evaluate, reindex, serve): fp32 | bf16 | auto (bf16 on a CPU
+    # with AVX-512 BF16/AMX, else fp32); measured by bench/retriever_precision.py
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
     shards: int = Field(1, ge=1)  # >1: embed new/changed chunks in this many parallel shards
     task_runner: Literal["thread", "dask"] = "thread"  # where shards run (dask: prefect-dask)
     dask_address: str | None = None  # an existing Dask scheduler (tcp://host:8786); None: local

@@ -114,11 +114,15 @@ def make_adapter_portable(adapter_dir: Path, base_id: str) -> None:
 
 
 def load_retriever(base_dir: Path, adapter_dir: Path | None = None, device: str = "auto",
-                   max_seq_length: int | None = None):
-    """Load a SentenceTransformer from a local directory, its LoRA adapter merged when given."""
+                   max_seq_length: int | None = None, precision: str = "fp32"):
+    """Load a SentenceTransformer from a local directory, its LoRA adapter merged when given, at
+    `precision` (index.precision: fp32 | bf16 | auto; training loads fp32)."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(base_dir), device=pick_device(device), local_files_only=True)
+    from tasks.lib.precision import apply_precision, resolve_precision
+
+    device = pick_device(device)
+    model = SentenceTransformer(str(base_dir), device=device, local_files_only=True)
     if max_seq_length is not None:
         model.max_seq_length = min(max_seq_length, model.max_seq_length)
     if adapter_dir is not None:
@@ -126,19 +130,26 @@ def load_retriever(base_dir: Path, adapter_dir: Path | None = None, device: str 
 
         # Merged weights encode ~1.4x faster than adapter layers on the side; same vectors.
         model[0].model = PeftModel.from_pretrained(model[0].model, str(adapter_dir)).merge_and_unload()
-    return model
+    resolved = resolve_precision(precision, device)
+    if resolved != "fp32":
+        log.info("retriever %s%s: %s inference on %s (index.precision %s)", Path(base_dir).name,
+                 " + adapter" if adapter_dir else "", resolved, device, precision)
+    return apply_precision(model, resolved)
 
 
-def cached_retriever(base_dir: str, adapter_dir: str | None, device: str = "auto"):
-    """load_retriever, once per process for the same directories and adapter weights (a retrained
-    adapter in the same directory loads afresh); for read-only use."""
+def cached_retriever(base_dir: str, adapter_dir: str | None, device: str = "auto",
+                     precision: str = "fp32"):
+    """load_retriever, once per process for the same directories, adapter weights and precision
+    (a retrained adapter in the same directory loads afresh); for read-only use."""
     digest = weights_digest(Path(adapter_dir)) if adapter_dir else None
-    return _cached_retriever(base_dir, adapter_dir, device, digest)
+    return _cached_retriever(base_dir, adapter_dir, device, precision, digest)
 
 
 @functools.lru_cache(maxsize=4)
-def _cached_retriever(base_dir: str, adapter_dir: str | None, device: str, _digest: str | None):
-    return load_retriever(Path(base_dir), Path(adapter_dir) if adapter_dir else None, device)
+def _cached_retriever(base_dir: str, adapter_dir: str | None, device: str, precision: str,
+                      _digest: str | None):
+    return load_retriever(Path(base_dir), Path(adapter_dir) if adapter_dir else None, device,
+                          precision=precision)
 
 
 def retriever_base_dir(models: Any, cache_dir: str | Path) -> Path:

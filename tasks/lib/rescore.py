@@ -84,8 +84,8 @@ def rescore_release(reg: Any, release: Any, ctx: Any, section: EvaluateConfig,
     base_dir = str(retriever_base_dir(ctx.models, ctx.catalog.models_dir))
     adapter = registry.adapter_dir(reg, reg.retriever_model, release.retriever_version)
     # "candidate" is evaluate's role name for the retriever under test; "base" judges similarity
-    models = {"candidate": cached_retriever(base_dir, str(adapter), index.device),
-              "base": cached_retriever(base_dir, None, index.device)}
+    models = {"candidate": cached_retriever(base_dir, str(adapter), index.device, index.precision),
+              "base": cached_retriever(base_dir, None, index.device, index.precision)}
     retrieval = {m: run_queries(questions, table, METHODS[m][1], models["candidate"], section,
                                 index)[0] for m in methods}
     answers: dict[str, Any] = {}

@@ -164,15 +164,15 @@ def search(table: Any, query: str, mode: str, k: int, model: Any = None, rrf_k: 
     raise ValueError(f"unknown search mode {mode!r}; expected one of {MODES}")
 
 
-def open_retriever(info: dict[str, Any], role: str, base_dir: Path, device: str = "auto"
-                   ) -> tuple[Any, Any]:
+def open_retriever(info: dict[str, Any], role: str, base_dir: Path, device: str = "auto",
+                   precision: str = "fp32") -> tuple[Any, Any]:
     """(pinned table, retriever model) of one indexed role ("base" or "candidate")."""
     from tasks.lib.models import cached_retriever
 
     table_info = info["tables"][role]
     table = open_pinned(connect(info["index_uri"], create=False), table_info)
     adapter = table_info["adapter_dir"]
-    return table, cached_retriever(str(base_dir), adapter, device)
+    return table, cached_retriever(str(base_dir), adapter, device, precision)
 
 
 def retrieve_contexts(table: Any, model: Any, questions: list[str], k: int,

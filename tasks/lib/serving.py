@@ -166,14 +166,15 @@ def open_table(served: ServedRelease):
     return open_pinned(connect(served.index_uri, create=False), served.pinned, served.release)
 
 
-def load_served_retriever(served: ServedRelease, models: Any, cat: Any, device: str):
+def load_served_retriever(served: ServedRelease, models: Any, cat: Any, device: str,
+                          precision: str = "fp32"):
     """The release's retriever (base resolved offline first), cached per process."""
     from tasks.lib.models import cached_retriever, retriever_base_dir
 
     base_dir = retriever_base_dir(with_base(models, "retriever_id", served.retriever_base),
                                   cat.models_dir)
     adapter = str(served.retriever_adapter) if served.retriever_adapter else None
-    return cached_retriever(str(base_dir), adapter, device)
+    return cached_retriever(str(base_dir), adapter, device, precision)
 
 
 def load_served_generator(served: ServedRelease, adapter: Path | None, models: Any, cat: Any,
@@ -221,7 +222,8 @@ class LoadedRelease:
     def retriever(self):
         """The release's retriever model."""
         return self._part("retriever", lambda: load_served_retriever(
-            self.served, self.sections.models, self.catalog, self.sections.index.device))
+            self.served, self.sections.models, self.catalog, self.sections.index.device,
+            self.sections.index.precision))
 
     def generator(self, uses_lora: bool) -> tuple[Any, Any]:
         """(model, tokenizer): the LoRA generator, or the base LM when not `uses_lora`."""

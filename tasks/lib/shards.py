@@ -30,20 +30,20 @@ def split(items: list[Any], shards: int) -> list[list[Any]]:
 
 @task(name="embed_shard", **IO_RETRIES)
 def embed_shard(base_dir: str, adapter_dir: str | None, device: str, texts: list[str],
-                batch_size: int) -> np.ndarray:
+                batch_size: int, precision: str = "fp32") -> np.ndarray:
     """Unit-length embeddings of one shard (the model is loaded once per worker process)."""
     from tasks.lib.models import cached_retriever
     from tasks.lib.tables import encode
 
-    return encode(cached_retriever(base_dir, adapter_dir, device), texts, batch_size)
+    return encode(cached_retriever(base_dir, adapter_dir, device, precision), texts, batch_size)
 
 
 @flow(name="tunedex-embed-shards")
 def embed_shards(base_dir: str, adapter_dir: str | None, device: str, texts: list[str],
-                 shards: int, batch_size: int) -> np.ndarray:
+                 shards: int, batch_size: int, precision: str = "fp32") -> np.ndarray:
     """Map embed_shard over the parts on this flow's task runner; concatenate in order."""
     futures = embed_shard.map(unmapped(base_dir), unmapped(adapter_dir), unmapped(device),
-                              split(texts, shards), unmapped(batch_size))
+                              split(texts, shards), unmapped(batch_size), unmapped(precision))
     return np.concatenate(futures.result())
 
 
@@ -79,5 +79,5 @@ def sharded_encoder(base_dir: Any, adapter_dir: Any, cfg: Any):
             return encode(_model, texts, batch_size)
         run = embed_shards.with_options(task_runner=task_runner(cfg))
         return run(str(base_dir), str(adapter_dir) if adapter_dir else None, cfg.device, texts,
-                   cfg.shards, batch_size)
+                   cfg.shards, batch_size, cfg.precision)
     return encode_sharded

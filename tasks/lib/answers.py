@@ -96,7 +96,7 @@ def run_setups(generate: GenerateConfig, ctx: Any, questions: list[dict[str, Any
         if (lora and not adapter.is_dir()) or not any(SETUPS[s][0] == lora for s in setups):
             continue
         model, tok = load_generator(base_dir, adapter if lora else None, g.device,
-                                    ctx.models.generator_id)
+                                    ctx.models.generator_id, g.precision)
         warm_up_generation(model, tok)
         for setup, (uses_lora, uses_context) in SETUPS.items():
             if uses_lora != lora or setup not in setups:

@@ -213,6 +213,9 @@ class GenerateConfig(Section):
     context_k: int = Field(3, ge=1)  # retrieved chunks given to rag/hybrid
     max_context_tokens: int = Field(512, ge=16)  # context budget; cut before the question
     device: Device = "auto"
+    # generator inference (evaluate, serve): fp32 | bf16 | auto (bf16 on a CPU with AVX-512
+    # BF16/AMX or a bf16 CUDA GPU); measured by bench/generator_precision.py
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
 
 
 class IndexConfig(Section):

@@ -102,25 +102,33 @@ def save_adapter(peft_model: Any, out_dir: Path, base_id: str, base_dir: Path,
 
 
 def load_generator(base_dir: Path, adapter_dir: Path | None = None, device: str = "auto",
-                   base_id: str | None = None, dtype: str = "float32"):
-    """(model, tokenizer) from local dirs, the adapter merged; tokenizer pads left for generation."""
+                   base_id: str | None = None, precision: str = "fp32"):
+    """(model, tokenizer) from local dirs, the adapter merged (in fp32, then cast to `precision`:
+    fp32 | bf16 | auto, see tasks/lib/precision.py); the tokenizer pads left for generation."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from tasks.lib.precision import resolve_generator_precision
+
     if adapter_dir is not None:
         check_adapter_base(adapter_dir, base_dir, base_id)
-    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=getattr(torch, dtype),
+    model = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32,
                                                  local_files_only=True)
     if adapter_dir is not None:
         from peft import PeftModel
 
         # Merged weights generate as fast as the base; the adapter on the side costs every token.
         model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    device = pick_device(device)
+    if resolve_generator_precision(precision, device) == "bf16":
+        log.info("generator %s: bf16 inference on %s (precision %s)", Path(base_dir).name,
+                 device, precision)
+        model = model.to(torch.bfloat16)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir), local_files_only=True)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    return model.to(pick_device(device)).eval(), tokenizer
+    return model.to(device).eval(), tokenizer
 
 
 # ---- effects: generation -----------------------------------------------------------------------

@@ -53,6 +53,16 @@ def resolve_precision(setting: str, device: str) -> str:
     return setting
 
 
+def resolve_generator_precision(setting: str, device: str) -> str:
+    """The generator's: auto -> bf16 on a CPU with native bf16 and on a CUDA GPU with bf16
+    support (the usual way to run a causal LM there), else fp32."""
+    if setting == "auto" and device == "cuda":
+        import torch
+
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return resolve_precision(setting, device)
+
+
 def apply_precision(model: Any, precision: str) -> Any:
     """The SentenceTransformer converted in place for inference at `precision` (fp32: as is)."""
     import torch

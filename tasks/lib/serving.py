@@ -178,13 +178,13 @@ def load_served_retriever(served: ServedRelease, models: Any, cat: Any, device: 
 
 
 def load_served_generator(served: ServedRelease, adapter: Path | None, models: Any, cat: Any,
-                          device: str) -> tuple[Any, Any]:
+                          device: str, precision: str = "fp32") -> tuple[Any, Any]:
     """(model, tokenizer) of the release's generator base, with `adapter` merged when given."""
     from tasks.lib.generator import generator_base_dir, load_generator
 
     base_dir = generator_base_dir(with_base(models, "generator_id", served.generator_base),
                                   cat.models_dir)
-    return load_generator(base_dir, adapter, device, served.generator_base)
+    return load_generator(base_dir, adapter, device, served.generator_base, precision)
 
 
 @dataclass
@@ -230,7 +230,7 @@ class LoadedRelease:
         adapter = lora_adapter(self.served, uses_lora)
         return self._part(("generator", uses_lora), lambda: load_served_generator(
             self.served, adapter, self.sections.models, self.catalog,
-            self.sections.generate.device))
+            self.sections.generate.device, self.sections.generate.precision))
 
     def warm(self, setups: Sequence[str] = tuple(SETUPS)) -> LoadedRelease:
         """Load now what `setups` and search need (a server does this before taking requests)."""

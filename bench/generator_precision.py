@@ -1,0 +1,123 @@
+"""Generation in bf16 against fp32, in one run: tokens/s and token F1 on the same eval prompts.
+
+For up to --questions eval questions of a prepared dir, two prompts each (as the base and rag
+setups build them: the question alone, and with its top generate.context_k chunks by exact
+search with the base retriever), answered greedily at each precision in generate's batches
+(precisions interleaved over --repeats; best tokens/s counts). Quality: token F1 against the
+reference per prompt, bf16 − fp32 paired on the same prompts (BCa), and the share of identical
+answers. Targets (issue 15): >= 1.5x fp32 tokens/s with the token F1 difference's interval
+covering 0.
+
+usage: python bench/generator_precision.py --prepared data/prepared [--adapter models/generator]
+         [--config configs/cpu.yaml] [--questions 48] [--repeats 2] [--out F.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from flows.env import set_offline_env  # noqa: E402
+
+set_offline_env()
+
+import numpy as np  # noqa: E402
+
+from tasks.lib.answer_metrics import token_f1  # noqa: E402
+from tasks.lib.config import load_config, parse_override  # noqa: E402
+from tasks.lib.data import read_jsonl  # noqa: E402
+from tasks.lib.generator import (  # noqa: E402
+    build_prompt,
+    generate_answers,
+    generation_throughput,
+    generator_base_dir,
+    load_generator,
+    warm_up_generation,
+)
+from tasks.lib.metrics import paired_diff_ci  # noqa: E402
+from tasks.lib.models import load_retriever, retriever_base_dir  # noqa: E402
+from tasks.lib.tables import encode  # noqa: E402
+from tasks.lib.text import passage_text  # noqa: E402
+
+TARGET = 1.5
+
+
+def prompts_for(cfg, prepared: Path, n: int) -> tuple[list[str], list[str], list[str]]:
+    """(prompts, references, setup per prompt): each question alone and with its top chunks."""
+    chunks = read_jsonl(prepared / "chunks.jsonl")
+    questions = [q for q in read_jsonl(prepared / "eval_qa.jsonl") if q.get("answer")][:n]
+    retriever = load_retriever(retriever_base_dir(cfg.models, cfg.paths.models_dir), device="cpu")
+    chunk_vecs = encode(retriever, [passage_text(c) for c in chunks], cfg.index.batch_size)
+    query_vecs = encode(retriever, [q["question"] for q in questions], cfg.index.batch_size)
+    gen_base = generator_base_dir(cfg.models, cfg.paths.models_dir)
+    _, tok = load_generator(gen_base, None, "cpu")
+    prompts, refs, setups = [], [], []
+    for q, vec in zip(questions, query_vecs, strict=True):
+        top = np.argsort(-(chunk_vecs @ vec))[: cfg.generate.context_k]
+        for setup, context in (("base", None), ("rag", [chunks[i]["text"] for i in top])):
+            prompts.append(build_prompt(tok, q["question"], context, cfg.generate.max_context_tokens,
+                                        q.get("choices")))
+            refs.append(q["answer"])
+            setups.append(setup)
+    return prompts, refs, setups
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--prepared", required=True, help="a prepared dir: chunks.jsonl, eval_qa.jsonl")
+    parser.add_argument("--adapter", default=None, help="a generator LoRA adapter dir (merged)")
+    parser.add_argument("--config", default="configs/cpu.yaml")
+    parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser.add_argument("--questions", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args()
+    cfg = load_config(args.config, dict(parse_override(s) for s in args.sets))
+    prompts, refs, setups = prompts_for(cfg, Path(args.prepared), args.questions)
+    base = generator_base_dir(cfg.models, cfg.paths.models_dir)
+    adapter = Path(args.adapter) if args.adapter else None
+    models = {p: load_generator(base, adapter, "cpu", precision=p) for p in ("fp32", "bf16")}
+    for model, tok in models.values():
+        warm_up_generation(model, tok)
+    speed: dict[str, list[float]] = {p: [] for p in models}
+    answers: dict[str, list[str]] = {}
+    for _ in range(args.repeats):
+        for p, (model, tok) in models.items():
+            out = generate_answers(model, tok, prompts, cfg.generate.max_new_tokens,
+                                   cfg.generate.batch_size)
+            speed[p].append(generation_throughput(out)["tokens_per_second"])
+            answers[p] = [o["text"] for o in out]
+    f1 = {p: [token_f1(a, r) for a, r in zip(answers[p], refs, strict=True)] for p in models}
+    ratio = max(speed["bf16"]) / max(speed["fp32"])
+    report = {"prompts": len(prompts), "repeats": args.repeats, "adapter": args.adapter,
+              "tokens_per_second": speed, "speedup": ratio, "setups": {}}
+    print(f"{len(prompts)} prompts ({len(prompts) // 2} questions x base/rag), batch "
+          f"{cfg.generate.batch_size}, {cfg.generate.max_new_tokens} new tokens, best of "
+          f"{args.repeats}{', adapter ' + args.adapter if args.adapter else ''}")
+    print(f"tokens/s fp32 {max(speed['fp32']):.1f}  bf16 {max(speed['bf16']):.1f}  x{ratio:.2f}")
+    covered = True
+    for setup in ("base", "rag", "all"):
+        idx = [i for i, s in enumerate(setups) if setup in ("all", s)]
+        diff = paired_diff_ci([f1["bf16"][i] for i in idx], [f1["fp32"][i] for i in idx], 1000, 13)
+        same = sum(answers["bf16"][i] == answers["fp32"][i] for i in idx) / len(idx)
+        covered &= setup != "all" or diff["lo"] <= 0 <= diff["hi"]
+        report["setups"][setup] = {"fp32_token_f1": float(np.mean([f1["fp32"][i] for i in idx])),
+                                   "bf16_token_f1": float(np.mean([f1["bf16"][i] for i in idx])),
+                                   "delta": diff, "identical_share": same}
+        print(f"{setup:4s} token F1 fp32 {report['setups'][setup]['fp32_token_f1']:.3f} bf16 "
+              f"{report['setups'][setup]['bf16_token_f1']:.3f}  delta {diff['mean']:+.4f} "
+              f"[{diff['lo']:+.4f}, {diff['hi']:+.4f}]  identical answers {same:.0%}")
+    ok = ratio >= TARGET and covered
+    report["meets_target"] = ok
+    print(f"bf16 vs fp32: x{ratio:.2f} (target {TARGET}), token F1 interval covers 0: {covered} "
+          f"-> {'PASS' if ok else 'FAIL'}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()

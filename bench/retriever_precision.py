@@ -87,19 +87,21 @@ def main() -> None:
             seconds[p].append(time.perf_counter() - started)
     report = {"chunks": len(chunks), "questions": len(questions), "batch_size": batch,
               "repeats": args.repeats, "adapter": args.adapter, "precisions": {}}
-    per_q = {}
-    for p, model in models.items():
-        lat, qvecs = [], []
-        for q in questions:
+    lat: dict[str, list[float]] = {p: [] for p in models}
+    qvecs: dict[str, list[np.ndarray]] = {p: [] for p in models}
+    for q in questions:  # one question at a time, as /search encodes; precisions interleaved
+        for p, model in models.items():
             started = time.perf_counter()
-            qvecs.append(model.encode([q["question"]], normalize_embeddings=True,
-                                      convert_to_numpy=True)[0])
-            lat.append(time.perf_counter() - started)
-        per_q[p] = doc_scores(np.asarray(qvecs, dtype=np.float32), vectors[p],
+            qvecs[p].append(model.encode([q["question"]], normalize_embeddings=True,
+                                         convert_to_numpy=True)[0])
+            lat[p].append(time.perf_counter() - started)
+    per_q = {}
+    for p in models:
+        per_q[p] = doc_scores(np.asarray(qvecs[p], dtype=np.float32), vectors[p],
                               [c["doc_id"] for c in chunks], questions)
         report["precisions"][p] = {
             "encode_seconds": seconds[p], "chunks_per_second": len(texts) / min(seconds[p]),
-            "query_latency": latency_summary(lat),
+            "query_latency": latency_summary(lat[p]),
             "ndcg@10": float(np.mean([s["ndcg@10"] for s in per_q[p]])),
             "recall@10": float(np.mean([s["recall@10"] for s in per_q[p]]))}
     ref = report["precisions"].get("fp32")

@@ -14,7 +14,6 @@ usage: python bench/generator_precision.py --prepared data/prepared [--adapter m
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ set_offline_env()
 
 import numpy as np  # noqa: E402
 
+from bench.precision_args import precision_parser  # noqa: E402
 from tasks.lib.answer_metrics import token_f1  # noqa: E402
 from tasks.lib.config import load_config, parse_override  # noqa: E402
 from tasks.lib.data import read_jsonl  # noqa: E402
@@ -66,15 +66,8 @@ def prompts_for(cfg, prepared: Path, n: int) -> tuple[list[str], list[str], list
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepared", required=True, help="a prepared dir: chunks.jsonl, eval_qa.jsonl")
-    parser.add_argument("--adapter", default=None, help="a generator LoRA adapter dir (merged)")
-    parser.add_argument("--config", default="configs/cpu.yaml")
-    parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser = precision_parser(__doc__, "generator", 2)
     parser.add_argument("--questions", type=int, default=48)
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--out", default=None)
     args = parser.parse_args()
     cfg = load_config(args.config, dict(parse_override(s) for s in args.sets))
     prompts, refs, setups = prompts_for(cfg, Path(args.prepared), args.questions)

@@ -12,7 +12,6 @@ usage: python bench/retriever_precision.py --prepared data/prepared [--adapter m
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -25,6 +24,7 @@ set_offline_env()
 
 import numpy as np  # noqa: E402
 
+from bench.precision_args import precision_parser  # noqa: E402
 from tasks.lib.config import load_config, parse_override  # noqa: E402
 from tasks.lib.data import read_jsonl  # noqa: E402
 from tasks.lib.metrics import latency_summary, paired_diff_ci, retrieval_scores  # noqa: E402
@@ -54,16 +54,9 @@ def doc_scores(query_vecs: np.ndarray, chunk_vecs: np.ndarray, chunk_docs: list[
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--prepared", required=True, help="a prepared dir: chunks.jsonl, eval_qa.jsonl")
-    parser.add_argument("--adapter", default=None, help="a retriever LoRA adapter dir (merged)")
-    parser.add_argument("--config", default="configs/cpu.yaml")
-    parser.add_argument("--set", dest="sets", action="append", default=[])
+    parser = precision_parser(__doc__, "retriever", 3)
     parser.add_argument("--precisions", nargs="+", default=["fp32", "int8", "bf16"])
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-chunks", type=int, default=2000, help="cap on chunks encoded")
-    parser.add_argument("--out", default=None)
     args = parser.parse_args()
     cfg = load_config(args.config, dict(parse_override(s) for s in args.sets))
     prepared = Path(args.prepared)

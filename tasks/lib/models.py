@@ -145,7 +145,7 @@ def cached_retriever(base_dir: str, adapter_dir: str | None, device: str = "auto
     return _cached_retriever(base_dir, adapter_dir, device, precision, digest)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=6)  # base, candidate, the two per-source adapters, spare
 def _cached_retriever(base_dir: str, adapter_dir: str | None, device: str, precision: str,
                       _digest: str | None):
     return load_retriever(Path(base_dir), Path(adapter_dir) if adapter_dir else None, device,

@@ -26,14 +26,15 @@ METHODS = {"bm25": ("base", "bm25", None), "base": ("base", "vector", "base"),
 DIAGNOSTIC = frozenset({"lora_real", "lora_synthetic"})  # scored, never chosen for answers
 SOURCE_NOTE = ("lora_real / lora_synthetic: LoRA trained on the real / the synthetic train "
                "questions alone (lora: on both); scored for comparison, never chosen or served.")
+COMPARISONS = (("lora", "base"), ("fusion", "base"), ("fusion", "lora"), ("base", "bm25"),
+               ("fusion_native", "fusion"), ("lora_real", "base"), ("lora_synthetic", "base"),
+               ("lora_synthetic", "lora_real"), ("lora", "lora_real"))
 
 
 def source_note(methods: dict[str, Any]) -> str | None:
     """The line explaining the per-source rows, where there are any."""
     return SOURCE_NOTE if DIAGNOSTIC & set(methods) else None
-COMPARISONS = (("lora", "base"), ("fusion", "base"), ("fusion", "lora"), ("base", "bm25"),
-               ("fusion_native", "fusion"), ("lora_real", "base"), ("lora_synthetic", "base"),
-               ("lora_synthetic", "lora_real"), ("lora", "lora_real"))
+
 
 # ---- pure: aggregation and the report ---------------------------------------------------------
 

@@ -183,8 +183,11 @@ def test_synthesize_section_names_bad_modes_and_bounds(tmp_path):
         load_config(write(tmp_path, {**MINIMAL, "synthesize": {"min_question_words": 9,
                                                                "max_question_words": 5}}))
     cfg = load_config(REPO / "configs" / "cpu.yaml")
-    assert (cfg.synthesize.mode, cfg.synthesize.method, cfg.synthesize.generator_id) == (
-        "auto", "lm", None)
+    # the cpu profile writes inverse-cloze questions (measured, README); lm is opt-in there
+    assert (cfg.synthesize.mode, cfg.synthesize.method, cfg.synthesize.generator_id,
+            cfg.synthesize.max_chunks) == ("auto", "ict", None, 0)
+    gpu = load_config(REPO / "configs" / "gpu.yaml")
+    assert gpu.synthesize.method == "lm"
 
 
 def test_a_bare_yaml_off_is_synthesize_mode_off(tmp_path):

@@ -35,6 +35,24 @@ from tasks.lib.text import passage_text  # noqa: E402
 
 TOLERANCE = 0.005  # |mean delta nDCG@10| a precision may lose (issue 15)
 TARGET = 1.5  # throughput ratio over fp32
+INT8_ENGINES = ("x86", "fbgemm")  # torch's quantised CPU engines with int8 GEMM kernels
+
+
+def at_precision(model, precision: str):
+    """The retriever at `precision`: fp32 and bf16 as the pipeline runs them, int8 by dynamic
+    quantisation of its Linear layers (measured here only: the pipeline does not offer it)."""
+    if precision != "int8":
+        return apply_precision(model, precision)
+    import torch
+
+    engine = next((e for e in INT8_ENGINES if e in torch.backends.quantized.supported_engines),
+                  None)
+    if engine is None:
+        raise SystemExit("int8: this torch has no quantised CPU engine (x86 or fbgemm)")
+    torch.backends.quantized.engine = engine
+    model[0].auto_model = torch.ao.quantization.quantize_dynamic(
+        model[0].auto_model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+    return model.eval()
 
 
 def doc_scores(query_vecs: np.ndarray, chunk_vecs: np.ndarray, chunk_docs: list[str],
@@ -66,7 +84,7 @@ def main() -> None:
     texts, batch = [passage_text(c) for c in chunks], cfg.index.batch_size
     base = retriever_base_dir(cfg.models, cfg.paths.models_dir)
     adapter = Path(args.adapter) if args.adapter else None
-    models = {p: apply_precision(load_retriever(base, adapter, "cpu"), p) for p in args.precisions}
+    models = {p: at_precision(load_retriever(base, adapter, "cpu"), p) for p in args.precisions}
     for model in models.values():
         encode(model, texts[:batch], batch)  # warm-up (kernels, allocator)
 

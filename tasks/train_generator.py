@@ -117,15 +117,18 @@ def train_generator_stage(section: TrainGeneratorConfig, index_section: IndexCon
         out_dir = save_adapter(peft_model, cat.generator_adapter_dir, ctx.models.generator_id,
                                base_dir, {"config": trained_with})
         tokens = sum(h["tokens"] for h in history)
+        slots = sum(h["slots"] for h in history)
         stats = {**counts, "steps": len(history), "train_seconds": round(seconds, 2),
                  "train_tokens": tokens, "tokens_per_second": round(tokens / seconds, 1),
+                 "padding_share": round(1 - tokens / slots, 3),
                  "trainable_parameters": trainable, "total_parameters": total,
                  "adapter_bytes": dir_bytes(out_dir), "peak_rss_mb": round(peak_rss_mb(), 1),
                  "final_loss": history[-1]["loss"]}
         record_training(cat, "train_generator", history, stats, out_dir, "generator_adapter")
-        log.info("train_generator: %d steps in %.0f s (%.0f tokens/s), %d trainable params, "
-                 "adapter %.1f MB -> %s", len(history), seconds, stats["tokens_per_second"],
-                 trainable, stats["adapter_bytes"] / 1e6, out_dir)
+        log.info("train_generator: %d steps in %.0f s (%.0f tokens/s, %.0f%% of the batches "
+                 "padding), %d trainable params, adapter %.1f MB -> %s", len(history), seconds,
+                 stats["tokens_per_second"], 100 * stats["padding_share"], trainable,
+                 stats["adapter_bytes"] / 1e6, out_dir)
     return {**stats, "adapter_dir": str(out_dir)}
 
 

@@ -104,8 +104,9 @@ def mine_hard_negatives(model: Any, pairs: list[dict[str, Any]], chunks: list[di
             for p, idx in zip(pairs, chosen, strict=True) if len(idx) == n]
 
 
-def training_args(cfg: TrainRetrieverConfig, seed: int, out_dir: Path, device: str):
-    """SentenceTransformerTrainingArguments for LoRA training on CPU or CUDA."""
+def training_args(cfg: TrainRetrieverConfig, seed: int, out_dir: Path, device: str,
+                  bf16: bool = False):
+    """SentenceTransformerTrainingArguments for LoRA training on CPU or CUDA (bf16: autocast)."""
     from sentence_transformers import SentenceTransformerTrainingArguments
     from sentence_transformers.base.sampler import BatchSamplers
 
@@ -114,7 +115,7 @@ def training_args(cfg: TrainRetrieverConfig, seed: int, out_dir: Path, device: s
         per_device_train_batch_size=cfg.batch_size, learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup_ratio, lr_scheduler_type="linear", weight_decay=0.0,
         batch_sampler=BatchSamplers.NO_DUPLICATES,  # a duplicate in-batch would be a false negative
-        use_cpu=device == "cpu", bf16=cfg.bf16 and device == "cuda", seed=seed, data_seed=seed,
+        use_cpu=device == "cpu", bf16=bf16, seed=seed, data_seed=seed,
         logging_steps=1, save_strategy="no", report_to="none", dataloader_num_workers=0,
         disable_tqdm=False)
 
@@ -151,6 +152,11 @@ def train_lora(model: Any, pairs: list[dict[str, Any]], cfg: TrainRetrieverConfi
     from sentence_transformers import SentenceTransformerTrainer
     from transformers import set_seed
 
+    from tasks.lib.precision import autocast_dtype
+
+    bf16 = autocast_dtype(cfg.precision, device) is not None
+    log.info("train_retriever: %s on %s (train_retriever.precision %s)",
+             "bf16 autocast" if bf16 else "fp32", device, cfg.precision)
     set_seed(seed)  # the LoRA A matrices are drawn here, before the trainer seeds anything
     model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=cfg.lora_r,
                                  lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
@@ -160,7 +166,7 @@ def train_lora(model: Any, pairs: list[dict[str, Any]], cfg: TrainRetrieverConfi
     dataset = Dataset.from_list([{**{c: p[c] for c in columns}, "label": doc_index[p["doc_id"]]}
                                  for p in pairs])
     trainer = SentenceTransformerTrainer(
-        model=model, args=training_args(cfg, seed, work_dir, device), train_dataset=dataset,
+        model=model, args=training_args(cfg, seed, work_dir, device, bf16), train_dataset=dataset,
         loss=same_document_masked_loss(model))
     trainer.train()
     return [h for h in trainer.state.log_history if "loss" in h]
@@ -184,7 +190,8 @@ def train_retriever_stage(section: TrainRetrieverConfig, ctx: StageContext) -> d
     with stage_run(ctx, "train_retriever", section):
         chunks, train_qa = read_jsonl(cat.chunks_path), read_jsonl(cat.train_qa_path)
         base_dir = retriever_base_dir(ctx.models, cat.models_dir)
-        model, history, pairs, seconds = fit(section, ctx, train_qa, chunks, "all questions")
+        model, history, pairs, seconds = fit(section, ctx, train_qa, chunks, "all questions",
+                                             base_dir)
         trainable, total = trainable_parameters(model)
         out_dir = publish_dir(cat.retriever_adapter_dir,  # readers never see half of one
                               lambda tmp: save_adapter(model, tmp, section, ctx, base_dir),
@@ -205,16 +212,15 @@ def train_retriever_stage(section: TrainRetrieverConfig, ctx: StageContext) -> d
 
 
 def fit(section: TrainRetrieverConfig, ctx: StageContext, train_qa: list[dict[str, Any]],
-        chunks: list[dict[str, Any]], what: str) -> tuple[Any, list[dict[str, float]],
-                                                           list[dict[str, Any]], float]:
-    """A fresh base retriever trained with LoRA on `train_qa`: (model, loss log, pairs, seconds)."""
-    from tasks.lib.models import load_retriever, pick_device, retriever_base_dir
+        chunks: list[dict[str, Any]], what: str, base_dir: Path
+        ) -> tuple[Any, list[dict[str, float]], list[dict[str, Any]], float]:
+    """A fresh base retriever (from `base_dir`) trained with LoRA on `train_qa`: (model, loss log,
+    pairs, seconds)."""
+    from tasks.lib.models import load_retriever, pick_device
 
-    cat = ctx.catalog
-    pairs = training_pairs(train_qa, chunks, cat.qa_label)
+    pairs = training_pairs(train_qa, chunks, ctx.catalog.qa_label)
     device = pick_device(section.device)
-    model = load_retriever(retriever_base_dir(ctx.models, cat.models_dir), device=device,
-                           max_seq_length=section.max_seq_length)
+    model = load_retriever(base_dir, device=device, max_seq_length=section.max_seq_length)
     if section.hard_negatives:
         pairs = mine_hard_negatives(model, pairs, chunks, section.hard_negatives,
                                     section.batch_size)
@@ -256,7 +262,8 @@ def train_sources(section: TrainRetrieverConfig, ctx: StageContext,
         if plan["compared"]:
             plan["adapters"] = {}
             for source, rows in by_source.items():
-                model, history, pairs, seconds = fit(section, ctx, rows, chunks, f"{source} only")
+                model, history, pairs, seconds = fit(section, ctx, rows, chunks, f"{source} only",
+                                                     base_dir)
                 save_adapter(model, tmp / source, section, ctx, base_dir, source)
                 plan["adapters"][source] = {"questions": len(rows), "pairs": len(pairs),
                                             "steps": len(history),

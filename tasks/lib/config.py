@@ -29,6 +29,29 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+Precision = Literal["auto", "fp32", "bf16"]
+
+
+class TrainPrecision(Section):
+    """A training section's numeric precision: `precision` (fp32 | bf16 | auto: bf16 autocast
+    where the hardware has native bf16, tasks/lib/precision.py). The older `bf16: true|false`
+    switch is still read: true as auto (it meant bf16 where the GPU has it), false as fp32."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_bf16(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "bf16" in data:
+            if "precision" in data:
+                raise ValueError("set precision (auto | fp32 | bf16), not both it and bf16")
+            legacy = data["bf16"]
+            if not isinstance(legacy, bool):
+                raise ValueError(f"bf16 must be true or false (or use precision: auto | fp32 | "
+                                 f"bf16), got {legacy!r}")
+            data = {k: v for k, v in data.items() if k != "bf16"}
+            data["precision"] = "auto" if legacy else "fp32"
+        return data
+
+
 class ProjectConfig(Section):
     name: str = "tunedex"  # MLflow experiment name and Prefect flow-run prefix
     profile: Literal["smoke", "cpu", "gpu"] = "cpu"  # which profile this file is
@@ -166,7 +189,7 @@ class SynthesizeConfig(Section):
         return self
 
 
-class TrainRetrieverConfig(Section):
+class TrainRetrieverConfig(TrainPrecision):
     epochs: float = Field(1.0, gt=0)  # passes over the (question, chunk) pairs
     max_steps: int = -1  # cap on optimizer steps; -1: no cap (epochs decide)
     batch_size: int = Field(32, ge=2)  # pairs per step; the other positives are the negatives
@@ -179,13 +202,15 @@ class TrainRetrieverConfig(Section):
     target_modules: tuple[str, ...] = ("query", "key", "value", "dense")  # BERT-style names
     hard_negatives: int = Field(0, ge=0)  # negatives mined with the base model per question
     device: Device = "auto"  # auto: cuda when available
-    bf16: bool = False  # bf16 mixed precision (CUDA only)
+    # bf16 autocast while training: fp32 | bf16 | auto (bf16 on a CUDA GPU with bf16 or a CPU
+    # with AVX-512 BF16/AMX); measured by bench/train_precision.py
+    precision: Precision = "fp32"
     # With real and synthetic train questions (synthesize.mode add), also train one adapter on
     # each source alone: the scoreboard's "LoRA on real vs on synthetic" rows (3x the training)
     compare_sources: bool = True
 
 
-class TrainGeneratorConfig(Section):
+class TrainGeneratorConfig(TrainPrecision):
     epochs: float = Field(1.0, gt=0)  # passes over the train examples
     max_steps: int = -1  # cap on optimizer steps; -1: no cap
     max_examples: int = Field(0, ge=0)  # cap on train examples (0: all)
@@ -203,8 +228,11 @@ class TrainGeneratorConfig(Section):
     lora_alpha: int = Field(32, ge=1)
     lora_dropout: float = Field(0.05, ge=0, lt=1)
     target_modules: tuple[str, ...] = ("all-linear",)  # peft shorthand: every linear layer
+    # batch examples of similar length together (less padding: with and without context differ
+    # ~5x in length); measured by bench/train_precision.py
+    group_by_length: bool = True
     device: Device = "auto"
-    bf16: bool = False
+    precision: Precision = "fp32"  # bf16 autocast while training, as train_retriever's
 
 
 class GenerateConfig(Section):
@@ -215,7 +243,7 @@ class GenerateConfig(Section):
     device: Device = "auto"
     # generator inference (evaluate, serve): fp32 | bf16 | auto (bf16 on a CPU with AVX-512
     # BF16/AMX or a bf16 CUDA GPU); measured by bench/generator_precision.py
-    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    precision: Precision = "fp32"
 
 
 class IndexConfig(Section):
@@ -227,7 +255,7 @@ class IndexConfig(Section):
     device: Device = "auto"
     # retriever inference (index, evaluate, reindex, serve): fp32 | bf16 | auto (bf16 on a CPU
     # with AVX-512 BF16/AMX, else fp32); measured by bench/retriever_precision.py
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    precision: Precision = "auto"
     shards: int = Field(1, ge=1)  # >1: embed new/changed chunks in this many parallel shards
     task_runner: Literal["thread", "dask"] = "thread"  # where shards run (dask: prefect-dask)
     dask_address: str | None = None  # an existing Dask scheduler (tcp://host:8786); None: local

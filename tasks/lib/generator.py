@@ -108,7 +108,7 @@ def load_generator(base_dir: Path, adapter_dir: Path | None = None, device: str 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.lib.precision import resolve_generator_precision
+    from tasks.lib.precision import resolve_model_precision
 
     if adapter_dir is not None:
         check_adapter_base(adapter_dir, base_dir, base_id)
@@ -120,7 +120,7 @@ def load_generator(base_dir: Path, adapter_dir: Path | None = None, device: str 
         # Merged weights generate as fast as the base; the adapter on the side costs every token.
         model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     device = pick_device(device)
-    if resolve_generator_precision(precision, device) == "bf16":
+    if resolve_model_precision(precision, device) == "bf16":
         log.info("generator %s: bf16 inference on %s (precision %s)", Path(base_dir).name,
                  device, precision)
         model = model.to(torch.bfloat16)
@@ -150,24 +150,29 @@ def _answer_length(row: list[int], eos: int | list[int] | None) -> int:
 
 def generate_answers(model: Any, tokenizer: Any, prompts: list[str], max_new_tokens: int,
                      batch_size: int) -> list[dict[str, Any]]:
-    """Greedy answers in left-padded batches: text, new_tokens, seconds (its batch's wall time)."""
+    """Greedy answers in left-padded batches: text, new_tokens, seconds (its batch's wall time),
+    in the order of `prompts`. Prompts of similar length share a batch (sorted by tokens), so a
+    short question is not padded to a long context's length."""
     import torch
 
     config = _greedy_config(model, tokenizer, max_new_tokens)
-    results: list[dict[str, Any]] = []
-    for start in range(0, len(prompts), batch_size):
+    encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+    results: list[dict[str, Any] | None] = [None] * len(prompts)
+    for start in range(0, len(order), batch_size):
+        rows = order[start:start + batch_size]
         # Left padding: right padding would put pads between a prompt and its answer.
-        enc = tokenizer(prompts[start:start + batch_size], return_tensors="pt", padding=True,
-                        padding_side="left", add_special_tokens=False).to(model.device)
+        enc = tokenizer.pad({"input_ids": [encoded[i] for i in rows]}, return_tensors="pt",
+                            padding_side="left").to(model.device)
         started = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(**enc, generation_config=config)
         seconds = time.perf_counter() - started
-        for row in out[:, enc["input_ids"].shape[1]:].tolist():
+        for i, row in zip(rows, out[:, enc["input_ids"].shape[1]:].tolist(), strict=True):
             n = _answer_length(row, config.eos_token_id)
-            results.append({"text": tokenizer.decode(row[:n], skip_special_tokens=True).strip(),
-                            "new_tokens": n, "seconds": seconds, "batch": start // batch_size})
-    return results
+            results[i] = {"text": tokenizer.decode(row[:n], skip_special_tokens=True).strip(),
+                          "new_tokens": n, "seconds": seconds, "batch": start // batch_size}
+    return results  # type: ignore[return-value]
 
 
 def warm_up_generation(model: Any, tokenizer: Any) -> None:

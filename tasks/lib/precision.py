@@ -1,17 +1,18 @@
-"""Numeric precision of the retriever at inference (index, evaluate, reindex, serve), chosen at
-run time and logged; training always runs fp32 (plus the profile's CUDA bf16 switch).
+"""Numeric precision, chosen at run time from the hardware and logged: the retriever at inference
+(index, evaluate, reindex, serve), the generator at inference (evaluate, serve) and both models'
+LoRA training (bf16 autocast).
 
-`index.precision`:
-  fp32  the weights as trained
-  bf16  bfloat16 weights and activations: on a CPU with native bf16 (AVX-512 BF16 or AMX) or CUDA
-  auto  bf16 on a CPU with native bf16, fp32 elsewhere (CUDA included: not measured there yet)
+Each setting is `fp32 | bf16 | auto`:
+  fp32  the weights as trained, float32 arithmetic
+  bf16  bfloat16: weights and activations at inference; autocast (fp32 master weights and
+        optimizer state) while training. Native on a CPU with AVX-512 BF16 or AMX, and on CUDA
+  auto  bf16 where the hardware has it natively, fp32 elsewhere. For the retriever's inference
+        that means CPUs only: bf16 there was not measured on CUDA yet
 
-Measured by bench/retriever_precision.py (throughput, query latency and nDCG@10 against fp32 on
-the same questions, in one run; figures in the README). bf16 vectors match fp32 ones to a mean
-cosine of ~1.000, so tables need no re-embedding when the setting changes and the precision is
-not part of a table's fingerprint. int8 dynamic quantisation (`apply_precision(m, "int8")`) is
-measured by the same bench but not offered: it moved the vectors (mean cosine ~0.95 to fp32) and
-nDCG@10 by more than the 0.005 tolerance, so a table could not mix its vectors with fp32 ones.
+Measured by bench/retriever_precision.py, bench/generator_precision.py and
+bench/train_precision.py (speed and quality against fp32 in one run; figures in the README).
+bf16 retriever vectors match fp32 ones to a mean cosine of ~1.000, so tables need no
+re-embedding when the setting changes and the precision is not part of a table's fingerprint.
 
 Usage:
     precision = resolve_precision(cfg.index.precision, "cpu")   # "bf16" on an AVX-512 BF16 CPU
@@ -20,21 +21,8 @@ Usage:
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Any
-
-log = logging.getLogger(__name__)
-
-INT8_ENGINES = ("x86", "fbgemm")  # torch's quantised CPU engines with int8 GEMM kernels
-
-
-def int8_engine() -> str | None:
-    """The quantised CPU engine torch would use for int8 Linear layers, or None without one."""
-    import torch
-
-    engines = torch.backends.quantized.supported_engines
-    return next((e for e in INT8_ENGINES if e in engines), None)
 
 
 def cpu_has_bf16() -> bool:
@@ -47,15 +35,16 @@ def cpu_has_bf16() -> bool:
 
 
 def resolve_precision(setting: str, device: str) -> str:
-    """auto -> bf16 on a CPU with native bf16, else fp32; an explicit choice stands."""
+    """The retriever's inference: auto -> bf16 on a CPU with native bf16, else fp32; an explicit
+    choice stands."""
     if setting == "auto":
         return "bf16" if device == "cpu" and cpu_has_bf16() else "fp32"
     return setting
 
 
-def resolve_generator_precision(setting: str, device: str) -> str:
-    """The generator's: auto -> bf16 on a CPU with native bf16 and on a CUDA GPU with bf16
-    support (the usual way to run a causal LM there), else fp32."""
+def resolve_model_precision(setting: str, device: str) -> str:
+    """The generator's inference and LoRA training: auto -> bf16 on a CPU with native bf16 and on
+    a CUDA GPU with bf16 support (the usual way to run a causal LM there), else fp32."""
     if setting == "auto" and device == "cuda":
         import torch
 
@@ -63,15 +52,19 @@ def resolve_generator_precision(setting: str, device: str) -> str:
     return resolve_precision(setting, device)
 
 
-def apply_precision(model: Any, precision: str) -> Any:
-    """The SentenceTransformer converted in place for inference at `precision` (fp32: as is)."""
+def autocast_dtype(setting: str, device: str) -> Any:
+    """torch.bfloat16 when training at `setting` resolves to bf16 on `device`, else None."""
+    if resolve_model_precision(setting, device) != "bf16":
+        return None
     import torch
 
-    if precision == "int8":
-        torch.backends.quantized.engine = int8_engine()
-        inner = model[0].auto_model
-        model[0].auto_model = torch.ao.quantization.quantize_dynamic(
-            inner, {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-    elif precision == "bf16":
+    return torch.bfloat16
+
+
+def apply_precision(model: Any, precision: str) -> Any:
+    """The SentenceTransformer for inference at `precision`: bf16 converted in place, fp32 as is."""
+    if precision == "bf16":
+        import torch
+
         model.to(torch.bfloat16)
     return model.eval()

@@ -12,6 +12,7 @@ Loss is on answer tokens + EOS only (labels are -100 on the prompt and on paddin
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import time
@@ -20,6 +21,8 @@ from typing import Any
 from tasks.lib.config import TrainGeneratorConfig
 from tasks.lib.failpoints import failpoint
 from tasks.lib.generator import build_messages, cut_chunks, render_prompt
+
+log = logging.getLogger(__name__)
 
 IGNORE = -100  # label value the loss skips (torch cross-entropy's ignore_index)
 
@@ -137,12 +140,31 @@ def plan_steps(n_examples: int, cfg: TrainGeneratorConfig) -> int:
     return min(steps, cfg.max_steps) if cfg.max_steps > 0 else steps
 
 
-def batch_order(n_examples: int, batch_size: int, steps: int, seed: int) -> list[list[int]]:
-    """Example indices of each step: a fresh seeded shuffle per epoch, last batch may be short."""
-    rng, batches = random.Random(seed), []
+GROUP_SPAN = 50  # batches per length-sorted group (transformers' LengthGroupedSampler: 50 too)
+
+
+def batch_order(n_examples: int, batch_size: int, steps: int, seed: int,
+                lengths: list[int] | None = None) -> list[list[int]]:
+    """Example indices of each step: a fresh seeded shuffle per epoch, last batch may be short.
+
+    With `lengths` (tokens per example), examples of similar length share a batch, so a batch
+    pads less: each epoch's shuffle is cut into groups of GROUP_SPAN batches, each group sorted
+    by length and cut into batches, and the epoch's batches shuffled (a random order of steps,
+    not shortest-first)."""
+    # a stream of its own: Random(seed) would replay context_mask's draws, so the first half of
+    # the steps would hold exactly the examples with context and the second half the others
+    rng, batches = random.Random(f"batch_order:{seed}"), []
     while n_examples and len(batches) < steps:
         order = rng.sample(range(n_examples), n_examples)
-        batches += [order[i:i + batch_size] for i in range(0, n_examples, batch_size)]
+        if lengths is None:
+            batches += [order[i:i + batch_size] for i in range(0, n_examples, batch_size)]
+            continue
+        epoch, span = [], GROUP_SPAN * batch_size
+        for start in range(0, n_examples, span):
+            group = sorted(order[start:start + span], key=lambda i: lengths[i])
+            epoch += [group[i:i + batch_size] for i in range(0, len(group), batch_size)]
+        rng.shuffle(epoch)
+        batches += epoch
     return batches[:steps]
 
 
@@ -183,7 +205,7 @@ def train_step(model: Any, batch: dict[str, Any], optimizer: Any, scheduler: Any
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return {"loss": loss.item(), "tokens": int(batch["attention_mask"].sum()),
-            "seconds": time.perf_counter() - started}
+            "slots": batch["attention_mask"].numel(), "seconds": time.perf_counter() - started}
 
 
 def make_optimizer(model: Any, cfg: TrainGeneratorConfig, total_steps: int) -> tuple[Any, Any]:
@@ -219,6 +241,7 @@ def train_lora_generator(model: Any, tokenizer: Any, examples: list[dict[str, An
     from tqdm.auto import tqdm
 
     from tasks.lib.models import pick_device
+    from tasks.lib.precision import autocast_dtype
 
     if not examples:
         raise ValueError("train_lora_generator: no training examples")
@@ -232,16 +255,19 @@ def train_lora_generator(model: Any, tokenizer: Any, examples: list[dict[str, An
     total = plan_steps(len(examples), cfg)
     optimizer, scheduler = make_optimizer(peft_model, cfg, total)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    autocast = torch.bfloat16 if cfg.bf16 and device == "cuda" else None
+    autocast = autocast_dtype(cfg.precision, device)
+    log.info("train_generator: %s on %s (train_generator.precision %s)",
+             "bf16 autocast" if autocast is not None else "fp32", device, cfg.precision)
     history = []
-    bar = tqdm(batch_order(len(examples), cfg.batch_size, total, seed), desc="train_generator",
-               unit="step")
+    lengths = [len(e["input_ids"]) for e in examples] if cfg.group_by_length else None
+    bar = tqdm(batch_order(len(examples), cfg.batch_size, total, seed, lengths),
+               desc="train_generator", unit="step")
     for step, indices in enumerate(bar, 1):
         lr = scheduler.get_last_lr()[0]
         batch = _to_tensors(collate([examples[i] for i in indices], pad_id), device)
         out = train_step(peft_model, batch, optimizer, scheduler, 1.0, autocast)
         history.append({"step": step, "loss": out["loss"], "lr": lr, "tokens": out["tokens"],
-                        "seconds": round(out["seconds"], 3),
+                        "slots": out["slots"], "seconds": round(out["seconds"], 3),
                         "tokens_per_second": round(out["tokens"] / out["seconds"], 1)})
         bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{history[-1]['tokens_per_second']:.0f}")
         failpoint("train_generator.step")  # crash tests: mid-training, nothing published yet

@@ -106,6 +106,7 @@ def test_pipeline_flow_records_parent_and_stage_runs(prefect_harness, smoke_over
     generator = Path(smoke_overrides["paths.adapters_dir"]) / "generator"
     assert (generator / "adapter_model.safetensors").is_file()
     assert result["train_generator"]["steps"] == 2
+    assert 0 <= result["train_generator"]["padding_share"] < 1  # computed on the real batches
     answers = result["evaluate"]["answers"]
     assert set(answers["summary"]) == {"base", "finetuned", "rag", "hybrid"}
     assert answers["questions"] == len(evals) and answers["verdict"]

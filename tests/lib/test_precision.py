@@ -1,12 +1,14 @@
-"""Retriever inference precision (tasks/lib/precision.py): auto follows the CPU's bf16 support,
-bf16 keeps the vectors (what lets tables mix them with fp32 ones), int8 is the bench's only."""
+"""Precision (tasks/lib/precision.py): auto follows the hardware's bf16 support, bf16 keeps the
+retriever's vectors (what lets tables mix them with fp32 ones), int8 is the bench's only."""
 
 import numpy as np
 import pytest
 
+from bench.retriever_precision import at_precision
 from tasks.lib import precision
+from tasks.lib.config import TrainGeneratorConfig, TrainRetrieverConfig
 from tasks.lib.models import load_retriever
-from tasks.lib.precision import apply_precision, resolve_precision
+from tasks.lib.precision import autocast_dtype, resolve_model_precision, resolve_precision
 
 TEXTS = ["Submit a meter reading before the 5th.", "Error E07 means the inverter lost contact.",
          "Night Owl is cheap between 00:30 and 05:30."]
@@ -21,6 +23,29 @@ def test_auto_is_bf16_only_on_a_cpu_with_native_bf16(monkeypatch):
     assert resolve_precision("bf16", "cpu") == "bf16" and resolve_precision("fp32", "cpu") == "fp32"
 
 
+def test_training_autocasts_bf16_where_the_hardware_has_it(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert autocast_dtype("auto", "cpu") is torch.bfloat16
+    assert autocast_dtype("fp32", "cpu") is None
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert autocast_dtype("auto", "cpu") is None
+    assert autocast_dtype("bf16", "cpu") is torch.bfloat16  # asked for: emulated, but honoured
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_model_precision("auto", "cuda") == "bf16"
+
+
+def test_training_precision_reads_the_older_bf16_switch():
+    assert TrainGeneratorConfig(bf16=True).precision == "auto"  # it meant: where the GPU has it
+    assert TrainRetrieverConfig(bf16=False).precision == "fp32"
+    assert TrainRetrieverConfig(precision="bf16").precision == "bf16"
+    with pytest.raises(ValueError, match="not both"):
+        TrainGeneratorConfig(bf16=True, precision="fp32")
+    with pytest.raises(ValueError, match="true or false"):
+        TrainGeneratorConfig(bf16="yes")
+
+
 def test_cpu_has_bf16_reads_the_cpu_flags():
     flags = open("/proc/cpuinfo").read()
     assert precision.cpu_has_bf16() == (" avx512_bf16" in flags or " amx_bf16" in flags)
@@ -31,7 +56,7 @@ def test_reduced_precision_encodes_float32_vectors_close_to_fp32(tiny_retriever,
     model_dir, fp32 = tiny_retriever
     ref = fp32.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
     model = load_retriever(model_dir, device="cpu", precision=name if name == "bf16" else "fp32")
-    model = apply_precision(model, name) if name == "int8" else model
+    model = at_precision(model, name) if name == "int8" else model
     got = model.encode(TEXTS, normalize_embeddings=True, convert_to_numpy=True)
     assert got.dtype == np.float32 and got.shape == ref.shape
     cosine = np.sum(got * ref, axis=1)

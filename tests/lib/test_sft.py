@@ -111,6 +111,29 @@ def test_schedule_and_batches():
     assert sorted(sum(batches[:3], [])) == [0, 1, 2, 3, 4] and batches == batch_order(5, 2, 5, 0)
 
 
+def test_batch_order_does_not_follow_the_context_mask():
+    # both seeded alike: the steps must still mix examples with and without context over time
+    with_context = {i for i, m in enumerate(context_mask(192, 0.5, 13)) if m}
+    first_half = set(sum(batch_order(192, 8, 12, seed=13), []))
+    assert 0.3 < len(first_half & with_context) / len(first_half) < 0.7
+
+
+def test_length_grouped_batches_pad_less_and_still_cover_every_example():
+    # with and without retrieved context, examples differ several-fold in length
+    lengths = [300 if i % 2 else 60 for i in range(64)]
+    plain, grouped = batch_order(64, 8, 16, seed=3), batch_order(64, 8, 16, seed=3, lengths=lengths)
+
+    def slots(batches):  # what a batch costs: its size x its longest example
+        return sum(len(b) * max(lengths[i] for i in b) for b in batches)
+
+    assert slots(grouped) < 0.7 * slots(plain)
+    for epoch in (grouped[:8], grouped[8:]):  # each epoch sees every example once
+        assert sorted(sum(epoch, [])) == list(range(64))
+    assert grouped == batch_order(64, 8, 16, seed=3, lengths=lengths)  # seeded
+    assert [max(lengths[i] for i in b) for b in grouped[:8]] != sorted(
+        max(lengths[i] for i in b) for b in grouped[:8])  # the steps are shuffled, not sorted
+
+
 # ---- training ---------------------------------------------------------------------------------------
 
 

@@ -319,7 +319,8 @@ def trained_generator(tiny_generator_dir, generator_tokenizer, tmp_path_factory)
     base = {k: v.clone() for k, v in model.state_dict().items()}
     rows = [("How much is Basic?", "4 euros a month."), ("When is my card charged?", "On the 1st.")] * 2
     examples = [build_sft_example(tok, q, a, None, 64) for q, a in rows]
-    cfg = TrainGeneratorConfig(batch_size=2, max_steps=2, learning_rate=1e-2, warmup_ratio=0.0)
+    cfg = TrainGeneratorConfig(batch_size=2, max_steps=2, learning_rate=1e-2, warmup_ratio=0.0,
+                               precision="fp32")
     peft_model, history = train_lora_generator(model, tok, examples, cfg, seed=0, device="cpu")
     out = save_adapter(peft_model, tmp_path_factory.mktemp("adapters") / "generator",
                        TINY_GENERATOR_ID, tiny_generator_dir, {"steps": len(history)})

@@ -204,7 +204,7 @@ class TrainRetrieverConfig(TrainPrecision):
     device: Device = "auto"  # auto: cuda when available
     # bf16 autocast while training: fp32 | bf16 | auto (bf16 on a CUDA GPU with bf16 or a CPU
     # with AVX-512 BF16/AMX); measured by bench/train_precision.py
-    precision: Precision = "fp32"
+    precision: Precision = "auto"
     # With real and synthetic train questions (synthesize.mode add), also train one adapter on
     # each source alone: the scoreboard's "LoRA on real vs on synthetic" rows (3x the training)
     compare_sources: bool = True
@@ -232,7 +232,7 @@ class TrainGeneratorConfig(TrainPrecision):
     # ~5x in length); measured by bench/train_precision.py
     group_by_length: bool = True
     device: Device = "auto"
-    precision: Precision = "fp32"  # bf16 autocast while training, as train_retriever's
+    precision: Precision = "auto"  # bf16 autocast while training, as train_retriever's
 
 
 class GenerateConfig(Section):

@@ -155,10 +155,32 @@ def test_gradient_checkpointing_does_not_change_the_losses(tiny_generator_dir, g
 
     tokenizer = generator_tokenizer
     examples = [build_sft_example(tokenizer, "How much is Basic?", "4 euros a month.", CHUNKS, 96)] * 4
-    cfg = TrainGeneratorConfig(batch_size=2, max_steps=2, learning_rate=1e-2, warmup_ratio=0.0)
+    cfg = TrainGeneratorConfig(batch_size=2, max_steps=2, learning_rate=1e-2, warmup_ratio=0.0,
+                               precision="fp32")
     losses = []
     for checkpointing in (False, True):
         model = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
         _, history = train_lora_generator(model, tokenizer, examples, cfg, 0, "cpu", checkpointing)
         losses.append([h["loss"] for h in history])
     assert losses[1] == pytest.approx(losses[0], rel=1e-5)
+
+
+def test_bf16_training_autocasts_and_keeps_fp32_adapter_weights(tiny_generator_dir,
+                                                                 generator_tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = generator_tokenizer
+    examples = [build_sft_example(tokenizer, "How much is Basic?", "4 euros a month.", CHUNKS, 96)] * 4
+    losses, seen = {}, []
+    for precision in ("fp32", "bf16"):
+        cfg = TrainGeneratorConfig(batch_size=2, max_steps=2, learning_rate=1e-2, warmup_ratio=0.0,
+                                   precision=precision)
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+        hook = model.lm_head.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+        peft_model, history = train_lora_generator(model, tokenizer, examples, cfg, 0, "cpu")
+        hook.remove()
+        losses[precision] = [h["loss"] for h in history]
+        assert all(p.dtype == torch.float32 for p in peft_model.parameters() if p.requires_grad)
+    assert seen == [torch.float32] * 2 + [torch.bfloat16] * 2  # the matrix products ran in bf16
+    assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)  # the same training, rounded

@@ -91,7 +91,8 @@ def test_lora_training_is_reproducible_for_a_seed(tiny_retriever, tmp_path):
     model_dir, _ = tiny_retriever
     pairs = [{"anchor": f"question {i}", "positive": RETRIEVER_CHUNKS[i % 3]["text"] + f" {i}",
               "doc_id": f"d{i}"} for i in range(8)]
-    cfg = TrainRetrieverConfig(max_steps=2, batch_size=4, target_modules=("query", "value"))
+    cfg = TrainRetrieverConfig(max_steps=2, batch_size=4, target_modules=("query", "value"),
+                               precision="fp32")
     weights = []
     for run in range(2):
         model = load_retriever(model_dir, device="cpu")

@@ -155,6 +155,8 @@ def generate_answers(model: Any, tokenizer: Any, prompts: list[str], max_new_tok
     short question is not padded to a long context's length."""
     import torch
 
+    if not prompts:  # the tokenizer refuses an empty batch
+        return []
     config = _greedy_config(model, tokenizer, max_new_tokens)
     encoded = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))

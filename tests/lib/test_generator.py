@@ -157,6 +157,7 @@ def test_batched_generation_left_pads_and_matches_one_by_one(tiny_generator):
     assert enc["attention_mask"][0][0] == 0 and enc["attention_mask"][0][-1] == 1  # pads on the left
     batched = generate_answers(model, tok, prompts, max_new_tokens=8, batch_size=2)
     single = generate_one_by_one(model, tok, prompts, max_new_tokens=8)
+    assert generate_answers(model, tok, [], max_new_tokens=8, batch_size=2) == []
     # the two shortest prompts share a batch; the answers come back in the prompts' order
     assert len(batched) == 3 and [r["batch"] for r in batched] == [0, 1, 0]
     assert [(r["text"], r["new_tokens"]) for r in batched] == [(r["text"], r["new_tokens"]) for r in single]

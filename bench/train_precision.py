@@ -144,7 +144,7 @@ def bench_generator(cfg, prepared: Path, questions: int, variants: list[str]) ->
 
 def bench_retriever(cfg, prepared: Path) -> dict:
     """Both trainings' pairs/s and loss, and bf16 − fp32 nDCG@10 of the trained adapters."""
-    from tasks.train_retriever import train_lora, training_pairs
+    from tasks.train_retriever import pairs_per_second, train_lora, training_pairs
 
     t = cfg.train_retriever
     chunks = read_jsonl(prepared / "chunks.jsonl")
@@ -162,8 +162,7 @@ def bench_retriever(cfg, prepared: Path) -> dict:
             seconds = time.perf_counter() - started
         steps = len(history)
         out["precisions"][p] = {"steps": steps, "seconds": round(seconds, 1),
-                                "pairs_per_second": len(pairs) * t.epochs / seconds
-                                if t.max_steps < 0 else steps * t.batch_size / seconds,
+                                "pairs_per_second": pairs_per_second(len(pairs), steps, t, seconds),
                                 "final_loss": history[-1]["loss"]}
         model.eval()
         chunk_vecs = encode(model, [passage_text(c) for c in chunks], cfg.index.batch_size)

@@ -154,9 +154,7 @@ def train_lora(model: Any, pairs: list[dict[str, Any]], cfg: TrainRetrieverConfi
 
     from tasks.lib.precision import autocast_dtype
 
-    bf16 = autocast_dtype(cfg.precision, device) is not None
-    log.info("train_retriever: %s on %s (train_retriever.precision %s)",
-             "bf16 autocast" if bf16 else "fp32", device, cfg.precision)
+    bf16 = autocast_dtype(cfg.precision, device, "train_retriever") is not None
     set_seed(seed)  # the LoRA A matrices are drawn here, before the trainer seeds anything
     model.add_adapter(LoraConfig(task_type=TaskType.FEATURE_EXTRACTION, r=cfg.lora_r,
                                  lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,

@@ -21,8 +21,11 @@ Usage:
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 def cpu_has_bf16() -> bool:
@@ -52,9 +55,14 @@ def resolve_model_precision(setting: str, device: str) -> str:
     return resolve_precision(setting, device)
 
 
-def autocast_dtype(setting: str, device: str) -> Any:
-    """torch.bfloat16 when training at `setting` resolves to bf16 on `device`, else None."""
-    if resolve_model_precision(setting, device) != "bf16":
+def autocast_dtype(setting: str, device: str, stage: str | None = None) -> Any:
+    """torch.bfloat16 when training at `setting` resolves to bf16 on `device`, else None; with
+    `stage`, the choice is logged (`train_generator: bf16 autocast on cpu (... precision auto)`)."""
+    bf16 = resolve_model_precision(setting, device) == "bf16"
+    if stage is not None:
+        log.info("%s: %s on %s (%s.precision %s)", stage, "bf16 autocast" if bf16 else "fp32",
+                 device, stage, setting)
+    if not bf16:
         return None
     import torch
 

@@ -12,7 +12,6 @@ Loss is on answer tokens + EOS only (labels are -100 on the prompt and on paddin
 
 from __future__ import annotations
 
-import logging
 import math
 import random
 import time
@@ -21,8 +20,6 @@ from typing import Any
 from tasks.lib.config import TrainGeneratorConfig
 from tasks.lib.failpoints import failpoint
 from tasks.lib.generator import build_messages, cut_chunks, render_prompt
-
-log = logging.getLogger(__name__)
 
 IGNORE = -100  # label value the loss skips (torch cross-entropy's ignore_index)
 
@@ -255,9 +252,7 @@ def train_lora_generator(model: Any, tokenizer: Any, examples: list[dict[str, An
     total = plan_steps(len(examples), cfg)
     optimizer, scheduler = make_optimizer(peft_model, cfg, total)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    autocast = autocast_dtype(cfg.precision, device)
-    log.info("train_generator: %s on %s (train_generator.precision %s)",
-             "bf16 autocast" if autocast is not None else "fp32", device, cfg.precision)
+    autocast = autocast_dtype(cfg.precision, device, "train_generator")
     history = []
     lengths = [len(e["input_ids"]) for e in examples] if cfg.group_by_length else None
     bar = tqdm(batch_order(len(examples), cfg.batch_size, total, seed, lengths),

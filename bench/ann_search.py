@@ -37,6 +37,8 @@ def main() -> None:
     parser.add_argument("--nprobes", type=int, nargs="+", default=[IndexConfig().nprobes])
     parser.add_argument("--refine-factor", type=int, nargs="+",
                         default=[IndexConfig().refine_factor])
+    parser.add_argument("--ef", type=int, nargs="+", default=[IndexConfig().ef],
+                        help="HNSW candidates per query (0: lancedb's default)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     centers = rng.normal(size=(256, args.dim))
@@ -44,8 +46,8 @@ def main() -> None:
     queries = unit(centers[rng.integers(0, 256, args.queries)]
                    + 0.6 * rng.normal(size=(args.queries, args.dim)))
     exact = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
-    grid = [IndexConfig(ann_min_rows=1, nprobes=n, refine_factor=r)
-            for n in args.nprobes for r in args.refine_factor]
+    grid = [IndexConfig(ann_min_rows=1, nprobes=n, refine_factor=r, ef=e)
+            for n in args.nprobes for r in args.refine_factor for e in args.ef]
     builds, p95s, recalls = [], {i: [] for i in range(len(grid))}, {i: [] for i in range(len(grid))}
     for _ in range(args.repeats):
         build, results = build_and_query(vectors, queries, exact, grid, args.dim)
@@ -59,7 +61,7 @@ def main() -> None:
         p95, recall = p95s[i], float(np.mean(recalls[i]))
         verdict = ("PASS on every repeat" if max(p95) <= 10 and min(recalls[i]) >= 0.95
                    else "FAIL")
-        print(f"nprobes {cfg.nprobes:3d} refine {cfg.refine_factor:3d}: p95 median "
+        print(f"nprobes {cfg.nprobes:3d} refine {cfg.refine_factor:3d} ef {cfg.ef:4d}: p95 median "
               f"{np.median(p95):.2f} ms (min {min(p95):.2f}, max {max(p95):.2f}; target <= 10), "
               f"Recall@10 {recall:.3f} (min {min(recalls[i]):.3f}; target >= 0.95) -> {verdict}")
 

@@ -3,9 +3,10 @@ quality, for the generator and the retriever.
 
 Each model is trained from the same base, seed and examples once per variant, as the pipeline's
 stages train it (train_lora_generator, train_lora): the retriever in fp32 and bf16, the
-generator in --variants (default fp32, bf16, bf16+grouped: group_by_length, batches of similar
-length). Speed: tokens/s (generator, real tokens: padding saved counts) or pairs/s (retriever)
-over the optimizer steps.
+generator in --variants (default fp32, bf16, bf16+split: length_split, each batch cut into
+micro-batches of similar length; also +grouped: group_by_length, batches of similar length).
+Speed: tokens/s (generator, real tokens: padding saved counts) or pairs/s (retriever) over the
+optimizer steps.
 Quality, paired on the same eval questions, each adapter merged and run in fp32 so that only the
 training differs: the generator's token F1 on its eval prompts (each question alone and with its
 top generate.context_k chunks, as base/rag build them), the retriever's nDCG@10 by exact search
@@ -17,7 +18,7 @@ context_k chunks (the stage uses the indexed candidate's; the same for both prec
 
 usage: python bench/train_precision.py --prepared data/prepared [--models generator retriever]
          [--config configs/cpu.yaml] [--set train_generator.max_examples=96] [--questions 48]
-         [--variants fp32 bf16 bf16+grouped] [--out F.json]
+         [--variants fp32 bf16 bf16+split] [--out F.json]
 """
 
 from __future__ import annotations
@@ -78,11 +79,13 @@ def generator_examples(cfg, prepared: Path) -> list[dict]:
 
 
 def variant_update(name: str) -> dict:
-    """train_generator settings of a variant: a precision, `+grouped` for group_by_length."""
-    precision, _, grouped = name.partition("+")
-    if precision not in PRECISIONS or grouped not in ("", "grouped"):
-        raise SystemExit(f"--variants: {name!r} is not fp32|bf16 with an optional +grouped")
-    return {"precision": precision, "group_by_length": bool(grouped)}
+    """train_generator settings of a variant: a precision, `+grouped` for group_by_length,
+    `+split` for length_split (micro-batches of similar length, one step: the same update)."""
+    precision, *extras = name.split("+")
+    if precision not in PRECISIONS or not set(extras) <= {"grouped", "split"}:
+        raise SystemExit(f"--variants: {name!r} is not fp32|bf16 with optional +grouped, +split")
+    return {"precision": precision, "group_by_length": "grouped" in extras,
+            "length_split": "split" in extras}
 
 
 def bench_generator(cfg, prepared: Path, questions: int, variants: list[str]) -> dict:
@@ -191,9 +194,9 @@ def main() -> None:
                         choices=["generator", "retriever"])
     parser.add_argument("--questions", type=int, default=48,
                         help="eval questions the generator adapters answer")
-    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16", "bf16+grouped"],
-                        help="generator trainings: fp32|bf16[+grouped] (group_by_length); the "
-                             "first is the baseline")
+    parser.add_argument("--variants", nargs="+", default=["fp32", "bf16", "bf16+split"],
+                        help="generator trainings: fp32|bf16[+split][+grouped] (length_split, "
+                             "group_by_length); the first is the baseline")
     args = parser.parse_args()
     cfg = load_config(args.config, dict(parse_override(s) for s in args.sets))
     prepared = Path(args.prepared)

@@ -30,6 +30,7 @@ class Section(BaseModel):
 
 
 Precision = Literal["auto", "fp32", "bf16"]
+GenerationPrecision = Literal["auto", "fp32", "bf16", "mixed"]  # mixed: bf16 matmuls, fp32 rest
 
 
 class TrainPrecision(Section):
@@ -231,6 +232,10 @@ class TrainGeneratorConfig(TrainPrecision):
     # batch examples of similar length together (less padding: with and without context differ
     # ~5x in length). Off: faster, but it lowered the demo's finetuned answers (README)
     group_by_length: bool = False
+    # cut each batch into micro-batches of similar length, gradients accumulated into one step:
+    # the same update as the whole batch (same examples, same loss normaliser), less padding
+    length_split: bool = True
+    split_overhead_tokens: int = Field(32, ge=0)  # padded slots one more micro-batch costs
     device: Device = "auto"
     precision: Precision = "auto"  # bf16 autocast while training, as train_retriever's
 
@@ -241,9 +246,10 @@ class GenerateConfig(Section):
     context_k: int = Field(3, ge=1)  # retrieved chunks given to rag/hybrid
     max_context_tokens: int = Field(512, ge=16)  # context budget; cut before the question
     device: Device = "auto"
-    # generator inference (evaluate, serve): fp32 | bf16 | auto (bf16 on a CPU with AVX-512
-    # BF16/AMX or a bf16 CUDA GPU); measured by bench/generator_precision.py
-    precision: Precision = "fp32"
+    # generator inference (evaluate, serve): fp32 | bf16 | mixed (bf16 matrix products, fp32
+    # activations) | auto (mixed on a CPU with AVX-512 BF16/AMX, bf16 on a bf16 CUDA GPU, else
+    # fp32); measured by bench/generator_precision.py
+    precision: GenerationPrecision = "fp32"
 
 
 class IndexConfig(Section):
@@ -252,6 +258,7 @@ class IndexConfig(Section):
     ann_partitions: int = Field(0, ge=0)  # IVF partitions of the IVF-HNSW-SQ index; 0: 1 per 1M rows
     nprobes: int = Field(20, ge=1)  # IVF partitions searched per query (ANN only)
     refine_factor: int = Field(10, ge=1)  # re-rank k x this candidates exactly (ANN only)
+    ef: int = Field(0, ge=0)  # HNSW candidates searched per query; 0: lancedb's 1.5 x its limit
     device: Device = "auto"
     # retriever inference (index, evaluate, reindex, serve): fp32 | bf16 | auto (bf16 on a CPU
     # with AVX-512 BF16/AMX, else fp32); measured by bench/retriever_precision.py

@@ -104,11 +104,12 @@ def save_adapter(peft_model: Any, out_dir: Path, base_id: str, base_dir: Path,
 def load_generator(base_dir: Path, adapter_dir: Path | None = None, device: str = "auto",
                    base_id: str | None = None, precision: str = "fp32"):
     """(model, tokenizer) from local dirs, the adapter merged (in fp32, then cast to `precision`:
-    fp32 | bf16 | auto, see tasks/lib/precision.py); the tokenizer pads left for generation."""
+    fp32 | bf16 | mixed | auto, see tasks/lib/precision.py); the tokenizer pads left for
+    generation."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.lib.precision import resolve_model_precision
+    from tasks.lib.precision import bf16_matmuls, resolve_generation_precision
 
     if adapter_dir is not None:
         check_adapter_base(adapter_dir, base_dir, base_id)
@@ -120,10 +121,15 @@ def load_generator(base_dir: Path, adapter_dir: Path | None = None, device: str 
         # Merged weights generate as fast as the base; the adapter on the side costs every token.
         model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     device = pick_device(device)
-    if resolve_model_precision(precision, device) == "bf16":
-        log.info("generator %s: bf16 inference on %s (precision %s)", Path(base_dir).name,
+    resolved = resolve_generation_precision(precision, device)
+    if resolved != "fp32":
+        log.info("generator %s: %s inference on %s (precision %s)", Path(base_dir).name,
+                 "bf16" if resolved == "bf16" else "mixed (bf16 matrix products, fp32 activations)",
                  device, precision)
+    if resolved == "bf16":
         model = model.to(torch.bfloat16)
+    elif resolved == "mixed":
+        model = bf16_matmuls(model)
     tokenizer = AutoTokenizer.from_pretrained(str(base_dir), local_files_only=True)
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:

@@ -8,6 +8,9 @@ Each setting is `fp32 | bf16 | auto`:
         optimizer state) while training. Native on a CPU with AVX-512 BF16 or AMX, and on CUDA
   auto  bf16 where the hardware has it natively, fp32 elsewhere. For the retriever's inference
         that means CPUs only: bf16 there was not measured on CUDA yet
+The generator's inference has one more, `mixed`: bf16 weights and matrix products in every
+linear layer but the output head, fp32 for the rest (residual stream, norms, attention, logits);
+its `auto` is mixed on a bf16 CPU and bf16 on CUDA (resolve_generation_precision).
 
 Measured by bench/retriever_precision.py, bench/generator_precision.py and
 bench/train_precision.py (speed and quality against fp32 in one run; figures in the README).
@@ -53,6 +56,43 @@ def resolve_model_precision(setting: str, device: str) -> str:
 
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
     return resolve_precision(setting, device)
+
+
+def resolve_generation_precision(setting: str, device: str) -> str:
+    """The generator's inference: auto -> bf16 on a bf16 CUDA GPU, mixed on a CPU with native
+    bf16 (measured there: full bf16 flipped too many greedy answers), else fp32; an explicit
+    choice stands."""
+    if setting != "auto":
+        return setting
+    resolved = resolve_model_precision(setting, device)
+    return "mixed" if resolved == "bf16" and device == "cpu" else resolved
+
+
+def bf16_matmuls(model: Any) -> Any:
+    """The causal LM with bf16 weights in its linear layers except the output head; each such
+    layer takes its input in bf16 and hands its output back in the activations' dtype, so the
+    residual stream, norms, attention softmax, KV cache and logits stay fp32 ("mixed")."""
+    import torch
+
+    head = model.get_output_embeddings()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Linear) and module is not head:
+            module.to(torch.bfloat16)
+            module.register_forward_pre_hook(_inputs_to_bf16)
+            module.register_forward_hook(_output_to_fp32)
+    return model
+
+
+def _inputs_to_bf16(module: Any, args: tuple) -> tuple:
+    import torch
+
+    return (args[0].to(torch.bfloat16), *args[1:])
+
+
+def _output_to_fp32(module: Any, args: tuple, output: Any) -> Any:
+    import torch
+
+    return output.to(torch.float32)
 
 
 def autocast_dtype(setting: str, device: str, stage: str | None = None) -> Any:

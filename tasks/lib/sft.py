@@ -165,6 +165,41 @@ def batch_order(n_examples: int, batch_size: int, steps: int, seed: int,
     return batches[:steps]
 
 
+SPLIT_MAX_PARTS = 4  # micro-batches per step at most
+
+
+def split_by_length(lengths: list[int], overhead: int, max_parts: int = SPLIT_MAX_PARTS
+                    ) -> list[list[int]]:
+    """One batch's positions cut into micro-batches of similar length: the runs of the length
+    order that minimise padded slots (size x longest) plus `overhead` slots per micro-batch.
+
+    Each micro-batch is padded to its own longest example; accumulated with the same loss
+    normaliser they give the whole batch's gradient, so the split saves padding, not quality."""
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    n = len(order)
+    if n == 0:
+        return []
+    sizes = [lengths[i] for i in order]
+    inf = float("inf")
+    # cost[p][j]: best cost of the first j examples in p micro-batches; cut[p][j]: the last run's start
+    cost = [[inf] * (n + 1) for _ in range(max_parts + 1)]
+    cut = [[0] * (n + 1) for _ in range(max_parts + 1)]
+    cost[0][0] = 0.0
+    for parts in range(1, max_parts + 1):
+        for end in range(1, n + 1):
+            for start in range(end):
+                value = cost[parts - 1][start] + sizes[end - 1] * (end - start) + overhead
+                if value < cost[parts][end]:
+                    cost[parts][end], cut[parts][end] = value, start
+    parts = min(range(1, max_parts + 1), key=lambda p: (cost[p][n], p))
+    runs, end = [], n
+    while parts:
+        start = cut[parts][end]
+        runs.append(order[start:end])
+        end, parts = start, parts - 1
+    return runs[::-1]
+
+
 def lr_factor(step: int, total: int, warmup: int) -> float:
     """Linear warm-up to 1 over `warmup` steps, then linear decay to 0 at `total`."""
     if step < warmup:
@@ -185,24 +220,59 @@ def add_lora(model: Any, cfg: TrainGeneratorConfig):
                                             target_modules=targets))
 
 
-def train_step(model: Any, batch: dict[str, Any], optimizer: Any, scheduler: Any | None = None,
-               max_grad_norm: float = 1.0, autocast_dtype: Any = None) -> dict[str, float]:
-    """One optimizer step on a collated batch of tensors; loss, tokens, seconds."""
+def label_tokens(batch: dict[str, Any]) -> int:
+    """Tokens a causal-LM loss is taken on: labels other than -100 after the one-token shift."""
+    return int((batch["labels"][:, 1:] != IGNORE).sum())
+
+
+def answer_loss(model: Any, batch: dict[str, Any], total: int) -> Any:
+    """The causal-LM loss summed over the answer tokens and divided by `total`, with the output
+    head applied only where a label is taken (answer tokens are a small share of each example:
+    the prompt's logits, over the whole vocabulary, would be computed and thrown away).
+
+    The same value as the model's own loss with num_items_in_batch=total; a model without a
+    separate decoder and output head gets its own forward."""
+    import torch
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder, head = base.get_decoder(), base.get_output_embeddings()
+    if decoder is None or head is None:
+        return model(**batch, num_items_in_batch=total).loss
+    hidden = decoder(input_ids=batch["input_ids"],
+                     attention_mask=batch["attention_mask"]).last_hidden_state
+    targets = batch["labels"][:, 1:]
+    taken = targets != IGNORE
+    logits = head(hidden[:, :-1][taken]).float()  # position t predicts token t + 1
+    return torch.nn.functional.cross_entropy(logits, targets[taken], reduction="sum") / total
+
+
+def train_step(model: Any, micro_batches: list[dict[str, Any]], optimizer: Any,
+               scheduler: Any | None = None, max_grad_norm: float = 1.0,
+               autocast_dtype: Any = None) -> dict[str, float]:
+    """One optimizer step over the micro-batches of one batch (collated tensors): each loss is
+    summed over its tokens and divided by the whole batch's, so the accumulated gradient is the
+    batch's mean-token loss gradient however it was split; loss, tokens, slots, seconds."""
     import torch
 
     started = time.perf_counter()
-    with torch.autocast(batch["input_ids"].device.type, dtype=autocast_dtype,
-                        enabled=autocast_dtype is not None):
-        loss = model(**batch).loss
-    loss.backward()
+    total = max(1, sum(label_tokens(b) for b in micro_batches))
+    loss_sum = 0.0
+    for batch in micro_batches:
+        with torch.autocast(batch["input_ids"].device.type, dtype=autocast_dtype,
+                            enabled=autocast_dtype is not None):
+            loss = answer_loss(model, batch, total)
+        loss.backward()
+        loss_sum += loss.item()
     trainable = [p for p in model.parameters() if p.requires_grad]
     torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return {"loss": loss.item(), "tokens": int(batch["attention_mask"].sum()),
-            "slots": batch["attention_mask"].numel(), "seconds": time.perf_counter() - started}
+    return {"loss": loss_sum, "micro_batches": len(micro_batches),
+            "tokens": sum(int(b["attention_mask"].sum()) for b in micro_batches),
+            "slots": sum(b["attention_mask"].numel() for b in micro_batches),
+            "seconds": time.perf_counter() - started}
 
 
 def make_optimizer(model: Any, cfg: TrainGeneratorConfig, total_steps: int) -> tuple[Any, Any]:
@@ -259,10 +329,14 @@ def train_lora_generator(model: Any, tokenizer: Any, examples: list[dict[str, An
                desc="train_generator", unit="step")
     for step, indices in enumerate(bar, 1):
         lr = scheduler.get_last_lr()[0]
-        batch = _to_tensors(collate([examples[i] for i in indices], pad_id), device)
-        out = train_step(peft_model, batch, optimizer, scheduler, 1.0, autocast)
+        batch = [examples[i] for i in indices]
+        runs = (split_by_length([len(e["input_ids"]) for e in batch], cfg.split_overhead_tokens)
+                if cfg.length_split else [list(range(len(batch)))])
+        micro = [_to_tensors(collate([batch[i] for i in run], pad_id), device) for run in runs]
+        out = train_step(peft_model, micro, optimizer, scheduler, 1.0, autocast)
         history.append({"step": step, "loss": out["loss"], "lr": lr, "tokens": out["tokens"],
-                        "slots": out["slots"], "seconds": round(out["seconds"], 3),
+                        "slots": out["slots"], "micro_batches": out["micro_batches"],
+                        "seconds": round(out["seconds"], 3),
                         "tokens_per_second": round(out["tokens"] / out["seconds"], 1)})
         bar.set_postfix(loss=f"{out['loss']:.3f}", tok_s=f"{history[-1]['tokens_per_second']:.0f}")
         failpoint("train_generator.step")  # crash tests: mid-training, nothing published yet

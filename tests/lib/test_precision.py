@@ -66,3 +66,44 @@ def test_reduced_precision_encodes_float32_vectors_close_to_fp32(tiny_retriever,
         assert any("quantized.dynamic" in type(m).__module__ for m in model.modules())
     else:
         assert str(next(model.parameters()).dtype) == "torch.bfloat16"
+
+
+def test_generation_auto_is_mixed_on_a_bf16_cpu_and_bf16_on_cuda(monkeypatch):
+    import torch
+
+    from tasks.lib.precision import resolve_generation_precision
+
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: True)
+    assert resolve_generation_precision("auto", "cpu") == "mixed"
+    assert resolve_generation_precision("bf16", "cpu") == "bf16"
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: False)
+    assert resolve_generation_precision("auto", "cpu") == "fp32"
+    assert resolve_generation_precision("mixed", "cpu") == "mixed"  # asked for: emulated
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_generation_precision("auto", "cuda") == "bf16"
+
+
+def test_mixed_generator_multiplies_in_bf16_and_keeps_fp32_activations(tiny_generator_dir):
+    import torch
+
+    from tasks.lib.generator import generate_answers, load_generator
+
+    model, tok = load_generator(tiny_generator_dir, device="cpu", precision="mixed")
+    head = model.get_output_embeddings()
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and m is not head]
+    assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+    assert head.weight.dtype == torch.float32
+    assert model.get_input_embeddings().weight.dtype == torch.float32
+    seen = []
+    hook = linears[0].register_forward_hook(lambda m, i, out: seen.append((i[0].dtype, out.dtype)))
+    enc = tok(["Hello there"], return_tensors="pt")
+    with torch.inference_mode():
+        logits = model(**enc).logits
+    hook.remove()
+    assert seen == [(torch.bfloat16, torch.float32)]  # bf16 in (pre-hook), fp32 out (hook)
+    assert logits.dtype == torch.float32
+    fp32, _ = load_generator(tiny_generator_dir, device="cpu", precision="fp32")
+    with torch.inference_mode():
+        reference = fp32(**enc).logits
+    assert (logits - reference).abs().max() < 0.05 * reference.abs().max()  # rounded, not broken
+    assert len(generate_answers(model, tok, ["Hello", "How much is Basic?"], 4, 2)) == 2

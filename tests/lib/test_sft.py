@@ -15,6 +15,7 @@ from tasks.lib.sft import (
     context_mask,
     lr_factor,
     plan_steps,
+    split_by_length,
     train_lora_generator,
 )
 
@@ -184,3 +185,67 @@ def test_bf16_training_autocasts_and_keeps_fp32_adapter_weights(tiny_generator_d
         assert all(p.dtype == torch.float32 for p in peft_model.parameters() if p.requires_grad)
     assert seen == [torch.float32] * 2 + [torch.bfloat16] * 2  # the matrix products ran in bf16
     assert losses["bf16"] == pytest.approx(losses["fp32"], rel=0.05)  # the same training, rounded
+
+
+def test_split_by_length_cuts_where_padding_outweighs_a_pass():
+    lengths = [300, 60, 290, 55, 62, 310, 58, 305]  # with and without context, mixed
+    runs = split_by_length(lengths, overhead=32)
+    assert runs == [[3, 6, 1, 4], [2, 0, 7, 5]]  # each run in length order, shortest first
+    assert split_by_length(lengths, overhead=10_000) == [[3, 6, 1, 4, 2, 0, 7, 5]]
+    assert split_by_length([100, 101, 99], overhead=32) == [[2, 0, 1]]  # 2 slots saved < 32
+    assert split_by_length([], overhead=32) == []
+    cut = split_by_length(list(range(1, 41)), overhead=0, max_parts=3)
+    assert len(cut) == 3 and sorted(sum(cut, [])) == list(range(40))
+
+
+def test_length_split_gives_the_whole_batch_update(tiny_generator_dir, generator_tokenizer):
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = generator_tokenizer
+    rows = [("How much is Basic?", "4 euros a month.", CHUNKS),
+            ("When is my card charged?", "On the first working day.", None)] * 4
+    examples = [build_sft_example(tokenizer, q, a, c, 128) for q, a, c in rows]
+    runs = {}
+    for split in (False, True):
+        cfg = TrainGeneratorConfig(batch_size=8, epochs=3.0, learning_rate=1e-2, warmup_ratio=0.0,
+                                   precision="fp32", lora_dropout=0.0, length_split=split)
+        model = AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir))
+        peft_model, history = train_lora_generator(model, tokenizer, examples, cfg, 0, "cpu")
+        runs[split] = (history, {k: v.clone() for k, v in peft_model.state_dict().items()
+                                 if "lora_" in k})
+    whole, split = runs[False][0], runs[True][0]
+    assert [h["micro_batches"] for h in whole] == [1] * 3
+    assert [h["micro_batches"] for h in split] == [2] * 3
+    assert [h["tokens"] for h in split] == [h["tokens"] for h in whole]
+    assert all(s["slots"] < w["slots"] for s, w in zip(split, whole, strict=True))
+    assert [h["loss"] for h in split] == pytest.approx([h["loss"] for h in whole], rel=1e-5)
+    for key, weight in runs[False][1].items():
+        assert runs[True][1][key].allclose(weight, rtol=0, atol=2e-5), key  # float rounding only
+
+
+def test_answer_loss_is_the_models_own_loss(tiny_generator_dir, generator_tokenizer):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tasks.lib.sft import _to_tensors, add_lora, answer_loss, label_tokens
+
+    tokenizer = generator_tokenizer
+    examples = [build_sft_example(tokenizer, "How much is Basic?", "4 euros a month.", CHUNKS, 128),
+                build_sft_example(tokenizer, "When?", "On the first working day.", None, 128)]
+    batch = _to_tensors(collate(examples, tokenizer.pad_token_id), "cpu")
+    torch.manual_seed(0)
+    model = add_lora(AutoModelForCausalLM.from_pretrained(str(tiny_generator_dir)),
+                     TrainGeneratorConfig(lora_dropout=0.0))
+    total = label_tokens(batch)
+    assert total == sum(sum(label != IGNORE for label in e["labels"]) for e in examples)
+    ours = answer_loss(model, batch, total)
+    theirs = model(**batch).loss  # transformers' mean over the shifted labels
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-5)
+    assert float(answer_loss(model, batch, 2 * total)) == pytest.approx(float(theirs) / 2, rel=1e-5)
+    ours.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad()
+    theirs.backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert grads[name].allclose(p.grad, rtol=1e-4, atol=1e-7), name

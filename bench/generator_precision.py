@@ -1,5 +1,6 @@
 """Generation in bf16 and mixed precision against fp32, in one run: tokens/s and token F1 on the
-same eval prompts (mixed: bf16 matrix products in the linear layers, fp32 activations and head).
+same eval prompts (mixed: bf16 matrix products in the linear layers, fp32 activations, the
+output head's top candidates rescored in fp32).
 
 For up to --questions eval questions of a prepared dir, two prompts each (as the base and rag
 setups build them: the question alone, and with its top generate.context_k chunks by exact

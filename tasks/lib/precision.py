@@ -9,7 +9,8 @@ Each setting is `fp32 | bf16 | auto`:
   auto  bf16 where the hardware has it natively, fp32 elsewhere. For the retriever's inference
         that means CPUs only: bf16 there was not measured on CUDA yet
 The generator's inference has one more, `mixed`: bf16 weights and matrix products in every
-linear layer but the output head, fp32 for the rest (residual stream, norms, attention, logits);
+linear layer, fp32 for the rest (residual stream, norms, attention, logits; the output head's
+top candidates are rescored in fp32, so a greedy pick between close tokens is the fp32 one);
 its `auto` is mixed on a bf16 CPU and bf16 on CUDA (resolve_generation_precision).
 
 Measured by bench/retriever_precision.py, bench/generator_precision.py and
@@ -71,7 +72,8 @@ def resolve_generation_precision(setting: str, device: str) -> str:
 def bf16_matmuls(model: Any) -> Any:
     """The causal LM with bf16 weights in its linear layers except the output head; each such
     layer takes its input in bf16 and hands its output back in the activations' dtype, so the
-    residual stream, norms, attention softmax, KV cache and logits stay fp32 ("mixed")."""
+    residual stream, norms, attention softmax, KV cache and logits stay fp32 ("mixed"). The
+    output head multiplies in bf16 too, its best candidates rescored in fp32 (rescored_head)."""
     import torch
 
     head = model.get_output_embeddings()
@@ -80,7 +82,42 @@ def bf16_matmuls(model: Any) -> Any:
             module.to(torch.bfloat16)
             module.register_forward_pre_hook(_inputs_to_bf16)
             module.register_forward_hook(_output_to_fp32)
+    if isinstance(head, torch.nn.Linear):
+        model.set_output_embeddings(rescored_head(head))
     return model
+
+
+def rescored_head(head: Any, rescore: int = 16) -> Any:
+    """The mixed generator's output head, from the model's fp32 one (see RescoredHead below)."""
+    import torch
+
+    class RescoredHead(torch.nn.Module):
+        """The output head in bf16 with the top candidates rescored in fp32: the vocabulary-wide
+        product runs at bf16 speed, and the `rescore` best tokens per position get their exact
+        fp32 logits from the fp32 weights (the tied embedding's own tensor, not a copy), so a
+        greedy pick between close candidates is the fp32 one. The other logits stay approximate
+        (bf16-rounded, returned as fp32)."""
+
+        def __init__(self, head: Any, rescore: int = 16) -> None:
+            super().__init__()
+            self.weight = head.weight  # fp32, shared with the input embedding when tied
+            self.bias = head.bias
+            self.register_buffer("weight_bf16", head.weight.detach().to(torch.bfloat16),
+                                 persistent=False)
+            self.rescore = min(rescore, head.weight.shape[0])
+
+        def forward(self, hidden: Any) -> Any:
+            hidden = hidden.float()
+            logits = torch.nn.functional.linear(hidden.to(torch.bfloat16), self.weight_bf16).float()
+            if self.bias is not None:
+                logits = logits + self.bias
+            top = logits.topk(self.rescore, dim=-1).indices  # [..., k]
+            exact = (self.weight[top] @ hidden.unsqueeze(-1)).squeeze(-1)  # [..., k]
+            if self.bias is not None:
+                exact = exact + self.bias[top]
+            return logits.scatter_(-1, top, exact)
+
+    return RescoredHead(head, rescore)
 
 
 def _inputs_to_bf16(module: Any, args: tuple) -> tuple:

@@ -107,3 +107,22 @@ def test_mixed_generator_multiplies_in_bf16_and_keeps_fp32_activations(tiny_gene
         reference = fp32(**enc).logits
     assert (logits - reference).abs().max() < 0.05 * reference.abs().max()  # rounded, not broken
     assert len(generate_answers(model, tok, ["Hello", "How much is Basic?"], 4, 2)) == 2
+
+
+def test_rescored_head_gives_fp32_logits_to_its_top_candidates():
+    import torch
+
+    from tasks.lib.precision import rescored_head
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(64, 500, bias=False)
+    hidden = torch.randn(3, 5, 64)
+    with torch.no_grad():
+        exact = head(hidden)
+        fast = rescored_head(head, rescore=8)(hidden)
+    assert fast.dtype == torch.float32 and fast.shape == exact.shape
+    assert torch.equal(fast.argmax(-1), exact.argmax(-1))  # the greedy pick is the fp32 one
+    same = (fast - exact).abs() < 1e-4
+    assert (same.sum(-1) >= 8).all()  # 8 rescored per position
+    assert same.gather(-1, exact.topk(3, dim=-1).indices).all()  # the best ones among them
+    assert 0 < (fast - exact).abs().max() < 0.05 * exact.abs().max()  # the others: bf16-rounded

@@ -258,7 +258,7 @@ class IndexConfig(Section):
     ann_partitions: int = Field(0, ge=0)  # IVF partitions of the IVF-HNSW-SQ index; 0: 1 per 1M rows
     nprobes: int = Field(20, ge=1)  # IVF partitions searched per query (ANN only)
     refine_factor: int = Field(10, ge=1)  # re-rank k x this candidates exactly (ANN only)
-    ef: int = Field(0, ge=0)  # HNSW candidates searched per query; 0: lancedb's 1.5 x its limit
+    ef: int = Field(0, ge=0)  # HNSW candidates per query, at least limit x refine; 0: lancedb's
     device: Device = "auto"
     # retriever inference (index, evaluate, reindex, serve): fp32 | bf16 | auto (bf16 on a CPU
     # with AVX-512 BF16/AMX, else fp32); measured by bench/retriever_precision.py

@@ -100,8 +100,8 @@ def vector_hits(table: Any, vector: Any, k: int, index_cfg: Any = None) -> list[
              .select([*HIT_COLUMNS, "_distance"]).limit(k))
     if index_cfg is not None:  # ignored by a flat scan, used once the table has an ANN index
         query = query.nprobes(index_cfg.nprobes).refine_factor(index_cfg.refine_factor)
-        if index_cfg.ef:
-            query = query.ef(index_cfg.ef)
+        if index_cfg.ef:  # HNSW needs at least as many candidates as the rows it hands on
+            query = query.ef(max(index_cfg.ef, k * max(1, index_cfg.refine_factor)))
     rows = query.to_list()
     return [{**{c: r[c] for c in HIT_COLUMNS}, "score": 1.0 - r["_distance"]} for r in rows]
 

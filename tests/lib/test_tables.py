@@ -114,3 +114,6 @@ def test_ann_index_past_threshold_keeps_results(tmp_path):
              for v in vectors[:20]]
     recall = np.mean([len(set(f) & set(e)) / 5 for f, e in zip(found, exact, strict=True)])
     assert recall >= 0.9
+    # An ef below limit x refine (which HNSW refuses) is raised to it, not an error per query.
+    few = IndexConfig(ann_min_rows=500, refine_factor=20, ef=8)
+    assert len(vector_hits(table, vectors[0], 5, few)) == 5

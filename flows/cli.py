@@ -105,12 +105,19 @@ def pipeline(config: str = ConfigOpt, set_: list[str] = SetOpt,
 
     One MLflow parent run with a nested run per stage. Skipped, in seconds, when data, config
     and code are those of a registered release (--force retrains)."""
+    from flows.head_start import cannot_skip, head_start
+    from flows.reaper import start_reaper
     from tasks.lib.config import load_config
     from tasks.lib.registry import check_registry, registry_ref
     from tasks.lib.release_skip import skip_reason
 
     overrides = _overrides(set_)
     cfg = _run(load_config, config, overrides)
+    if cannot_skip(cfg, force):  # a run that must train: the temporary API starts meanwhile
+        start_reaper()  # the temporary Prefect API and other children end with this command
+        api = head_start()
+    else:
+        api = None
     _run(check_registry, registry_ref(cfg))  # an unreachable registry: named before any work
     # Read-only, so it is decided here: nothing to train needs no Prefect server (~7 s saved).
     # The flow decides again under the write lock (deployments run it without this command).
@@ -119,9 +126,11 @@ def pipeline(config: str = ConfigOpt, set_: list[str] = SetOpt,
         typer.echo(f"pipeline skipped: {skip['reason']}")
         return
     from flows.pipeline import pipeline as pipeline_flow
-    from flows.reaper import start_reaper
 
-    start_reaper()  # the temporary Prefect API and other children end with this command
+    if api is None:
+        start_reaper()
+    else:
+        api.wait()
     result = _run(pipeline_flow, config_path=config, overrides=overrides, force=force)
     if result["skipped"]:
         typer.echo(f"pipeline skipped: {result['reason']}")

@@ -26,9 +26,11 @@ log = logging.getLogger(__name__)
 def cannot_skip(cfg: Any, force: bool) -> bool:
     """True when the run must train whatever the registry holds: --force, skip_unchanged off,
     or a local sqlite registry whose file does not exist yet (nothing is registered)."""
-    if force or not cfg.schedule.skip_unchanged:
-        return True
     from tasks.lib.registry import registry_ref
+    from tasks.lib.release_skip import skip_disabled
+
+    if skip_disabled(cfg, force):
+        return True
 
     uri = registry_ref(cfg).registry_uri or ""
     if not uri.startswith("sqlite:///"):

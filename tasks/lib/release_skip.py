@@ -48,12 +48,17 @@ def release_inputs(cfg: Any) -> str:
     return inputs_digest(md5s, cfg.to_dict(), code_digest())
 
 
+def skip_disabled(cfg: Any, force: bool = False) -> bool:
+    """True when no retrain is ever skipped: `force`, or `schedule.skip_unchanged: false`."""
+    return force or not cfg.schedule.skip_unchanged
+
+
 def skip_reason(cfg: Any, force: bool = False) -> dict[str, Any] | None:
     """The release a retrain with this config would only repeat ({"release", "reason"}), or
     None when it must run (`force`, `schedule.skip_unchanged: false`, or something changed)."""
     from tasks.lib.registry import registry_ref
 
-    if force or not cfg.schedule.skip_unchanged:
+    if skip_disabled(cfg, force):
         return None
     same = unchanged_release(registry_ref(cfg), release_inputs(cfg))
     if same is None:

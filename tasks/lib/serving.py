@@ -28,6 +28,7 @@ from tasks.lib.search import MODES
 
 LOCAL = "local"  # the release of the last index run and the adapters on disk
 ROLES = ("candidate", "base")  # the two retrievers a local index run builds tables for
+NOT_HELD = object()  # LoadedRelease.held_vectors' "searched by LanceDB" (a part is never None)
 
 
 @dataclass(frozen=True)
@@ -219,6 +220,15 @@ class LoadedRelease:
         table = self.table()  # first: a load inside _part's lock must not take the lock again
         return self._part("chunk_vectors", lambda: chunk_vectors(table))
 
+    def held_vectors(self):
+        """The pinned table's chunks in memory for exact vector search, or None where LanceDB
+        searches it (an ANN index, or index.ann_min_rows rows or more; tasks.lib.held_vectors)."""
+        from tasks.lib.held_vectors import hold_vectors
+
+        table = self.table()  # first: a load inside _part's lock must not take the lock again
+        return self._part("held_vectors", lambda: hold_vectors(
+            table, self.sections.index.ann_min_rows) or NOT_HELD)
+
     def retriever(self):
         """The release's retriever model."""
         return self._part("retriever", lambda: load_served_retriever(
@@ -235,6 +245,7 @@ class LoadedRelease:
     def warm(self, setups: Sequence[str] = tuple(SETUPS)) -> LoadedRelease:
         """Load now what `setups` and search need (a server does this before taking requests)."""
         self.table()
+        self.held_vectors()
         self.retriever().encode(["warm up"], convert_to_numpy=True)  # first-call set-up, here
         for uses_lora in sorted({setup_parts(s)[0] for s in setups}):
             self.generator(uses_lora)
@@ -244,15 +255,21 @@ class LoadedRelease:
         """The top-k documents for a query, each as its best chunk hit (chunk_id, doc_id, text,
         score). Mode None: the release's chosen method (fusion before choices existed)."""
         from tasks.lib.choice import release_mode
-        from tasks.lib.search import best_per_doc, canonical_mode, search
+        from tasks.lib.search import best_per_doc, canonical_mode, encode_query, rrf_fuse, search, text_hits
 
         mode = canonical_mode(mode) if mode else release_mode(self.served.tags, "fusion")
         check_choice(mode, MODES, "search mode")
         if k < 1:
             raise ConfigError(f"k must be at least 1, got {k}")
         model = None if mode == "bm25" else self.retriever()
-        hits = search(self.table(), query, mode, self.sections.evaluate.chunk_k, model,
-                      self.sections.evaluate.rrf_k, self.sections.index)
+        depth, rrf_k = self.sections.evaluate.chunk_k, self.sections.evaluate.rrf_k
+        held = self.held_vectors() if mode in ("vector", "fusion") else NOT_HELD
+        if held is NOT_HELD:
+            hits = search(self.table(), query, mode, depth, model, rrf_k, self.sections.index)
+        else:  # search()'s vector and fusion modes, the vector half from memory
+            hits = held.hits(encode_query(model, query), depth)
+            if mode == "fusion":
+                hits = rrf_fuse([text_hits(self.table(), query, depth), hits], rrf_k)[:depth]
         return best_per_doc(hits, k)
 
     def contexts(self, questions: list[str]) -> list[list[dict[str, Any]]]:

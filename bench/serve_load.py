@@ -1,16 +1,18 @@
 """`tunedex serve` under load over real HTTP: /search latency, the /ask batching gain, hot swap.
 
-Starts the real server (`tunedex serve`, a subprocess on 127.0.0.1) five times, timing each
+Starts the real server (`tunedex serve`, a subprocess on 127.0.0.1) seven times, timing each
 start-up to /health 200: the config as it is (/search at 1, 4, 16 clients; /ask at 8 clients,
 batched) and, beside it, serve.max_batch=1 (the one-at-a-time baseline; /ask rounds alternate
 between the two); then serve.poll_seconds=1 while 4 clients query and `champion` moves to
 another release and back (restored in any case); then index.precision fp32 beside bf16 (/search
-at 1 and 4 clients, rounds alternating: what the retriever's bf16 gains per request).
---phases picks some of the three. The query log goes to a temporary folder and
+at 1 and 4 clients, rounds alternating: what the retriever's bf16 gains per request); then
+index.ann_min_rows=1 (every vector query planned by LanceDB, the path before) beside the config
+as is (a small table's vectors held in memory; tasks/lib/held_vectors.py), the same way.
+--phases picks some of the four. The query log goes to a temporary folder and
 nothing is traced, so no bench traffic is left in logs/ or MLflow (and the rate limit is off).
 
 usage: python bench/serve_load.py [--config configs/cpu.yaml] [--seconds 10] [--port 0]
-                                  [--questions 16] [--repeats 2] [--phases load swap precision]
+                                  [--questions 16] [--repeats 2] [--phases load swap precision held]
 """
 
 from __future__ import annotations
@@ -200,12 +202,13 @@ def bench_ask(arms: dict[str, str], questions: list[str], n: int, repeats: int) 
 # ---- 4. /search: the retriever in fp32 vs bf16 --------------------------------------------------
 
 
-def bench_search_precision(arms: dict[str, str], questions: list[str], seconds: float,
-                           repeats: int) -> None:
-    """/search latency of the same release with the retriever at each precision ("fp32" and
-    "bf16" -> URL), at 1 and 4 clients, rounds alternating so drift hits both alike."""
+def bench_search_arms(arms: dict[str, str], questions: list[str], seconds: float,
+                      repeats: int) -> None:
+    """/search latency of the same release served two ways (label -> URL; the first is the
+    baseline), at 1 and 4 clients, rounds alternating so drift hits both alike."""
     for url in arms.values():
         asyncio.run(load(url, ["search"], questions, iter(range(5))))  # warm-up
+    base, other = arms
     for n in (1, 4):
         ms: dict[str, list[float]] = {label: [] for label in arms}
         failed = 0
@@ -219,7 +222,7 @@ def bench_search_precision(arms: dict[str, str], questions: list[str], seconds: 
         print(f"/search {n} client{'s' if n > 1 else ' '} " + "  ".join(
             f"{label}: p50 {pct(v, .5):5.1f} ms p95 {p95[label]:5.1f} ms ({len(v)} req)"
             for label, v in ms.items())
-            + f"  -> p95 fp32/bf16 x{p95['fp32'] / p95['bf16']:.2f}, errors {failed}")
+            + f"  -> p95 {base}/{other} x{p95[base] / p95[other]:.2f}, errors {failed}")
 
 
 # ---- 3. hot swap under load ---------------------------------------------------------------------
@@ -295,10 +298,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0, help="servers on P, P+1, P+2 (0: free ports)")
     parser.add_argument("--questions", type=int, default=16, help="/ask questions per arm and round")
     parser.add_argument("--repeats", type=int, default=2, help="/ask rounds per arm (best of N)")
-    parser.add_argument("--phases", nargs="+", default=["load", "swap", "precision"],
-                        choices=["load", "swap", "precision"],
+    parser.add_argument("--phases", nargs="+", default=["load", "swap", "precision", "held"],
+                        choices=["load", "swap", "precision", "held"],
                         help="load: /search and /ask batching; swap: champion moved under load; "
-                             "precision: /search with the retriever in fp32 vs bf16")
+                             "precision: /search with the retriever in fp32 vs bf16; held: "
+                             "/search with every vector query by LanceDB vs from held vectors")
     args = parser.parse_args()
     cfg = load_config(args.config)
     questions = [q["question"] for q in read_jsonl(Catalog(cfg.paths).eval_qa_path)]
@@ -320,8 +324,13 @@ def main() -> None:
                         lambda url: bench_swap(cfg, url, questions, args.seconds))
         if "precision" in args.phases:
             with_server(args, log_path, ["index.precision=fp32"], 3, lambda fp32: with_server(
-                args, log_path, ["index.precision=bf16"], 4, lambda bf16: bench_search_precision(
+                args, log_path, ["index.precision=bf16"], 4, lambda bf16: bench_search_arms(
                     {"fp32": fp32, "bf16": bf16}, questions, 2 * args.seconds, args.repeats)))
+        if "held" in args.phases:
+            with_server(args, log_path, ["index.ann_min_rows=1"], 5, lambda lancedb: with_server(
+                args, log_path, [], 6, lambda held: bench_search_arms(
+                    {"lancedb": lancedb, "held": held}, questions, 2 * args.seconds,
+                    args.repeats)))
         bad = [line for line in log_path.read_text(errors="replace").splitlines()
                if "ERROR" in line or "Traceback" in line]
         print(f"server log: {len(bad)} error lines" + "".join(f"\n  {line}" for line in bad[:10]))

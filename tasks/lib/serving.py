@@ -263,7 +263,9 @@ class LoadedRelease:
             raise ConfigError(f"k must be at least 1, got {k}")
         model = None if mode == "bm25" else self.retriever()
         depth, rrf_k = self.sections.evaluate.chunk_k, self.sections.evaluate.rrf_k
-        held = self.held_vectors() if mode in ("vector", "fusion") else NOT_HELD
+        # held only once warm() or held_vectors() loaded them (a server; a one-shot query does
+        # not read the whole table for one search)
+        held = self._parts.get("held_vectors", NOT_HELD) if mode in ("vector", "fusion") else NOT_HELD
         if held is NOT_HELD:
             hits = search(self.table(), query, mode, depth, model, rrf_k, self.sections.index)
         else:  # search()'s vector and fusion modes, the vector half from memory

@@ -102,6 +102,14 @@ def test_served_search_from_held_vectors_matches_lancedb_on_the_pinned_version(t
         assert "late#0" not in [h["chunk_id"] for h in got]
 
 
+def test_a_one_shot_search_does_not_read_the_whole_table(tmp_path):
+    _, version = pinned(tmp_path, chunk_rows(40, 3))
+    release = LoadedRelease(served(tmp_path, "chunks", version), SECTIONS, catalog(tmp_path))
+    release._parts["retriever"] = Fixed(chunk_rows(1)[0]["vector"])
+    assert release.search("cards", "fusion", k=3)
+    assert "held_vectors" not in release._parts  # only warm() or held_vectors() holds them
+
+
 def test_a_release_over_the_threshold_searches_with_lancedb(tmp_path):
     _, version = pinned(tmp_path, chunk_rows(40, 3))
     sections = replace(SECTIONS, index=IndexConfig(ann_min_rows=40))

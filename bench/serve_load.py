@@ -199,7 +199,7 @@ def bench_ask(arms: dict[str, str], questions: list[str], n: int, repeats: int) 
     print(f"/ask batching gain: {gain:.2f}x one at a time (target >= 3x) {'PASS' if gain >= 3 else 'FAIL'}")
 
 
-# ---- 4. /search: the retriever in fp32 vs bf16 --------------------------------------------------
+# ---- 4. /search served two ways: fp32 vs bf16, LanceDB vs held vectors ---------------------------
 
 
 def bench_search_arms(arms: dict[str, str], questions: list[str], seconds: float,
@@ -295,7 +295,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", default="configs/cpu.yaml")
     parser.add_argument("--seconds", type=float, default=10, help="length of each load phase (s)")
-    parser.add_argument("--port", type=int, default=0, help="servers on P, P+1, P+2 (0: free ports)")
+    parser.add_argument("--port", type=int, default=0, help="servers on P, P+1, ... P+6 (0: free ports)")
     parser.add_argument("--questions", type=int, default=16, help="/ask questions per arm and round")
     parser.add_argument("--repeats", type=int, default=2, help="/ask rounds per arm (best of N)")
     parser.add_argument("--phases", nargs="+", default=["load", "swap", "precision", "held"],

@@ -36,7 +36,7 @@ class HeldVectors:
 
 def hold_vectors(table: Any, max_rows: int) -> HeldVectors | None:
     """The table's chunks in memory, or None when it has an ANN index or `max_rows` rows or more
-    (LanceDB's own search then: an ANN query, or a table too big to hold twice)."""
+    (LanceDB's own search then: an ANN query, or a table too big to keep a copy of in memory)."""
     if table.count_rows() >= max_rows or any(i.columns == ["vector"] for i in table.list_indices()):
         return None
     data = table.to_arrow().select([*HIT_COLUMNS, "vector"])

@@ -221,7 +221,7 @@ class LoadedRelease:
         return self._part("chunk_vectors", lambda: chunk_vectors(table))
 
     def held_vectors(self):
-        """The pinned table's chunks in memory for exact vector search, or None where LanceDB
+        """The pinned table's chunks in memory for exact vector search, or NOT_HELD where LanceDB
         searches it (an ANN index, or index.ann_min_rows rows or more; tasks.lib.held_vectors)."""
         from tasks.lib.held_vectors import hold_vectors
 

@@ -42,8 +42,12 @@ def hold_vectors(table: Any, max_rows: int) -> HeldVectors | None:
     data = table.to_arrow().select([*HIT_COLUMNS, "vector"])
     if len(data) == 0:
         return None
-    column = data.column("vector").combine_chunks()
-    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(len(data), -1)
+    return HeldVectors(unit_vectors(data.column("vector")), data.select(HIT_COLUMNS).to_pylist())
+
+
+def unit_vectors(column: Any) -> np.ndarray:
+    """An Arrow column of fixed-size vectors as unit-length float32 rows (one array)."""
+    column = column.combine_chunks()
+    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(len(column), -1)
     vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    rows = data.select(HIT_COLUMNS).to_pylist()
-    return HeldVectors(np.ascontiguousarray(vectors, dtype=np.float32), rows)
+    return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -19,11 +19,10 @@ def chunk_vectors(table: Any) -> tuple[np.ndarray, list[str]] | None:
     """Every chunk vector (unit length) and its doc_id, or None for a table too big to hold."""
     if table.count_rows() > MAX_IN_MEMORY_ROWS:
         return None
+    from tasks.lib.held_vectors import unit_vectors
+
     data = table.to_arrow().select(["vector", "doc_id"])
-    column = data.column("vector").combine_chunks()
-    vectors = column.flatten().to_numpy(zero_copy_only=False).reshape(len(data), -1)
-    vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-    return vectors.astype(np.float32), data.column("doc_id").to_pylist()
+    return unit_vectors(data.column("vector")), data.column("doc_id").to_pylist()
 
 
 def top1(embeddings: np.ndarray, table: Any, held: tuple[np.ndarray, list[str]] | None,

@@ -94,20 +94,24 @@ def main() -> None:
         print(f"{label:22s} p50 {summary['p50_ms']:6.2f} ms  p95 {summary['p95_ms']:6.2f} ms "
               f"({len(values)} calls)")
     base = args.precisions[0]
+
+    def factors(precision: str) -> tuple[float, float]:
+        """p95 of the encode and of search before (base, LanceDB) / now (`precision`, held)."""
+        return (p95[f"{base} encode"] / p95[f"{precision} encode"],
+                p95[f"{base} search lancedb"] / p95[f"{precision} search held"])
+
     for precision in args.precisions:
         print(f"{precision}: search p95 lancedb / held x"
               f"{p95[f'{precision} search lancedb'] / p95[f'{precision} search held']:.2f}")
     for precision in args.precisions[1:]:
-        encode = p95[f"{base} encode"] / p95[f"{precision} encode"]
-        gain = p95[f"{base} search lancedb"] / p95[f"{precision} search held"]
+        encode, gain = factors(precision)
         print(f"encode p95 {base} / {precision} x{encode:.2f}; search p95 before ({base}, "
               f"lancedb) / {precision}, held x{gain:.2f}")
     auto = resolve_precision("auto", "cpu")
     print(f"index.precision auto is {auto} on this CPU (native bf16: "
           f"{'yes' if cpu_has_bf16() else 'no'})")
     if auto in args.precisions:  # what a server here runs, against the path before at fp32
-        encode = p95[f"{base} encode"] / p95[f"{auto} encode"]
-        gain = p95[f"{base} search lancedb"] / p95[f"{auto} search held"]
+        encode, gain = factors(auto)
         print(f"search p95 before ({base}, lancedb) / now ({auto}, held) x{gain:.2f} against the "
               f"encode's {base} / {auto} x{encode:.2f} (target: at least the encode's) "
               f"{'PASS' if gain >= encode else 'FAIL'}")

